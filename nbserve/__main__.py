@@ -1,0 +1,5 @@
+import sys
+
+from nbserve.cli import main
+
+sys.exit(main())

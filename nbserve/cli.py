@@ -1,0 +1,141 @@
+"""The ``nbserve`` command line: one argparse parser per verb, shared with the notebook magics.
+
+Each ``add_*_arguments`` function defines a verb's flags once; the CLI and ``%archive`` /
+``%serve`` / ``%predict`` both build their parsers from it, so the two never drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from nbserve import __version__
+from nbserve.archive import ARCHIVE_FORMATS, RUNTIMES, archive
+from nbserve.errors import NBServeError
+
+#: Below this many bytes an archive is written too fast for a progress bar to help.
+PROGRESS_THRESHOLD = 64 * 2**20
+
+
+def add_archive_arguments(parser: argparse.ArgumentParser) -> None:
+    """``torch-model-archiver`` 0.12's flags, with its short forms and defaults."""
+    parser.add_argument("--model-name", required=True,
+                        help="Model name; the archive is saved as MODEL_NAME.mar.")
+    parser.add_argument("--serialized-file",
+                        help="A .pt/.pth state dict (eager mode), a TorchScript or .pt2 file.")
+    parser.add_argument("--model-file",
+                        help="Python file with the model's one nn.Module class (eager mode).")
+    parser.add_argument("--handler", required=True,
+                        help="A default handler (image_classifier, image_segmenter, "
+                             "object_detector, text_classifier), a .py file, or file.py:function.")
+    parser.add_argument("--extra-files",
+                        help="Comma-separated files or folders to include (wildcards allowed).")
+    parser.add_argument("--runtime", default="python", choices=RUNTIMES,
+                        help='The runtime of the inference code (default "python").')
+    parser.add_argument("--export-path", default=".",
+                        help="Folder to save the archive in (default: the current folder).")
+    parser.add_argument("--archive-format", default="default", choices=list(ARCHIVE_FORMATS),
+                        help='"default": MODEL_NAME.mar; "zip-store": .mar without compression; '
+                             '"tgz": MODEL_NAME.tar.gz; "no-archive": a folder MODEL_NAME/.')
+    parser.add_argument("-f", "--force", action="store_true",
+                        help="Overwrite an existing archive of the same name.")
+    parser.add_argument("-v", "--version", required=True, help="Model's version.")
+    parser.add_argument("-r", "--requirements-file",
+                        help="requirements.txt with the model's Python dependencies.")
+    parser.add_argument("-c", "--config-file",
+                        help="model-config.yaml (batch_size, max_batch_delay, workers, ...).")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="Show no progress bar.")
+
+
+def run_archive(args: argparse.Namespace, progress=None) -> str:
+    """Make the archive that parsed ``archive`` arguments describe; returns its path."""
+    path = archive(
+        model_name=args.model_name,
+        version=args.version,
+        handler=args.handler,
+        serialized_file=args.serialized_file,
+        model_file=args.model_file,
+        extra_files=args.extra_files,
+        requirements_file=args.requirements_file,
+        config_file=args.config_file,
+        runtime=args.runtime,
+        export_path=args.export_path,
+        archive_format=args.archive_format,
+        force=args.force,
+        progress=progress,
+    )
+    return str(path)
+
+
+class TerminalProgress:
+    """A one-line progress bar on stderr for archives big enough to need one."""
+
+    def __init__(self, label: str, stream=sys.stderr, width: int = 30):
+        self.label, self.stream, self.width = label, stream, width
+        self.started = time.monotonic()
+        self.shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if total < PROGRESS_THRESHOLD:
+            return
+        filled = self.width * done // max(total, 1)
+        rate = done / max(time.monotonic() - self.started, 1e-6) / 2**20
+        self.stream.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] "
+            f"{done / 2**20:,.0f}/{total / 2**20:,.0f} MiB {rate:,.0f} MiB/s"
+        )
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nbserve",
+        description="TorchServe-compatible model serving, in the notebook and on the command line.",
+    )
+    parser.add_argument("--version", action="version", version=f"nbserve {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    archive_parser = verbs.add_parser(
+        "archive", help="Make a model archive (.mar), as torch-model-archiver does.",
+        description="Make a model archive (.mar) that nbserve and TorchServe both serve.",
+    )
+    add_archive_arguments(archive_parser)
+    archive_parser.set_defaults(run=_archive_command)
+    return parser
+
+
+def _archive_command(args: argparse.Namespace) -> int:
+    progress = None
+    if not args.quiet and sys.stderr.isatty():
+        progress = TerminalProgress(f"Archiving {args.model_name}")
+    try:
+        path = run_archive(args, progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    print(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except NBServeError as e:
+        print(f"nbserve {args.verb}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Fixtures shared by the whole suite: small seeded models and the files an archive is made from."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+TINY_MODEL_PY = '''\
+import torch
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(x)
+'''
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Unpack archives into a folder of the test session's, never into ~/.cache."""
+    monkeypatch.setenv("NBSERVE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "nbserve-cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """model.py, a seeded state dict, labels, a handler, requirements, config and a folder."""
+    import torch
+
+    d = tmp_path_factory.mktemp("tiny")
+    (d / "model.py").write_text(TINY_MODEL_PY)
+    namespace: dict = {}
+    exec(TINY_MODEL_PY, namespace)
+    torch.manual_seed(0)
+    torch.save(namespace["TinyNet"]().state_dict(), d / "tiny.pth")
+    (d / "index_to_name.json").write_text(json.dumps({"0": "zero", "1": "one", "2": "two"}))
+    (d / "my_handler.py").write_text("def handle(data, context):\n    return [len(data)]\n")
+    (d / "requirements.txt").write_text("numpy\n")
+    (d / "model-config.yaml").write_text("batch_size: 4\nmax_batch_delay: 20\n")
+    extra = d / "assets"
+    (extra / "vocab").mkdir(parents=True)
+    (extra / "vocab" / "words.txt").write_text("a\nb\n")
+    (extra / "readme.txt").write_text("assets\n")
+    (extra / "__pycache__").mkdir()
+    (extra / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    (extra / ".git").mkdir()
+    (extra / ".git" / "HEAD").write_text("ref\n")
+    return d
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` by its relative POSIX path, with its bytes."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

@@ -1,0 +1,238 @@
+"""``BaseHandler``: TorchServe's handler contract, documented once.
+
+A handler turns a batch of requests into a batch of answers. The engine calls, per worker::
+
+    handler = MyHandler()
+    handler.initialize(context)          # once: load the model onto context's device
+    answers = handler.handle(batch, context)   # per batch: one answer per request
+
+``batch`` is a list with one dict per request: ``{"body": b"..."}`` for a raw request body, or one
+key per form field (``{"data": b"..."}``) for multipart requests. A JSON body arrives parsed, a
+``text/*`` body as ``str``. ``handle`` returns a list of the same length; each answer is a dict or
+list (sent as JSON), a ``str`` or ``bytes`` (sent as they are).
+
+``BaseHandler.handle`` runs the three steps a subclass overrides::
+
+    class Doubler(BaseHandler):
+        def preprocess(self, data):                 # requests -> a batch tensor
+            return torch.tensor([float(row["body"]) for row in data])
+        def inference(self, data):                  # batch tensor -> model output
+            return data * 2
+        def postprocess(self, data):                # model output -> one answer per request
+            return data.tolist()
+
+Handlers that keep ``BaseHandler.handle`` let the engine run ``preprocess`` for the next batch
+while ``inference`` runs for this one. A handler raises
+:class:`~nbserve.handlers.util.PredictionException` to answer with a status of its choosing.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import pickle
+import threading
+import time
+
+import torch
+
+from nbserve.handlers.util import list_classes_from_module, load_label_mapping
+
+logger = logging.getLogger(__name__)
+
+
+def timed(func):
+    """Record a handler step's duration as ``ts_handler_<step>`` when model-config.yaml asks.
+
+    As in TorchServe, timing is on with ``handler: {profile: true}``.
+    """
+
+    @functools.wraps(func)
+    def wrapper(self, *args, **kwargs):
+        context = getattr(self, "context", None)
+        profile = context is not None and (context.model_yaml_config.get("handler") or {}).get("profile")
+        if not profile:
+            return func(self, *args, **kwargs)
+        start = time.perf_counter()
+        result = func(self, *args, **kwargs)
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        context.metrics.add_time("ts_handler_" + func.__name__, (time.perf_counter() - start) * 1000)
+        return result
+
+    return wrapper
+
+
+class BaseHandler:
+    """Loads an eager, TorchScript or ``torch.export`` model and runs it; see the module doc."""
+
+    def __init__(self):
+        self.model = None
+        self.mapping = None
+        self.device = None
+        self.initialized = False
+        self.context = None
+        self.model_pt_path = None
+        self.manifest = None
+        self.map_location = None
+        self.explain = False
+        self.target = 0
+        self.model_yaml_config = {}
+
+    @property
+    def context(self):
+        """The context of the batch this thread is working on.
+
+        Per thread, because the engine preprocesses the next batch while this one runs through
+        ``inference`` and ``postprocess``, and each step must see its own batch's headers.
+        """
+        local = self.__dict__.get("_context_local")
+        return getattr(local, "context", None) if local is not None else None
+
+    @context.setter
+    def context(self, context):
+        if "_context_local" not in self.__dict__:
+            self.__dict__["_context_local"] = threading.local()
+        self.__dict__["_context_local"].context = context
+
+    def initialize(self, context):
+        """Load the model the manifest names onto the context's device, and the label map.
+
+        Eager models (``modelFile`` plus a state dict) load with ``weights_only=True``: a
+        checkpoint that would run code when unpickled is refused. ``.pt`` files without a model
+        file load as TorchScript, ``.pt2`` files as ``torch.export`` programs.
+        """
+        self.context = context
+        self.model_yaml_config = getattr(context, "model_yaml_config", None) or {}
+        properties = context.system_properties
+        gpu_id = properties.get("gpu_id")
+        if gpu_id is not None and torch.cuda.is_available():
+            self.map_location = "cuda"
+            self.device = torch.device(f"cuda:{gpu_id}")
+        elif gpu_id is not None and torch.backends.mps.is_available():
+            self.map_location = "mps"
+            self.device = torch.device("mps")
+        else:
+            self.map_location = "cpu"
+            self.device = torch.device("cpu")
+
+        self.manifest = context.manifest
+        model_dir = properties.get("model_dir")
+        model = self.manifest["model"]
+        if "serializedFile" in model:
+            self.model_pt_path = os.path.join(model_dir, model["serializedFile"])
+        model_file = model.get("modelFile", "")
+
+        if model_file:
+            self.model = self._load_pickled_model(model_dir, model_file, self.model_pt_path)
+            self.model.to(self.device)
+            self.model.eval()
+        elif self.model_pt_path and self.model_pt_path.endswith(".pt2"):
+            self.model = self._load_exported_program(self.model_pt_path)
+        elif self.model_pt_path and self.model_pt_path.endswith((".pt", ".pth", ".torchscript")):
+            self.model = self._load_torchscript_model(self.model_pt_path)
+            self.model.eval()
+        else:
+            raise RuntimeError(
+                "No model weights could be loaded: the archive needs --model-file with a state "
+                "dict, a TorchScript .pt, or a torch.export .pt2 as --serialized-file."
+            )
+
+        compile_options = (self.model_yaml_config.get("pt2") or {}).get("compile") or {}
+        if compile_options.get("enable"):
+            options = {k: v for k, v in compile_options.items() if k != "enable"}
+            self.model = torch.compile(self.model, **options)
+
+        self.mapping = load_label_mapping(os.path.join(model_dir, "index_to_name.json"))
+        self.initialized = True
+
+    def _load_pickled_model(self, model_dir, model_file, model_pt_path):
+        """Instantiate the one ``nn.Module`` class ``model_file`` defines, then load its weights."""
+        from nbserve.handlers.loader import import_file
+
+        model_def_path = os.path.join(model_dir, model_file)
+        if not os.path.isfile(model_def_path):
+            raise RuntimeError(f"Missing the model file {model_file}")
+        module = import_file(model_def_path)
+        classes = list_classes_from_module(module, torch.nn.Module)
+        if len(classes) != 1:
+            raise ValueError(
+                f"Expected only one nn.Module class in {model_file}, found "
+                f"{[c.__name__ for c in classes]}."
+            )
+        model = classes[0]()
+        if model_pt_path:
+            try:
+                state_dict = torch.load(model_pt_path, map_location=self.device, weights_only=True)
+            except pickle.UnpicklingError as e:
+                raise RuntimeError(
+                    f"Refusing to load {os.path.basename(model_pt_path)}: it is not a plain state "
+                    f"dict, and unpickling it could run arbitrary code ({str(e).splitlines()[0]}). "
+                    "Save the weights with torch.save(model.state_dict(), path)."
+                ) from None
+            model.load_state_dict(state_dict)
+        return model
+
+    def _load_torchscript_model(self, model_pt_path):
+        return torch.jit.load(model_pt_path, map_location=self.device)
+
+    def _load_exported_program(self, model_pt2_path):
+        return torch.export.load(model_pt2_path).module().to(self.device)
+
+    @timed
+    def preprocess(self, data):
+        """Requests -> the model's input. Default: the request values as one tensor."""
+        return torch.as_tensor(data, device=self.device)
+
+    @timed
+    def inference(self, data, *args, **kwargs):
+        """The model's input -> its output, without autograd, on the handler's device."""
+        with torch.inference_mode():
+            return self.model(data.to(self.device), *args, **kwargs)
+
+    @timed
+    def postprocess(self, data):
+        """The model's output -> one answer per request. Default: the output as lists."""
+        return data.tolist()
+
+    def handle(self, data, context):
+        """Answer one batch: ``postprocess(inference(preprocess(data)))``."""
+        start = time.time()
+        self.context = context
+        if self._is_describe():
+            output = [self.describe_handle()]
+        else:
+            data_preprocess = self.preprocess(data)
+            if self._is_explain():
+                output = self.explain_handle(data_preprocess, data)
+            else:
+                output = self.postprocess(self.inference(data_preprocess))
+        context.metrics.add_time("HandlerTime", round((time.time() - start) * 1000, 2), None, "ms")
+        return output
+
+    def explain_handle(self, data_preprocess, raw_data):
+        """Answer a request sent with the header ``explain: True`` with ``get_insights``."""
+        row = raw_data[0]
+        inputs, target = None, 0
+        if isinstance(row, dict):
+            inputs = row.get("data") or row.get("body")
+            target = row.get("target") or 0
+        return self.get_insights(data_preprocess, inputs, target)
+
+    def get_insights(self, tensor_data, raw_data, target=0):
+        raise NotImplementedError(f"{type(self).__name__} does not explain its predictions.")
+
+    def _is_explain(self) -> bool:
+        self.explain = bool(self.context and self.context.get_request_header(0, "explain") == "True")
+        return self.explain
+
+    def _is_describe(self) -> bool:
+        return bool(self.context and self.context.get_request_header(0, "describe") == "True")
+
+    def describe_handle(self):
+        """The answer to a request sent with ``describe: True``; subclasses say what they are."""
+        return None
+
+    def get_device(self):
+        return self.device

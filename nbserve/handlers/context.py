@@ -1,0 +1,174 @@
+"""The context a handler gets: TorchServe's ``ts.context.Context``, field for field.
+
+Handlers written for TorchServe read ``context.system_properties["model_dir"]``,
+``context.manifest``, request headers and ``context.metrics``; the same names work here. The
+engine fills one context per worker and, before each batch, its request ids and headers.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+from nbserve import __version__
+
+#: The TorchServe version whose handler API nbserve implements; handlers may read it.
+TORCHSERVE_API_VERSION = "0.12.0"
+
+
+class RequestProcessor:
+    """One request's headers in, and its response status and headers out."""
+
+    def __init__(self, request_header: dict):
+        self._status_code = 200
+        self._reason_phrase = None
+        self._response_header: dict[str, str] = {}
+        self._request_header = request_header
+
+    def get_request_property(self, key: str) -> str | None:
+        return self._request_header.get(key)
+
+    def get_request_properties(self) -> dict:
+        return self._request_header
+
+    def report_status(self, code, reason_phrase=None) -> None:
+        self._status_code = code
+        self._reason_phrase = reason_phrase
+
+    def get_response_status_code(self) -> int:
+        return self._status_code
+
+    def get_response_status_phrase(self) -> str | None:
+        return self._reason_phrase
+
+    def add_response_property(self, key: str, value: str) -> None:
+        self._response_header[key] = value
+
+    def get_response_headers(self) -> dict:
+        return self._response_header
+
+    def get_response_header(self, key: str) -> str | None:
+        return self._response_header.get(key)
+
+
+class Context:
+    """What a handler knows of its model, its worker and the batch in hand."""
+
+    def __init__(self, model_name, model_dir, manifest, batch_size, gpu, mms_version=None,
+                 limit_max_image_pixels=True, metrics=None, model_yaml_config=None):
+        self.model_name = model_name
+        self.manifest = manifest
+        self._system_properties = {
+            "model_dir": model_dir,
+            "gpu_id": gpu,
+            "batch_size": batch_size,
+            "server_name": "nbserve",
+            "server_version": mms_version or __version__,
+            "limit_max_image_pixels": limit_max_image_pixels,
+        }
+        self.request_ids = None
+        self._request_processor: list[RequestProcessor] | None = None
+        self.metrics = metrics if metrics is not None else HandlerMetrics()
+        self.model_yaml_config = model_yaml_config or {}
+        self.stopping_criteria = None
+        self.header_key_sequence_id = os.getenv("TS_REQUEST_SEQUENCE_ID", "ts_request_sequence_id")
+
+    @property
+    def system_properties(self) -> dict:
+        return self._system_properties
+
+    @property
+    def request_processor(self):
+        return self._request_processor
+
+    @request_processor.setter
+    def request_processor(self, request_processor):
+        self._request_processor = request_processor
+
+    def get_request_id(self, idx: int = 0) -> str | None:
+        return None if self.request_ids is None else self.request_ids.get(idx)
+
+    def get_request_header(self, idx: int, key: str) -> str | None:
+        return self._request_processor[idx].get_request_property(key)
+
+    def get_all_request_header(self, idx: int) -> dict:
+        return self._request_processor[idx].get_request_properties()
+
+    def set_response_content_type(self, idx: int, value: str) -> None:
+        self.set_response_header(idx, "content-type", value)
+
+    def get_response_content_type(self, idx: int) -> str | None:
+        return self.get_response_headers(idx).get("content-type")
+
+    def get_response_status(self, idx: int) -> tuple[int, str | None]:
+        processor = self._request_processor[idx]
+        return processor.get_response_status_code(), processor.get_response_status_phrase()
+
+    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
+        if self._request_processor is not None and self._request_processor[idx] is not None:
+            self._request_processor[idx].report_status(code, reason_phrase=phrase)
+
+    def set_all_response_status(self, code: int = 200, phrase: str = "") -> None:
+        for processor in self._request_processor:
+            processor.report_status(code, reason_phrase=phrase)
+
+    def get_response_headers(self, idx: int) -> dict:
+        return self._request_processor[idx].get_response_headers()
+
+    def set_response_header(self, idx, key, value) -> None:
+        self._request_processor[idx].add_response_property(key, value)
+
+    def get_sequence_id(self, idx: int) -> str | None:
+        return self._request_processor[idx].get_request_property(self.header_key_sequence_id)
+
+
+class HandlerMetrics:
+    """The metrics a handler adds (``context.metrics.add_time(...)``), kept for the metrics API.
+
+    Accepts the signatures of TorchServe's metrics cache; values are kept per name with their
+    unit and dimensions, last value wins, as a Prometheus gauge reads them.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.values: dict[str, tuple[float, str, float]] = {}
+        self.request_ids = None
+
+    def add_metric(self, name: str, value: float, unit: str = "", idx=None, dimensions=None,
+                   metric_type=None) -> None:
+        with self._lock:
+            self.values[name] = (float(value), unit, time.time())
+
+    def add_time(self, name, value, idx=None, unit="ms", dimensions=None, metric_type=None):
+        self.add_metric(name, value, unit)
+
+    def add_size(self, name, value, idx=None, unit="MB", dimensions=None, metric_type=None):
+        self.add_metric(name, value, unit)
+
+    def add_percent(self, name, value, idx=None, dimensions=None, metric_type=None):
+        self.add_metric(name, value, "percent")
+
+    def add_counter(self, name, value, idx=None, dimensions=None, metric_type=None):
+        with self._lock:
+            old = self.values.get(name, (0.0, "count", 0.0))[0]
+            self.values[name] = (old + float(value), "count", time.time())
+
+    def add_error(self, name, value, dimensions=None):
+        self.add_counter(name, 1 if value is None else value)
+
+    def get_metric(self, name: str, metric_type: Any = None) -> "_Metric":
+        return _Metric(self, name)
+
+
+class _Metric:
+    """What ``metrics.get_metric(...)`` returns in TorchServe: a handle to update one metric."""
+
+    def __init__(self, metrics: HandlerMetrics, name: str):
+        self.metrics, self.name = metrics, name
+
+    def add_or_update(self, value, dimension_values=None, request_id=None):
+        self.metrics.add_metric(self.name, value)
+
+    update = add_or_update

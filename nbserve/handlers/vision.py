@@ -1,0 +1,86 @@
+"""``VisionHandler``: images in, as TorchServe's vision handlers read them, but never refused for
+their mode.
+
+TorchServe feeds a grayscale, RGBA or palette image straight to a 3-channel normalisation and
+answers 503 "Prediction failed". Here every image PIL opens is converted to RGB first, and an
+input that is not an image at all is answered 400 with the reason, for that request alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import warnings
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from nbserve.handlers.base import BaseHandler, timed
+from nbserve.handlers.util import PredictionException
+
+
+def decode_image(value) -> Image.Image:
+    """A request's image (bytes, base64 text, or a PIL image) as an RGB PIL image.
+
+    Raises PredictionException(400) for anything that is not a readable image; Pillow's
+    decompression-bomb limit stays on unless the worker was started with it off.
+    """
+    if isinstance(value, Image.Image):
+        image = value
+    else:
+        if isinstance(value, str):
+            try:
+                value = base64.b64decode(value)
+            except ValueError:
+                raise PredictionException("Input is text, not an image or its base64.", 400) from None
+        if not value:
+            raise PredictionException("Input is empty: send an image as the request body.", 400)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(value))
+                image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise PredictionException(f"Image refused: {e}", 400) from None
+        except UnidentifiedImageError:
+            raise PredictionException(
+                "Input is not an image that PIL can read (JPEG, PNG, ...).", 400) from None
+        except (OSError, SyntaxError, ValueError) as e:
+            raise PredictionException(f"Image could not be decoded: {e}", 400) from None
+    if image.mode != "RGB":
+        if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+            background = Image.new("RGB", image.size, (255, 255, 255))
+            background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+            image = background
+        else:
+            image = image.convert("RGB")
+    return image
+
+
+class VisionHandler(BaseHandler):
+    """Base of the image handlers: decode each request's image, ``image_processing`` it, stack."""
+
+    image_processing = None
+
+    def initialize(self, context):
+        super().initialize(context)
+        if not context.system_properties.get("limit_max_image_pixels", True):
+            Image.MAX_IMAGE_PIXELS = None
+
+    @timed
+    def preprocess(self, data):
+        return torch.stack([self.preprocess_one(row) for row in data]).to(self.device)
+
+    def preprocess_one(self, row) -> torch.Tensor:
+        """One request's image as the model's input tensor."""
+        value = row.get("data") or row.get("body") if isinstance(row, dict) else row
+        if isinstance(value, (list, tuple)):
+            return torch.FloatTensor(value)
+        return self.image_processing(decode_image(value))
+
+    def get_insights(self, tensor_data, _, target=0):
+        try:
+            from captum.attr import IntegratedGradients
+        except ImportError:
+            raise PredictionException("Explanations need captum: pip install captum", 501) from None
+        return IntegratedGradients(self.model).attribute(tensor_data, target=target, n_steps=15).tolist()

@@ -3,6 +3,16 @@
 __version__ = "0.1.0"
 
 from nbserve.archive import ModelArchive, archive, open_archive  # noqa: E402
-from nbserve.errors import NBServeError  # noqa: E402
+from nbserve.errors import InferenceError, NBServeError  # noqa: E402
 
-__all__ = ["ModelArchive", "NBServeError", "archive", "open_archive", "__version__"]
+
+def __getattr__(name):
+    # The engine imports torch: load it on first use, so `nbserve archive` starts fast.
+    if name == "Engine":
+        from nbserve.engine import Engine
+        return Engine
+    raise AttributeError(f"module 'nbserve' has no attribute {name!r}")
+
+
+__all__ = ["Engine", "InferenceError", "ModelArchive", "NBServeError", "archive", "open_archive",
+           "__version__"]

@@ -18,3 +18,55 @@ class ArchiveError(NBServeError):
 
     status = 400
     type = "InvalidModelException"
+
+
+class ModelNotFound(NBServeError):
+    """No model (or no such version of it) is registered under the name asked for."""
+
+    status = 404
+    type = "ModelNotFoundException"
+
+
+class ModelAlreadyRegistered(NBServeError):
+    status = 409
+    type = "ConflictStatusException"
+
+
+class BadRequest(NBServeError):
+    """The request itself is wrong: a bad argument, an input the handler cannot read."""
+
+    status = 400
+    type = "BadRequestException"
+
+
+class QueueFull(NBServeError):
+    """A model's queue is full; the request was not taken, and can be retried."""
+
+    status = 503
+    type = "ServiceUnavailableException"
+
+
+class RequestTimeout(NBServeError):
+    """A request was not answered within its model's ``response_timeout``."""
+
+    status = 408
+    type = "RequestTimeoutException"
+
+
+class InferenceError(NBServeError):
+    """A handler failed on a request: which model, which stage, and the handler's traceback.
+
+    ``status`` is the handler's own (a ``PredictionException``'s ``error_code``), 400 for input
+    nbserve's handlers cannot read, and 500 for an exception in the handler's code.
+    """
+
+    type = "InternalServerException"
+
+    def __init__(self, message: str, *, model_name: str, version: str, stage: str,
+                 status: int = 500, traceback: str = ""):
+        super().__init__(message)
+        self.model_name, self.version, self.stage = model_name, version, stage
+        self.status = status
+        if status == 400:
+            self.type = "BadRequestException"
+        self.traceback = traceback

@@ -1,0 +1,197 @@
+"""Requests, the bounded queue they wait in, and how waiting requests become a batch.
+
+A :class:`Request` carries what the handler will see and a future its caller waits on. A model
+version's :class:`RequestQueue` holds at most ``job_queue_size`` of them; a worker takes a batch
+with :meth:`RequestQueue.take_batch`: whatever is waiting, up to ``batch_size``, waiting up to
+``max_batch_delay`` for more only when that was asked for. Every request is settled exactly
+once: with a :class:`Prediction`, or with an :class:`~nbserve.errors.NBServeError`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+import uuid
+import weakref
+from collections import deque
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbserve.errors import NBServeError, QueueFull, RequestTimeout
+
+
+@dataclass
+class Prediction:
+    """One request's answer: the handler's value, and the status and headers it set."""
+
+    value: Any
+    status: int = 200
+    headers: dict = field(default_factory=dict)
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("content-type")
+
+
+@dataclass(eq=False)
+class Request:
+    """One inference request on its way through a model version's queue to a handler."""
+
+    #: What the handler sees for this request: ``{"body": ...}`` or one key per form field.
+    inputs: dict
+    headers: dict = field(default_factory=dict)
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    future: Future = field(default_factory=Future)
+    received: float = field(default_factory=time.monotonic)
+    deadline: float | None = None
+    #: When a worker took it from the queue; queue latency is ``started - received``.
+    started: float | None = None
+
+    def resolve(self, prediction: Prediction) -> bool:
+        """Answer the request; False if it was already settled (timed out, say)."""
+        try:
+            self.future.set_result(prediction)
+            return True
+        except InvalidStateError:
+            return False
+
+    def fail(self, error: BaseException) -> bool:
+        """Fail the request; False if it was already settled."""
+        try:
+            self.future.set_exception(error)
+            return True
+        except InvalidStateError:
+            return False
+
+    @property
+    def settled(self) -> bool:
+        return self.future.done()
+
+
+class RequestQueue:
+    """A model version's waiting requests, bounded, from which workers take batches."""
+
+    def __init__(self, capacity: int, label: str):
+        self.capacity = capacity
+        self.label = label
+        self._items: deque[Request] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, request: Request) -> None:
+        """Queue a request, or raise QueueFull (the caller answers 503, nothing is dropped)."""
+        with self._cond:
+            if self._closed:
+                raise QueueFull(f"{self.label} is being unloaded and takes no new requests.")
+            if len(self._items) >= self.capacity:
+                raise QueueFull(
+                    f"{self.label} is busy: its queue of {self.capacity} requests is full. "
+                    "Retry shortly, or raise job_queue_size or the number of workers."
+                )
+            self._items.append(request)
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Take no more requests; workers finish what is queued, then see the end."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        """Wake waiting workers, so that one asked to stop notices."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def take_batch(self, max_size: int, max_delay: float, stop: threading.Event) -> list[Request] | None:
+        """Block for the next batch; None once the queue is closed and empty, or ``stop`` is set.
+
+        Takes what is waiting, up to ``max_size``. With ``max_delay`` > 0 it waits up to that
+        many seconds after the first request for the batch to fill, as TorchServe's
+        ``max_batch_delay`` does. Requests settled while waiting (timed out) are skipped.
+        """
+        with self._cond:
+            while True:
+                self._drop_settled()
+                if self._items or self._closed or stop.is_set():
+                    break
+                self._cond.wait()
+            if stop.is_set() or not self._items:
+                return None
+            if max_delay > 0 and len(self._items) < max_size:
+                until = time.monotonic() + max_delay
+                while len(self._items) < max_size and not self._closed and not stop.is_set():
+                    left = until - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                self._drop_settled()
+            batch = [self._items.popleft() for _ in range(min(max_size, len(self._items)))]
+        started = time.monotonic()
+        for request in batch:
+            request.started = started
+        return batch
+
+    def fail_all(self, error: NBServeError) -> None:
+        with self._cond:
+            while self._items:
+                self._items.popleft().fail(error)
+
+    def _drop_settled(self) -> None:
+        if any(r.settled for r in self._items):
+            self._items = deque(r for r in self._items if not r.settled)
+
+
+class DeadlineWatcher:
+    """Fails requests still unanswered at their deadline, wherever they are.
+
+    One thread for the whole engine: a request times out the same way whether it is queued,
+    being preprocessed, or in a forward pass that has not returned. A late answer is dropped.
+    """
+
+    def __init__(self):
+        # Weak references: an answered request is not kept alive until its deadline.
+        self._heap: list[tuple[float, int, weakref.ref, str]] = []
+        self._counter = itertools.count()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="nbserve-deadlines", daemon=True)
+        self._thread.start()
+
+    def watch(self, request: Request, label: str) -> None:
+        if request.deadline is None:
+            return
+        with self._cond:
+            heapq.heappush(self._heap, (request.deadline, next(self._counter), weakref.ref(request), label))
+            if self._heap[0][2]() is request:
+                self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._closed:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][0] <= now or _settled(self._heap[0][2])):
+                    _, _, ref, label = heapq.heappop(self._heap)
+                    request = ref()
+                    if request is not None and not request.settled:
+                        waited = now - request.received
+                        request.fail(RequestTimeout(
+                            f"{label} did not answer within {waited:.3g} s "
+                            f"(response_timeout); the request was abandoned."))
+                timeout = self._heap[0][0] - now if self._heap else None
+                self._cond.wait(timeout)
+
+
+def _settled(ref: weakref.ref) -> bool:
+    request = ref()
+    return request is None or request.settled

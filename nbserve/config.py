@@ -1,0 +1,115 @@
+"""Per-model settings: nbserve's defaults for this machine, model-config.yaml, then arguments.
+
+The names are TorchServe's (``batch_size``, ``max_batch_delay``, ``min_workers``...), and
+``model-config.yaml`` is read with TorchServe's camelCase keys (``batchSize``,
+``maxBatchDelay``, ``minWorkers``...). Where nothing is set, the defaults are chosen to reach
+the hardware's throughput: one worker per GPU (one on a CPU, whose threads already use every
+core), batches of whatever is waiting up to ``batch_size``, and no delay that would cost a
+lone caller latency.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import torch
+
+from nbserve.errors import BadRequest
+
+#: model-config.yaml keys, by the ModelConfig field they set.
+YAML_KEYS = {
+    "batch_size": "batchSize",
+    "max_batch_delay": "maxBatchDelay",
+    "min_workers": "minWorkers",
+    "max_workers": "maxWorkers",
+    "response_timeout": "responseTimeout",
+    "job_queue_size": "jobQueueSize",
+    "device_type": "deviceType",
+    "device_ids": "deviceIds",
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """How one model version is served."""
+
+    #: Most requests one handler call gets.
+    batch_size: int = 8
+    #: Milliseconds a worker waits for a batch to fill; 0 takes what is waiting.
+    max_batch_delay: float = 0
+    min_workers: int = 1
+    max_workers: int = 1
+    #: Seconds a request may take, queue included, before it is answered 408.
+    response_timeout: float = 120
+    #: Requests that may wait; past that, 503 with Retry-After.
+    job_queue_size: int = 1000
+    #: "gpu" or "cpu"; "gpu" falls back to the CPU where there is none.
+    device_type: str = "gpu"
+    device_ids: tuple[int, ...] | None = None
+    limit_max_image_pixels: bool = True
+    #: The whole model-config.yaml, which handlers read as ``context.model_yaml_config``.
+    yaml: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def gpu_ids(self) -> list[int]:
+        """The GPUs workers are placed on, round robin; empty on CPU."""
+        if self.device_type == "cpu" or not torch.cuda.is_available():
+            return []
+        return list(self.device_ids) if self.device_ids else list(range(torch.cuda.device_count()))
+
+
+def machine_defaults() -> ModelConfig:
+    """nbserve's defaults for the hardware this process sees."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus:
+        return ModelConfig(batch_size=32, min_workers=gpus, max_workers=gpus)
+    return ModelConfig(batch_size=8, min_workers=1, max_workers=1)
+
+
+def resolve(base: ModelConfig, model_yaml: dict | None, **overrides: Any) -> ModelConfig:
+    """``base``, then what model-config.yaml sets, then the non-None ``overrides``."""
+    values: dict[str, Any] = {}
+    for name, key in YAML_KEYS.items():
+        if model_yaml and key in model_yaml:
+            values[name] = model_yaml[key]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if "min_workers" in values and "max_workers" not in values:
+        values["max_workers"] = max(values["min_workers"], base.max_workers)
+    known = {f.name for f in fields(ModelConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise BadRequest(f"Unknown model settings: {', '.join(sorted(unknown))}.")
+    config = replace(base, yaml=dict(model_yaml or {}), **_typed(values))
+    _check(config)
+    return config
+
+
+def _typed(values: dict) -> dict:
+    converters = {"batch_size": int, "min_workers": int, "max_workers": int, "job_queue_size": int,
+                  "max_batch_delay": float, "response_timeout": float, "device_type": str,
+                  "device_ids": lambda v: tuple(int(i) for i in v), "limit_max_image_pixels": bool}
+    typed = {}
+    for name, value in values.items():
+        try:
+            typed[name] = converters[name](value) if name in converters else value
+        except (TypeError, ValueError):
+            raise BadRequest(f"Invalid value for {name}: {value!r}.") from None
+    return typed
+
+
+def _check(config: ModelConfig) -> None:
+    if config.batch_size < 1:
+        raise BadRequest(f"batch_size must be at least 1, not {config.batch_size}.")
+    if config.max_batch_delay < 0:
+        raise BadRequest(f"max_batch_delay must be 0 or more milliseconds, not {config.max_batch_delay}.")
+    if config.min_workers < 0 or config.max_workers < config.min_workers:
+        raise BadRequest(
+            f"Workers must satisfy 0 <= min_workers <= max_workers "
+            f"(got {config.min_workers} and {config.max_workers}).")
+    if config.response_timeout <= 0:
+        raise BadRequest(f"response_timeout must be positive, not {config.response_timeout}.")
+    if config.job_queue_size < 1:
+        raise BadRequest(f"job_queue_size must be at least 1, not {config.job_queue_size}.")
+    if config.device_type not in ("cpu", "gpu"):
+        raise BadRequest(f"deviceType must be 'cpu' or 'gpu', not {config.device_type!r}.")

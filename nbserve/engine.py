@@ -1,0 +1,308 @@
+"""The serving engine: models and their versions, each with a queue and workers.
+
+The magics, the HTTP API, the CLI and the jupyter-server extension all drive one
+:class:`Engine`. A request's path: :meth:`Engine.submit` finds the model version and puts a
+:class:`~nbserve.batching.Request` on its queue; a :class:`~nbserve.worker.Worker` takes it in a
+batch, runs the handler, and settles the request's future with the answer or the error.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from nbserve import config as model_config
+from nbserve.archive import MODEL_NAME_PATTERN, ModelArchive, open_archive
+from nbserve.batching import DeadlineWatcher, Prediction, Request, RequestQueue
+from nbserve.errors import BadRequest, ModelAlreadyRegistered, ModelNotFound, QueueFull
+from nbserve.handlers.context import HandlerMetrics
+from nbserve.handlers.util import get_yaml_config
+from nbserve.stats import VersionStats
+from nbserve.worker import Worker
+
+
+class ModelVersion:
+    """One version of a model: its files, settings, queue, workers and figures."""
+
+    def __init__(self, archive: ModelArchive, name: str, version: str, handler: str,
+                 config: model_config.ModelConfig):
+        self.archive = archive
+        self.name = name
+        self.version = version
+        self.handler = handler
+        self.config = config
+        self.label = f"Model {name!r} version {version}"
+        self.queue = RequestQueue(config.job_queue_size, self.label)
+        self.stats = VersionStats()
+        self.handler_metrics = HandlerMetrics()
+        self.workers: list[Worker] = []
+        self.loaded_at = datetime.now(timezone.utc)
+        self._worker_ids = itertools.count(9000)
+        self._scale_lock = threading.Lock()
+
+    @property
+    def model_dir(self) -> Path:
+        return self.archive.path
+
+    @property
+    def manifest(self) -> dict:
+        return self.archive.manifest
+
+    def scale(self, count: int, wait: bool = True) -> None:
+        """Run ``count`` workers: new ones load before this returns; surplus ones finish their
+        batch in hand and stop (before this returns if ``wait``)."""
+        with self._scale_lock:
+            gpu_ids = self.config.gpu_ids
+            while len(self.workers) < count:
+                index = len(self.workers)
+                gpu_id = gpu_ids[index % len(gpu_ids)] if gpu_ids else None
+                worker = Worker(next(self._worker_ids), self, gpu_id)
+                worker.start()
+                self.workers.append(worker)
+            surplus = self.workers[count:]
+            self.workers = self.workers[:count]
+        for worker in surplus:
+            worker.stop()
+        if wait:
+            for worker in surplus:
+                worker.join()
+
+    def close(self, wait: bool = True) -> None:
+        """Take no new requests, answer every queued one, then stop the workers."""
+        self.queue.close()
+        if not self.workers:
+            self.queue.fail_all(QueueFull(f"{self.label} was unloaded before it had a worker."))
+        if wait:
+            self.join()
+
+    def join(self) -> None:
+        for worker in self.workers:
+            worker.join()
+
+    def describe(self) -> dict:
+        """TorchServe's describe-model JSON for this version."""
+        config = self.config
+        return {
+            "modelName": self.name,
+            "modelVersion": self.version,
+            "modelUrl": self.archive.source.name,
+            "runtime": self.archive.runtime,
+            "minWorkers": config.min_workers,
+            "maxWorkers": config.max_workers,
+            "batchSize": config.batch_size,
+            "maxBatchDelay": config.max_batch_delay,
+            "responseTimeout": config.response_timeout,
+            "loadedAtStartup": False,
+            "workers": [
+                {
+                    "id": str(w.id),
+                    "startTime": w.start_time.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+                    if w.start_time else None,
+                    "status": w.status,
+                    "memoryUsage": 0,
+                    "pid": os.getpid(),
+                    "gpu": w.gpu_id is not None,
+                    "gpuUsage": "N/A",
+                }
+                for w in self.workers
+            ],
+            "jobQueueStatus": {
+                "remainingCapacity": config.job_queue_size - len(self.queue),
+                "pendingRequests": len(self.queue),
+            },
+        }
+
+
+@dataclass
+class Model:
+    """A model name and its versions, one of which is the default."""
+
+    name: str
+    versions: dict[str, ModelVersion]
+    default_version: str
+
+    @property
+    def default(self) -> ModelVersion:
+        return self.versions[self.default_version]
+
+
+class Engine:
+    """Serves models in this process.
+
+    >>> engine = Engine()
+    >>> engine.register("model-store/densenet161.mar")          # doctest: +SKIP
+    >>> engine.predict("densenet161", open("cat.jpg", "rb").read())   # doctest: +SKIP
+    {'tabby': 0.45, 'tiger_cat': 0.26, ...}
+    """
+
+    def __init__(self, defaults: model_config.ModelConfig | None = None):
+        #: The settings a model gets where neither its model-config.yaml nor its registration says.
+        self.defaults = defaults or model_config.machine_defaults()
+        self._models: dict[str, Model] = {}
+        self._lock = threading.RLock()
+        self._deadlines = DeadlineWatcher()
+
+    # Registration.
+
+    def register(
+        self,
+        source: str | os.PathLike | ModelArchive,
+        *,
+        model_name: str | None = None,
+        version: str | None = None,
+        handler: str | None = None,
+        batch_size: int | None = None,
+        max_batch_delay: float | None = None,
+        initial_workers: int | None = None,
+        response_timeout: float | None = None,
+        job_queue_size: int | None = None,
+        replace: bool = False,
+    ) -> ModelVersion:
+        """Load an archive (``.mar``, ``.tar.gz`` or folder) and start its workers.
+
+        Name and version come from the manifest unless given. Settings come from the arguments,
+        then the archive's model-config.yaml, then :attr:`defaults`. The first version of a
+        model becomes its default. With ``replace``, a version already served is swapped for the
+        new one once it has loaded; requests already queued for the old one are still answered.
+        """
+        archive = source if isinstance(source, ModelArchive) else open_archive(source)
+        name = model_name or archive.model_name
+        version = str(version or archive.version or "1.0")
+        if not MODEL_NAME_PATTERN.match(name or ""):
+            raise BadRequest(f"Invalid model name {name!r}: use letters, digits, '_', '-', '.'.")
+        config_file = archive.file("configFile")
+        model_yaml = get_yaml_config(config_file) if config_file and config_file.is_file() else {}
+        config = model_config.resolve(
+            self.defaults, model_yaml, batch_size=batch_size, max_batch_delay=max_batch_delay,
+            min_workers=initial_workers, response_timeout=response_timeout,
+            job_queue_size=job_queue_size,
+        )
+        with self._lock:
+            existing = self._models.get(name)
+            if existing and version in existing.versions and not replace:
+                raise ModelAlreadyRegistered(
+                    f"Model version {version} is already registered for model {name!r}; "
+                    "pass replace=True to swap it.")
+        loaded = ModelVersion(archive, name, version, handler or archive.handler, config)
+        try:
+            loaded.scale(config.min_workers)
+        except BaseException:
+            loaded.scale(0)
+            raise
+        with self._lock:
+            model = self._models.get(name)
+            old = model.versions.get(version) if model else None
+            if model is None:
+                self._models[name] = Model(name, {version: loaded}, version)
+            else:
+                model.versions[version] = loaded
+            if old is not None:
+                old.close(wait=False)  # under the lock: no request can reach it after this
+        if old is not None:
+            threading.Thread(target=old.join, name=f"nbserve-drain-{name}", daemon=True).start()
+        return loaded
+
+    def unregister(self, model_name: str, version: str | None = None, wait: bool = True) -> None:
+        """Stop serving a version (the default one if none given) after answering its queue."""
+        with self._lock:
+            target = self.get(model_name, version)
+            model = self._models[model_name]
+            del model.versions[target.version]
+            if not model.versions:
+                del self._models[model_name]
+            elif model.default_version == target.version:
+                model.default_version = sorted(model.versions)[-1]
+            target.close(wait=False)
+        if wait:
+            target.join()
+
+    def scale(self, model_name: str, version: str | None = None, *, min_workers: int | None = None,
+              max_workers: int | None = None, wait: bool = True) -> ModelVersion:
+        """Run ``min_workers`` workers for a version (TorchServe's scale-workers call)."""
+        target = self.get(model_name, version)
+        new = model_config.resolve(target.config, None, min_workers=min_workers,
+                                   max_workers=max_workers)
+        target.config = new
+        target.scale(new.min_workers, wait=wait)
+        return target
+
+    def set_default(self, model_name: str, version: str) -> None:
+        with self._lock:
+            model = self._model(model_name)
+            if version not in model.versions:
+                raise ModelNotFound(f"Model {model_name!r} has no version {version}.")
+            model.default_version = version
+
+    # Lookup.
+
+    def models(self) -> list[Model]:
+        with self._lock:
+            return sorted(self._models.values(), key=lambda m: m.name)
+
+    def get(self, model_name: str, version: str | None = None) -> ModelVersion:
+        """A served version, the default one if ``version`` is None; ModelNotFound if none."""
+        with self._lock:
+            model = self._model(model_name)
+            if version is None:
+                return model.default
+            if version not in model.versions:
+                raise ModelNotFound(f"Model {model_name!r} has no version {version}: it has "
+                                    f"{', '.join(sorted(model.versions))}.")
+            return model.versions[version]
+
+    def _model(self, model_name: str) -> Model:
+        model = self._models.get(model_name)
+        if model is None:
+            raise ModelNotFound(f"Model not found: {model_name!r}. Served models: "
+                                f"{', '.join(sorted(self._models)) or 'none'}.")
+        return model
+
+    # Inference.
+
+    def submit(self, model_name: str, inputs: dict, *, version: str | None = None,
+               headers: dict | None = None, timeout: float | None = None) -> Future:
+        """Queue one request; the future resolves to a :class:`~nbserve.batching.Prediction`.
+
+        ``inputs`` is what the handler sees for this request (``{"body": ...}``, or one key per
+        form field). ``timeout`` (seconds) defaults to the version's ``response_timeout``.
+        Raises ModelNotFound, or QueueFull when the version's queue is full.
+        """
+        request = Request(inputs=inputs, headers=dict(headers or {}))
+        with self._lock:
+            target = self.get(model_name, version)
+            wait = target.config.response_timeout if timeout is None else timeout
+            request.deadline = request.received + wait
+            target.queue.put(request)
+        self._deadlines.watch(request, target.label)
+        return request.future
+
+    def predict(self, model_name: str, data: Any, *, version: str | None = None,
+                headers: dict | None = None, timeout: float | None = None) -> Any:
+        """Run one input through a model and return its answer, as the HTTP API would send it.
+
+        ``data`` is the request body: bytes (an image), text, or a JSON-like value.
+        Raises :class:`~nbserve.errors.InferenceError` with the handler's traceback on failure.
+        """
+        future = self.submit(model_name, {"body": data}, version=version, headers=headers,
+                             timeout=timeout)
+        prediction: Prediction = future.result()
+        return prediction.value
+
+    def close(self) -> None:
+        """Unload every model, answering what is queued first."""
+        for model in self.models():
+            for version in list(model.versions):
+                self.unregister(model.name, version)
+        self._deadlines.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

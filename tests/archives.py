@@ -1,0 +1,254 @@
+"""Model archives the tests serve: small seeded torchvision models, one per default handler, and
+custom handlers of each form TorchServe accepts. Made by the real torch-model-archiver when it
+is installed (nbserve's own archiver otherwise, which makes the same archive)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+
+from nbserve.archive import archive
+
+REPO = Path(__file__).parent.parent
+IMAGENET_LABELS = REPO / "examples" / "densenet161" / "index_to_name.json"
+
+
+def make_archive(folder: Path, name: str, handler: str, **files) -> Path:
+    """Archive ``folder``'s files; ``files`` maps archiver flags to file names in ``folder``."""
+    flags = {"model_file": "--model-file", "serialized_file": "--serialized-file",
+             "extra_files": "--extra-files", "config_file": "--config-file"}
+    store = folder / "store"
+    store.mkdir(exist_ok=True)
+    if shutil.which("torch-model-archiver"):
+        args = ["torch-model-archiver", "--model-name", name, "--version", "1.0",
+                "--handler", handler, "--export-path", str(store), "--force"]
+        for key, value in files.items():
+            args += [flags[key], value]
+        subprocess.run(args, check=True, capture_output=True, cwd=folder)
+        return store / f"{name}.mar"
+    resolved = {k: ",".join(str(folder / v) for v in value.split(",")) for k, value in files.items()}
+    handler_path = str(folder / handler) if (folder / handler.split(":")[0]).exists() else handler
+    return archive(name, "1.0", handler_path, export_path=store, force=True, **resolved)
+
+
+CLASSIFIER_PY = '''\
+from torchvision.models.resnet import BasicBlock, ResNet
+
+
+class ImageClassifier(ResNet):
+    def __init__(self):
+        super().__init__(BasicBlock, [2, 2, 2, 2])
+'''
+
+
+def classifier(folder: Path) -> Path:
+    """resnet18, eager (model.py + state dict), with ImageNet's labels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.py").write_text(CLASSIFIER_PY)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), folder / "resnet18.pth")
+    shutil.copy(IMAGENET_LABELS, folder / "index_to_name.json")
+    return make_archive(folder, "resnet18", "image_classifier", model_file="model.py",
+                        serialized_file="resnet18.pth", extra_files="index_to_name.json")
+
+
+def scripted_classifier(folder: Path) -> Path:
+    """The same resnet18 as TorchScript, without a model file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    torch.jit.script(model).save(str(folder / "resnet18.pt"))
+    shutil.copy(IMAGENET_LABELS, folder / "index_to_name.json")
+    return make_archive(folder, "resnet18_ts", "image_classifier",
+                        serialized_file="resnet18.pt", extra_files="index_to_name.json")
+
+
+SEGMENTER_PY = '''\
+import torch
+import torchvision
+
+
+class Segmenter(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = torchvision.models.segmentation.lraspp_mobilenet_v3_large(
+            weights=None, weights_backbone=None, num_classes=4)
+
+    def forward(self, x):
+        return self.net(x)
+'''
+
+
+def segmenter(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.py").write_text(SEGMENTER_PY)
+    namespace: dict = {}
+    exec(SEGMENTER_PY, namespace)
+    torch.manual_seed(0)
+    torch.save(namespace["Segmenter"]().state_dict(), folder / "segmenter.pth")
+    return make_archive(folder, "segmenter", "image_segmenter", model_file="model.py",
+                        serialized_file="segmenter.pth")
+
+
+DETECTOR_PY = '''\
+import torch
+import torchvision
+
+
+class Detector(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        # Two classes (background and one): untrained scores sit near 0.5, so some boxes pass
+        # the handler's threshold and the answers are not empty.
+        self.net = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+            weights=None, weights_backbone=None, num_classes=2, box_score_thresh=0.0)
+
+    def forward(self, images):
+        return self.net(images)
+'''
+
+
+def detector(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.py").write_text(DETECTOR_PY)
+    namespace: dict = {}
+    exec(DETECTOR_PY, namespace)
+    torch.manual_seed(0)
+    torch.save(namespace["Detector"]().state_dict(), folder / "detector.pth")
+    (folder / "index_to_name.json").write_text(json.dumps({"0": "__background__", "1": "thing"}))
+    return make_archive(folder, "detector", "object_detector", model_file="model.py",
+                        serialized_file="detector.pth", extra_files="index_to_name.json")
+
+
+TEXT_PY = '''\
+from torch import nn
+
+
+class TextClassificationModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embedding = nn.EmbeddingBag(64, 16)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, text, offsets):
+        return self.fc(self.embedding(text, offsets))
+'''
+TEXT_WORDS = ["the", "movie", "was", "great", "bad", "do", "not", "like", "it", "i", "loved",
+              "plot", "a", "film", "boring"]
+
+
+def text(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.py").write_text(TEXT_PY)
+    namespace: dict = {}
+    exec(TEXT_PY, namespace)
+    torch.manual_seed(0)
+    torch.save(namespace["TextClassificationModel"]().state_dict(), folder / "text.pth")
+    vocab = {w: i for i, w in enumerate(TEXT_WORDS)}
+    bigrams = [f"{a} {b}" for a in TEXT_WORDS for b in TEXT_WORDS]
+    vocab.update({b: len(TEXT_WORDS) + i % (64 - len(TEXT_WORDS)) for i, b in enumerate(bigrams)})
+    torch.save(vocab, folder / "source_vocab.pt")
+    (folder / "index_to_name.json").write_text(json.dumps({"0": "neg", "1": "neutral", "2": "pos"}))
+    return make_archive(folder, "text", "text_classifier", model_file="model.py",
+                        serialized_file="text.pth",
+                        extra_files="index_to_name.json,source_vocab.pt")
+
+
+FUNCTION_HANDLER = '''\
+import json
+
+
+def handle(data, context):
+    if data is None:  # TorchServe calls handle(None, context) once, to initialise
+        return None
+    answers = []
+    for i, row in enumerate(data):
+        body = row.get("data") or row.get("body")
+        answers.append({
+            "length": len(body),
+            "model": context.model_name,
+            "batch_size": context.system_properties["batch_size"],
+            "has_model_dir": bool(context.system_properties["model_dir"]),
+            "header": context.get_request_header(i, "x-test"),
+        })
+    return answers
+'''
+
+FILE_FUNCTION_HANDLER = '''\
+def shout(data, context):
+    if data is None:
+        return None
+    return [(row.get("data") or row.get("body")).decode().upper() for row in data]
+'''
+
+TS_CLASS_HANDLER = '''\
+import torch
+from ts.context import Context
+from ts.torch_handler.image_classifier import ImageClassifier
+from ts.utils.util import map_class_to_label
+
+
+class TopThree(ImageClassifier):
+    """A handler written for TorchServe: its imports are TorchServe's."""
+
+    topk = 3
+
+    def postprocess(self, data):
+        probs, classes = torch.topk(torch.softmax(data, dim=1), self.topk, dim=1)
+        labelled = map_class_to_label(probs.tolist(), self.mapping, classes.tolist())
+        return [{"top": row, "handler": type(self).__name__} for row in labelled]
+'''
+
+
+def custom_handlers(folder: Path, classifier_folder: Path) -> dict[str, Path]:
+    """Archives for a handle function, a file:function, and a class that imports ``ts``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "function_handler.py").write_text(FUNCTION_HANDLER)
+    (folder / "shouting.py").write_text(FILE_FUNCTION_HANDLER)
+    (folder / "top_three.py").write_text(TS_CLASS_HANDLER)
+    for name in ("model.py", "resnet18.pth", "index_to_name.json"):
+        shutil.copy(classifier_folder / name, folder / name)
+    return {
+        "function": make_archive(folder, "echo", "function_handler.py"),
+        "file_function": make_archive(folder, "shout", "shouting:shout"),
+        "ts_class": make_archive(folder, "topthree", "top_three.py", model_file="model.py",
+                                 serialized_file="resnet18.pth", extra_files="index_to_name.json"),
+    }
+
+
+def photos() -> dict[str, bytes]:
+    """Real photos from scikit-image, and images in the modes TorchServe's handlers refuse."""
+    from skimage import data
+
+    def encode(array_or_image, fmt, **kw) -> bytes:
+        image = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)
+        buf = io.BytesIO()
+        image.save(buf, fmt, **kw)
+        return buf.getvalue()
+
+    rgba = Image.fromarray(data.astronaut()).convert("RGBA")
+    rgba.putalpha(200)
+    return {
+        "cat.jpg": encode(data.chelsea(), "JPEG", quality=90),
+        "astronaut.jpg": encode(data.astronaut(), "JPEG", quality=90),
+        "coffee.png": encode(data.coffee(), "PNG"),
+        "camera-gray.png": encode(data.camera(), "PNG"),
+        "astronaut-rgba.png": encode(rgba, "PNG"),
+        "coffee-palette.gif": encode(Image.fromarray(data.coffee()).convert("P"), "GIF"),
+        "noise.jpg": encode((np.random.RandomState(0).rand(240, 320, 3) * 255).astype("uint8"), "JPEG"),
+    }
+
+
+
+def not_images(photos_by_name: dict[str, bytes]) -> dict[str, bytes]:
+    """Inputs an image handler cannot read: each must be answered 400, alone."""
+    return {"empty": b"", "text": b"this is not an image",
+            "truncated.jpg": photos_by_name["cat.jpg"][:2000]}

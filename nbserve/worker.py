@@ -1,8 +1,15 @@
 """A worker: one loaded copy of a model's handler, fed batches from its version's queue.
 
-A handler that keeps ``BaseHandler.handle`` runs as a two-stage pipeline: one thread takes the
-next batch and preprocesses it (decoding images) while another runs ``inference`` and
-``postprocess`` on the batch before it. Any other handler runs ``handle`` on one thread.
+A handler whose ``preprocess`` is nbserve's own (the default handlers, and subclasses that
+change only ``inference`` or ``postprocess``) runs as a pipeline: one thread preprocesses each
+request as it arrives (decoding images) while another runs ``inference`` and ``postprocess`` on
+a batch of whatever is ready. Any other handler runs ``handle`` on whole batches, one thread.
+
+The model loads on the worker's own thread, and only that thread runs torch with several
+intra-op threads (the preprocessing thread uses one). OpenMP throttles its threads' spinning
+once a process has more of them than cores, which makes small models' forward passes several
+times slower; how many threads pay off also depends on the model, so each worker measures its
+first batches at one thread and at every core, and keeps the faster (:class:`Tuner`).
 
 Either way, a request that fails takes no neighbour down with it: when a batch fails, each of
 its requests is run again on its own, so only the bad one gets the error.
@@ -11,10 +18,12 @@ its requests is run again on its own, so only the bad one gets the error.
 from __future__ import annotations
 
 import copy
-import queue
+import os
+import statistics
 import threading
 import time
 import traceback
+from collections import deque
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +38,7 @@ from nbserve.handlers.loader import load_handler
 if TYPE_CHECKING:
     from nbserve.engine import ModelVersion
 
-#: Stands for "run this batch through ``handle``" in the pipeline's hand-off.
+#: Stands for "run this request through ``handle``" in the pipeline (explain/describe).
 _RUN_HANDLE = object()
 
 
@@ -50,34 +59,56 @@ class Worker:
         return self.version.label
 
     def start(self) -> None:
-        """Load and initialise the handler here (errors propagate), then start serving."""
-        version = self.version
+        """Load the handler on the worker's thread and start serving; load errors propagate."""
         self.status = "LOADING"
-        self.entry = load_handler(version.handler, version.model_dir)
-        self.context = Context(
-            version.name, str(version.model_dir), version.manifest, version.config.batch_size,
-            self.gpu_id, limit_max_image_pixels=version.config.limit_max_image_pixels,
-            metrics=version.handler_metrics, model_yaml_config=version.config.yaml,
-        )
-        self.entry.initialize(self.context)
-        instance = self.entry.instance
-        pipelined = isinstance(instance, BaseHandler) and type(instance).handle is BaseHandler.handle
+        self._loaded = threading.Event()
+        self._load_error: BaseException | None = None
+        name = f"nbserve-{self.version.name}-{self.version.version}-w{self.id}"
+        thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._threads = [thread]
+        thread.start()
+        self._loaded.wait()
+        if self._load_error is not None:
+            thread.join()
+            self.status = "STOPPED"
+            raise self._load_error
+
+    def _serve(self) -> None:
+        version = self.version
+        try:
+            self.entry = load_handler(version.handler, version.model_dir)
+            self.context = Context(
+                version.name, str(version.model_dir), version.manifest, version.config.batch_size,
+                self.gpu_id, limit_max_image_pixels=version.config.limit_max_image_pixels,
+                metrics=version.handler_metrics, model_yaml_config=version.config.yaml,
+            )
+            self.entry.initialize(self.context)
+        except BaseException as error:  # noqa: BLE001 - handed to start()'s caller
+            self._load_error = error
+            self._loaded.set()
+            return
+        pipelined = _pipelines(self.entry.instance)
+        config = version.config
         if pipelined:
-            self._handoff: queue.Queue = queue.Queue()
-            self._slot = threading.Semaphore(1)
-            targets = [self._preprocess_loop, self._inference_loop]
-        else:
-            targets = [self._handle_loop]
-        name = f"nbserve-{version.name}-{version.version}-w{self.id}"
-        self._threads = [threading.Thread(target=t, name=f"{name}-{i}", daemon=True)
-                         for i, t in enumerate(targets)]
+            self._ready = _ReadyBuffer(capacity=2 * config.batch_size)
+            single_threaded = threading.Event()
+            preprocess = threading.Thread(target=self._preprocess_loop, args=(single_threaded,),
+                                          name=f"{threading.current_thread().name}-pre", daemon=True)
+            self._threads.append(preprocess)
+            preprocess.start()
+            single_threaded.wait()  # set_num_threads also sets the default of later threads
+        self.tuner = tuner = Tuner(config.batch_size, threads=self.gpu_id is None,
+                                   batch=config.tune_batch_size)
         self.start_time = datetime.now(timezone.utc)
         self.status = "READY"
-        for thread in self._threads:
-            thread.start()
+        self._loaded.set()
+        if pipelined:
+            self._inference_loop(tuner)
+        else:
+            self._handle_loop(tuner)
 
     def stop(self) -> None:
-        """Finish the batch in hand, take no more."""
+        """Finish the requests in hand, take no more."""
         self._stop.set()
         self.version.queue.wake()
 
@@ -92,17 +123,13 @@ class Worker:
 
     # The single-thread loop, for handlers with their own ``handle``.
 
-    def _handle_loop(self) -> None:
-        while (batch := self._take_batch()) is not None:
-            self._run_handle(batch)
-
-    def _take_batch(self) -> list[Request] | None:
+    def _handle_loop(self, tuner: Tuner) -> None:
         config = self.version.config
-        batch = self.version.queue.take_batch(
-            config.batch_size, config.max_batch_delay / 1000, self._stop)
-        if batch:
+        while (batch := self.version.queue.take_batch(
+                tuner.batch_size, config.max_batch_delay / 1000, self._stop)) is not None:
             self.version.stats.record_batch(len(batch))
-        return batch
+            with tuner.timing(len(batch)):
+                self._run_handle(batch)
 
     def _run_handle(self, requests: list[Request]) -> None:
         """``handle`` the batch; if it fails, each request alone."""
@@ -123,66 +150,49 @@ class Worker:
         for request in requests:
             self._run_handle([request])
 
-    # The two-stage pipeline, for BaseHandler subclasses.
+    # The pipeline, for handlers whose preprocess is nbserve's own (per request by nature).
 
-    def _preprocess_loop(self) -> None:
+    def _preprocess_loop(self, single_threaded: threading.Event) -> None:
+        """Preprocess each request as it arrives; the forward pass batches what is ready."""
+        torch.set_num_threads(1)
+        single_threaded.set()
         handler = self.entry.instance
-        while True:
-            self._slot.acquire()  # at most one preprocessed batch waits for the forward pass
-            batch = self._take_batch()
-            if batch is None:
-                self._handoff.put(None)
-                return
-            batch = [r for r in batch if not r.settled]
-            if not batch:
-                self._slot.release()
-                continue
-            self._handoff.put(self._preprocess(handler, batch))
+        while (arrived := self.version.queue.take_batch(64, 0, self._stop)) is not None:
+            for request in arrived:
+                if request.settled:
+                    continue
+                if request.headers.get("explain") == "True" or request.headers.get("describe") == "True":
+                    self._ready.put(request, _RUN_HANDLE)
+                    continue
+                handler.context = self._batch_context([request])
+                try:
+                    data = handler.preprocess([request.inputs])
+                except Exception as error:  # noqa: BLE001 - the input's fault, its answer
+                    self._fail(request, self._inference_error(error, "preprocess"))
+                    continue
+                self._ready.put(request, data)
+        self._ready.close()
 
-    def _preprocess(self, handler: BaseHandler, requests: list[Request]):
-        context = self._batch_context(requests)
-        if any(r.headers.get("explain") == "True" or r.headers.get("describe") == "True"
-               for r in requests):
-            return requests, context, _RUN_HANDLE
-        handler.context = context
-        try:
-            return requests, context, handler.preprocess([r.inputs for r in requests])
-        except Exception as error:  # noqa: BLE001
-            if len(requests) == 1:
-                self._fail(requests[0], self._inference_error(error, "preprocess"))
-                return [], context, None
-        kept, inputs = [], []
-        for request in requests:
-            handler.context = self._batch_context([request])
-            try:
-                inputs.append(handler.preprocess([request.inputs]))
-                kept.append(request)
-            except Exception as error:  # noqa: BLE001
-                self._fail(request, self._inference_error(error, "preprocess"))
-        context = self._batch_context(kept)
-        if kept and all(isinstance(t, torch.Tensor) for t in inputs):
-            return kept, context, torch.cat(inputs)
-        return kept, context, _RUN_HANDLE
-
-    def _inference_loop(self) -> None:
+    def _inference_loop(self, tuner: Tuner) -> None:
         handler = self.entry.instance
-        while True:
-            item = self._handoff.get()
-            self._slot.release()
-            if item is None:
-                return
-            requests, context, data = item
-            if not requests:
+        config = self.version.config
+        while (ready := self._ready.take(tuner.batch_size, config.max_batch_delay / 1000)) is not None:
+            ready = [(r, data) for r, data in ready if not r.settled]
+            for request, _ in [(r, d) for r, d in ready if d is _RUN_HANDLE]:
+                self._run_handle([request])
+            ready = [(r, data) for r, data in ready if data is not _RUN_HANDLE]
+            if not ready:
                 continue
-            if data is _RUN_HANDLE:
-                self._run_handle(requests)
-                continue
+            requests = [r for r, _ in ready]
+            self.version.stats.record_batch(len(requests))
+            context = self._batch_context(requests)
             handler.context = context
             stage = "inference"
             try:
-                output = handler.inference(data)
-                stage = "postprocess"
-                outputs = handler.postprocess(output)
+                with tuner.timing(len(requests)):
+                    output = handler.inference(_join([data for _, data in ready]))
+                    stage = "postprocess"
+                    outputs = handler.postprocess(output)
                 self._answer(requests, context, outputs)
             except Exception as error:  # noqa: BLE001
                 self._isolate(requests, error, stage)
@@ -229,3 +239,151 @@ class Worker:
             model_name=version.name, version=version.version, stage=stage, status=status,
             traceback="".join(traceback.format_exception(type(error), error, error.__traceback__)),
         )
+
+
+def _pipelines(handler) -> bool:
+    """Whether the handler's preprocess is nbserve's own, which is per request by nature.
+
+    Then each request is preprocessed as it arrives and the forward pass batches what is ready.
+    A custom preprocess may depend on its batch (padding to the longest text, say): such
+    handlers, and those with their own ``handle``, run ``handle`` on whole batches.
+    """
+    from nbserve.handlers.object_detector import ObjectDetector
+    from nbserve.handlers.vision import VisionHandler
+
+    cls = type(handler)
+    return (isinstance(handler, BaseHandler) and cls.handle is BaseHandler.handle
+            and cls.preprocess in (BaseHandler.preprocess, VisionHandler.preprocess,
+                                   ObjectDetector.preprocess))
+
+
+def _join(parts: list):
+    """Preprocessed requests as one batch: tensors concatenated, lists (of images) chained."""
+    if all(isinstance(p, torch.Tensor) for p in parts):
+        return torch.cat(parts)
+    return [item for part in parts for item in part]
+
+
+class _ReadyBuffer:
+    """Preprocessed requests waiting for the forward pass; bounded, so preprocessing waits
+    rather than running far ahead of it."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._items: list[tuple[Request, Any]] = []
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, request: Request, data: Any) -> None:
+        with self._cond:
+            while len(self._items) >= self.capacity:
+                self._cond.wait()
+            self._items.append((request, data))
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def take(self, max_size: int, max_delay: float) -> list[tuple[Request, Any]] | None:
+        """What is ready, up to ``max_size`` (after up to ``max_delay`` s for more); None at the end."""
+        with self._cond:
+            while not self._items and not self._closed:
+                self._cond.wait()
+            if not self._items:
+                return None
+            if max_delay > 0 and len(self._items) < max_size:
+                until = time.monotonic() + max_delay
+                while len(self._items) < max_size and not self._closed:
+                    left = until - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            taken, self._items = self._items[:max_size], self._items[max_size:]
+            self._cond.notify_all()
+            return taken
+
+
+class Tuner:
+    """Chooses, by measurement, the intra-op threads and the batch cap of a worker.
+
+    Threads: batches alternate between one thread and every core until each count has
+    ``trials`` timings (after a warm-up each); the lower median time per request wins.
+
+    Batch cap (only where no batch size was configured), once threads are chosen: times per
+    request are kept by batch size. When a size has been seen often enough, the cap is set to
+    half of it for a while; if that makes a request at least 5% cheaper the halved cap stays
+    (and is tried halved in turn), else the cap goes back. densenet161 on two cores is fastest
+    one or two images at a time, mobilenet_v3_small eight at a time.
+    """
+
+    def __init__(self, batch_size: int, threads: bool = True, batch: bool = False, trials: int = 4):
+        cores = os.cpu_count() or 1
+        self.candidates = [cores, 1] if threads and cores > 1 else []
+        self.trials = trials
+        self.samples: dict[int, list[float]] = {c: [] for c in self.candidates}
+        self.threads: int | None = None if self.candidates else torch.get_num_threads()
+        #: The batch cap in force.
+        self.batch_size = batch_size
+        self._tune_batch = batch
+        self._by_size: dict[int, deque[float]] = {}
+        self._explored: set[int] = set()
+        self._trial: tuple[int, int] | None = None  # (size halved, cap before the trial)
+
+    def timing(self, items: int):
+        return _Timing(self, items)
+
+    def _next_threads(self) -> int:
+        if self.threads is not None:
+            return self.threads
+        return min(self.candidates, key=lambda c: len(self.samples[c]))
+
+    def _record(self, threads: int, seconds: float, items: int) -> None:
+        per_item = seconds / items
+        if self.threads is None:
+            self.samples[threads].append(per_item)
+            if all(len(v) > self.trials for v in self.samples.values()):
+                self.threads = min(self.candidates,
+                                   key=lambda c: statistics.median(self.samples[c][1:]))
+                torch.set_num_threads(self.threads)
+        elif self._tune_batch:
+            self._by_size.setdefault(items, deque(maxlen=16)).append(per_item)
+            self._tune_cap()
+
+    def _cost(self, size: int) -> float | None:
+        times = self._by_size.get(size, ())
+        return statistics.median(times) if len(times) > self.trials else None
+
+    def _tune_cap(self) -> None:
+        if self._trial is not None:
+            size, previous = self._trial
+            halved = self._cost(size // 2)
+            if halved is None:
+                return
+            self._trial = None
+            self._explored.add(size)
+            if halved >= 0.95 * self._cost(size):
+                self.batch_size = previous
+            return
+        seen = [s for s in self._by_size if 1 < s <= self.batch_size and s not in self._explored
+                and self._cost(s) is not None]
+        if seen:
+            size = max(seen)
+            self._trial = (size, self.batch_size)
+            self.batch_size = size // 2
+
+
+class _Timing:
+    def __init__(self, tuner: Tuner, items: int):
+        self.tuner, self.items = tuner, items
+
+    def __enter__(self):
+        self.threads = self.tuner._next_threads()
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+        self.started = time.perf_counter()
+
+    def __exit__(self, *exc):
+        if exc[0] is None:
+            self.tuner._record(self.threads, time.perf_counter() - self.started, self.items)

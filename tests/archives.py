@@ -177,7 +177,8 @@ def handle(data, context):
             "model": context.model_name,
             "batch_size": context.system_properties["batch_size"],
             "has_model_dir": bool(context.system_properties["model_dir"]),
-            "header": context.get_request_header(i, "x-test"),
+            "header": {k.lower(): v for k, v in context.get_all_request_header(i).items()}.get("x-test"),
+            "header_any_case": context.get_request_header(i, "X-TEST"),
         })
     return answers
 '''

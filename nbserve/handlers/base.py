@@ -37,7 +37,7 @@ import time
 
 import torch
 
-from nbserve.handlers.util import list_classes_from_module, load_label_mapping
+from nbserve.handlers.util import list_classes_from_module, load_label_mapping, request_body
 
 logger = logging.getLogger(__name__)
 
@@ -182,8 +182,8 @@ class BaseHandler:
 
     @timed
     def preprocess(self, data):
-        """Requests -> the model's input. Default: the request values as one tensor."""
-        return torch.as_tensor(data, device=self.device)
+        """Requests -> the model's input. Default: the requests' (JSON) values as one tensor."""
+        return torch.as_tensor([request_body(row) for row in data], device=self.device)
 
     @timed
     def inference(self, data, *args, **kwargs):
@@ -214,11 +214,8 @@ class BaseHandler:
     def explain_handle(self, data_preprocess, raw_data):
         """Answer a request sent with the header ``explain: True`` with ``get_insights``."""
         row = raw_data[0]
-        inputs, target = None, 0
-        if isinstance(row, dict):
-            inputs = row.get("data") or row.get("body")
-            target = row.get("target") or 0
-        return self.get_insights(data_preprocess, inputs, target)
+        target = (row.get("target") if isinstance(row, dict) else None) or 0
+        return self.get_insights(data_preprocess, request_body(row), target)
 
     def get_insights(self, tensor_data, raw_data, target=0):
         raise NotImplementedError(f"{type(self).__name__} does not explain its predictions.")

@@ -19,16 +19,22 @@ TORCHSERVE_API_VERSION = "0.12.0"
 
 
 class RequestProcessor:
-    """One request's headers in, and its response status and headers out."""
+    """One request's headers in, and its response status and headers out.
+
+    Header names are matched without regard to case, as HTTP defines them (TorchServe matches
+    them exactly, so ``X-Test`` sent by one client is missed by a handler asking for ``x-test``).
+    """
 
     def __init__(self, request_header: dict):
         self._status_code = 200
         self._reason_phrase = None
         self._response_header: dict[str, str] = {}
         self._request_header = request_header
+        self._lowercase = {k.lower(): v for k, v in request_header.items()}
 
     def get_request_property(self, key: str) -> str | None:
-        return self._request_header.get(key)
+        value = self._request_header.get(key)
+        return self._lowercase.get(key.lower()) if value is None else value
 
     def get_request_properties(self) -> dict:
         return self._request_header

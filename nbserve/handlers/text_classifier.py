@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from nbserve.handlers.base import timed
 from nbserve.handlers.text import TextHandler, ngrams_iterator
-from nbserve.handlers.util import PredictionException, map_class_to_label
+from nbserve.handlers.util import PredictionException, map_class_to_label, request_body
 
 
 class TextClassifier(TextHandler):
@@ -21,7 +21,7 @@ class TextClassifier(TextHandler):
     def preprocess(self, data):
         texts = []
         for row in data:
-            text = row.get("data") or row.get("body") if isinstance(row, dict) else row
+            text = request_body(row)
             if isinstance(text, (bytes, bytearray)):
                 try:
                     text = text.decode("utf-8")

@@ -39,7 +39,10 @@ def install() -> None:
     with _lock:
         if "ts" in sys.modules:
             return
-        real = importlib.util.find_spec("ts")
+        try:
+            real = importlib.util.find_spec("ts")
+        except ImportError:
+            real = None
         real_root = Path(real.submodule_search_locations[0]) if real else None
         for name in PACKAGES:
             package = types.ModuleType(name, "TorchServe's module, as nbserve provides it.")

@@ -29,6 +29,13 @@ class PredictionException(Exception):
         return f"{self.message} : {self.error_code}"
 
 
+def request_body(row):
+    """A request's payload: its ``data`` form field, else its ``body``, as TorchServe reads it."""
+    if isinstance(row, dict):
+        return row.get("data") or row.get("body")
+    return row
+
+
 def list_classes_from_module(module, parent_class=None) -> list[type]:
     """The classes ``module`` defines itself (not those it imports), optionally of one base."""
     classes = [

@@ -16,7 +16,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from nbserve.handlers.base import BaseHandler, timed
-from nbserve.handlers.util import PredictionException
+from nbserve.handlers.util import PredictionException, request_body
 
 
 def decode_image(value) -> Image.Image:
@@ -73,7 +73,7 @@ class VisionHandler(BaseHandler):
 
     def preprocess_one(self, row) -> torch.Tensor:
         """One request's image as the model's input tensor."""
-        value = row.get("data") or row.get("body") if isinstance(row, dict) else row
+        value = request_body(row)
         if isinstance(value, (list, tuple)):
             return torch.FloatTensor(value)
         return self.image_processing(decode_image(value))

@@ -1,0 +1,125 @@
+"""The engine against the in-process limit, on densenet161 and a small model, CPU.
+
+The in-process limit is the handler's preprocess + forward + postprocess in a plain loop on
+the main thread, at its best batch size. The engine is driven by 1, 4 and 16 closed-loop
+callers of ``engine.predict``. Each measurement runs in a fresh process, so one cannot warm or
+slow another.
+
+    python bench/engine.py                 # both models, 10 s a point
+    python bench/engine.py --seconds 5 --models mobilenet_v3_small
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import models  # noqa: E402
+
+BATCH_SIZES = (1, 2, 4, 8)
+CALLERS = (1, 4, 16)
+
+
+def measure_limit(name: str, seconds: float) -> dict:
+    """The handler in a plain loop: images per second per batch size, and batch-1 latency."""
+    from nbserve.archive import open_archive
+    from nbserve.handlers.context import Context
+    from nbserve.handlers.loader import load_handler
+
+    opened = open_archive(models.build(name))
+    entry = load_handler("image_classifier", opened.path)
+    entry.initialize(Context(name, str(opened.path), opened.manifest, 1, None))
+    handler, image = entry.instance, models.photo()
+    throughput, latency_ms = {}, None
+    for batch_size in BATCH_SIZES:
+        rows = [{"body": image}] * batch_size
+        run = lambda: handler.postprocess(handler.inference(handler.preprocess(rows)))  # noqa: E731
+        run()
+        times = []
+        until = time.monotonic() + seconds / len(BATCH_SIZES)
+        while time.monotonic() < until or len(times) < 3:
+            started = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - started)
+        throughput[batch_size] = batch_size / statistics.median(times)
+        if batch_size == 1:
+            latency_ms = statistics.median(times) * 1000
+    best = max(throughput, key=throughput.get)
+    return {"limit": throughput[best], "best_batch": best, "batch1_ms": latency_ms,
+            "by_batch": throughput}
+
+
+def measure_engine(name: str, seconds: float, callers: int) -> dict:
+    """``engine.predict`` from ``callers`` threads in a closed loop, after a warm-up."""
+    from nbserve.engine import Engine
+
+    image = models.photo()
+    with Engine() as engine:
+        version = engine.register(models.build(name))
+        latencies: list[float] = []
+        stop_at = [0.0]
+
+        def caller():
+            while time.monotonic() < stop_at[0]:
+                started = time.perf_counter()
+                engine.predict(name, image)
+                latencies.append(time.perf_counter() - started)
+
+        for phase_seconds in (max(3.0, seconds / 3), seconds):  # warm-up (the tuner settles), run
+            latencies.clear()
+            stop_at[0] = time.monotonic() + phase_seconds
+            threads = [threading.Thread(target=caller) for _ in range(callers)]
+            started = time.monotonic()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            elapsed = time.monotonic() - started
+        worker = version.workers[0]
+        return {"throughput": len(latencies) / elapsed,
+                "p50_ms": statistics.median(latencies) * 1000,
+                "threads": worker.tuner.threads, "batch_cap": worker.tuner.batch_size}
+
+
+def in_subprocess(*args: str) -> dict:
+    result = subprocess.run([sys.executable, __file__, "--one", *args], capture_output=True,
+                            text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(models.MODELS))
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--one", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        kind, name, *rest = args.one
+        result = (measure_limit(name, args.seconds) if kind == "limit"
+                  else measure_engine(name, args.seconds, int(rest[0])))
+        print(json.dumps(result))
+        return
+
+    print("| model | in-process limit (img/s, best batch) | in-process batch-1 (ms) "
+          "| callers | engine (req/s) | of limit | p50 (ms) | tuned threads, batch cap |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.models.split(","):
+        models.build(name)
+        limit = in_subprocess("limit", name, "--seconds", str(args.seconds))
+        for callers in CALLERS:
+            run = in_subprocess("engine", name, str(callers), "--seconds", str(args.seconds))
+            print(f"| {name} | {limit['limit']:.1f} (batch {limit['best_batch']}) "
+                  f"| {limit['batch1_ms']:.1f} | {callers} | {run['throughput']:.1f} "
+                  f"| {run['throughput'] / limit['limit']:.2f} | {run['p50_ms']:.1f} "
+                  f"| {run['threads']}, {run['batch_cap']} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

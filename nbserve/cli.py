@@ -95,6 +95,34 @@ class TerminalProgress:
             self.stream.flush()
 
 
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """TorchServe's start flags that mean something here, and the three addresses."""
+    parser.add_argument("--model-store", help="Folder of model archives (model_store).")
+    parser.add_argument("--models", nargs="*", default=[],
+                        help="Models to load: NAME=FILE.mar, FILE.mar, or all (every archive "
+                             "in the model store).")
+    parser.add_argument("--ts-config", help="A TorchServe config.properties file.")
+    parser.add_argument("--inference-address", help="Default http://127.0.0.1:8080.")
+    parser.add_argument("--management-address", help="Default http://127.0.0.1:8081.")
+    parser.add_argument("--metrics-address", help="Default http://127.0.0.1:8082.")
+    for ignored in ("--ncs", "--no-config-snapshots", "--foreground", "--start",
+                    "--disable-token-auth", "--enable-model-api"):
+        parser.add_argument(ignored, action="store_true", help=argparse.SUPPRESS)
+
+
+def server_config(args: argparse.Namespace):
+    """The ServerConfig that parsed ``serve`` arguments describe: config.properties, then flags."""
+    from nbserve.config import ServerConfig
+
+    config = ServerConfig.from_properties(args.ts_config) if args.ts_config else ServerConfig()
+    for key in ("model_store", "inference_address", "management_address", "metrics_address"):
+        if getattr(args, key, None):
+            config.values[key] = getattr(args, key)
+    if getattr(args, "enable_model_api", False):
+        config.values["enable_model_api"] = True
+    return config
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nbserve",
@@ -109,7 +137,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_archive_arguments(archive_parser)
     archive_parser.set_defaults(run=_archive_command)
+
+    serve_parser = verbs.add_parser(
+        "serve", help="Serve models over TorchServe's REST API, in the foreground.",
+        description="Serve models over TorchServe's inference, management and metrics APIs "
+                    "until Ctrl-C or SIGTERM, which answer what is in flight first.",
+    )
+    add_serve_arguments(serve_parser)
+    serve_parser.set_defaults(run=_serve_command)
     return parser
+
+
+def _serve_command(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from nbserve.serving import start_serving
+
+    config = server_config(args)
+    for key in config.unknown:
+        print(f"nbserve serve: warning: unknown config.properties key {key!r} ignored",
+              file=sys.stderr)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    engine, server = start_serving(config, args.models)
+    for api, url in server.urls.items():
+        print(f"nbserve: {api} API at {url}", file=sys.stderr, flush=True)
+    stop.wait()
+    print("nbserve: stopping; answering requests in flight", file=sys.stderr, flush=True)
+    server.stop()
+    engine.close()
+    return 0
 
 
 def _archive_command(args: argparse.Namespace) -> int:

@@ -119,3 +119,108 @@ def _check(config: ModelConfig) -> None:
         raise BadRequest(f"job_queue_size must be at least 1, not {config.job_queue_size}.")
     if config.device_type not in ("cpu", "gpu"):
         raise BadRequest(f"deviceType must be 'cpu' or 'gpu', not {config.device_type!r}.")
+
+
+#: config.properties keys nbserve reads, with TorchServe's defaults (addresses on loopback).
+SERVER_DEFAULTS: dict[str, Any] = {
+    "inference_address": "http://127.0.0.1:8080",
+    "management_address": "http://127.0.0.1:8081",
+    "metrics_address": "http://127.0.0.1:8082",
+    "model_store": None,
+    "load_models": None,
+    "models": None,
+    "default_workers_per_model": None,
+    "job_queue_size": 1000,
+    "max_request_size": 6553500,
+    "max_response_size": 6553500,
+    "default_response_timeout": 120,
+    "enable_model_api": False,
+    "allowed_urls": "file://.*|http(s)?://.*",
+    "disable_token_authorization": True,
+    "enable_token_authorization": False,
+}
+#: Keys TorchServe knows that change nothing here (JVM, Netty, metrics-mode settings).
+IGNORED_KEYS = {
+    "number_of_netty_threads", "netty_client_threads", "vmargs", "default_service_handler",
+    "metrics_mode", "metrics_config", "enable_metrics_api", "install_py_dep_per_model",
+    "number_of_gpu", "async_logging", "cors_allowed_origin", "cors_allowed_methods",
+    "cors_allowed_headers", "workflow_store", "plugins_path", "enable_envvars_config",
+    "model_snapshot", "snapshot_store", "grpc_inference_port", "grpc_management_port",
+    "enable_grpc_ssl", "keep_alive_timeout", "use_native_io", "io_ratio", "decode_input_request",
+}
+
+
+@dataclass
+class ServerConfig:
+    """The server's settings, as TorchServe's ``config.properties`` names them."""
+
+    values: dict = field(default_factory=lambda: dict(SERVER_DEFAULTS))
+    #: Keys read from the file that nbserve does not know; named in a warning, not fatal.
+    unknown: list[str] = field(default_factory=list)
+
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(name)
+
+    @classmethod
+    def from_properties(cls, path) -> "ServerConfig":
+        config = cls()
+        for key, value in read_properties(path).items():
+            if key in SERVER_DEFAULTS:
+                config.values[key] = _server_value(key, value)
+            elif key not in IGNORED_KEYS:
+                config.unknown.append(key)
+        return config
+
+    def allows_url(self, url: str) -> bool:
+        import re
+
+        return any(re.fullmatch(p.strip(), url) for p in str(self.allowed_urls).split(","))
+
+    def model_settings(self) -> dict:
+        """The ``models`` property: ``{name: {version: {marName, minWorkers, ...}}}``."""
+        import json
+
+        raw = self.values.get("models")
+        if not raw:
+            return {}
+        try:
+            return json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError as e:
+            raise BadRequest(f"config.properties: 'models' is not valid JSON ({e}).") from None
+
+
+def read_properties(path) -> dict[str, str]:
+    """A Java properties file: ``key=value`` or ``key: value``, ``#``/``!`` comments,
+    lines continued by a trailing backslash."""
+    values: dict[str, str] = {}
+    with open(path) as f:
+        lines = iter(f.read().splitlines())
+    for line in lines:
+        line = line.strip()
+        while line.endswith("\\"):
+            line = line[:-1] + next(lines, "").strip()
+        if not line or line[0] in "#!":
+            continue
+        separator = min((i for i in (line.find("="), line.find(":")) if i >= 0), default=-1)
+        if separator < 0:
+            values[line] = ""
+            continue
+        values[line[:separator].strip()] = line[separator + 1:].strip()
+    return values
+
+
+def _server_value(key: str, value: str) -> Any:
+    default = SERVER_DEFAULTS[key]
+    if isinstance(default, bool):
+        return value.strip().lower() == "true"
+    if isinstance(default, int):
+        try:
+            return int(value)
+        except ValueError:
+            raise BadRequest(f"config.properties: {key} must be a number, not {value!r}.") from None
+    if key == "default_workers_per_model":
+        return int(value)
+    return value

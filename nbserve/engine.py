@@ -20,7 +20,8 @@ from typing import Any
 from nbserve import config as model_config
 from nbserve.archive import MODEL_NAME_PATTERN, ModelArchive, open_archive
 from nbserve.batching import DeadlineWatcher, Prediction, Request, RequestQueue
-from nbserve.errors import BadRequest, ModelAlreadyRegistered, ModelNotFound, QueueFull
+from nbserve.errors import (BadRequest, ModelAlreadyRegistered, ModelNotFound,
+                            ModelVersionNotFound, QueueFull)
 from nbserve.handlers.context import HandlerMetrics
 from nbserve.handlers.util import get_yaml_config
 from nbserve.stats import VersionStats
@@ -98,6 +99,20 @@ class ModelVersion:
             "batchSize": config.batch_size,
             "maxBatchDelay": config.max_batch_delay,
             "responseTimeout": config.response_timeout,
+            "startupTimeout": 120,
+            "maxRetryTimeoutInSec": 300,
+            "clientTimeoutInMills": 0,
+            "parallelType": "",
+            "parallelLevel": 0,
+            "deviceType": "gpu" if config.gpu_ids else "cpu",
+            "continuousBatching": False,
+            "useJobTicket": False,
+            "useVenv": False,
+            "stateful": False,
+            "sequenceMaxIdleMSec": 0,
+            "sequenceTimeoutMSec": 0,
+            "maxNumSequence": 0,
+            "maxSequenceJobQueueSize": 0,
             "loadedAtStartup": False,
             "workers": [
                 {
@@ -234,9 +249,10 @@ class Engine:
 
     def set_default(self, model_name: str, version: str) -> None:
         with self._lock:
-            model = self._model(model_name)
+            model = self.model(model_name)
             if version not in model.versions:
-                raise ModelNotFound(f"Model {model_name!r} has no version {version}.")
+                raise ModelVersionNotFound(
+                    f"Model version: {version} does not exist for model: {model_name}")
             model.default_version = version
 
     # Lookup.
@@ -248,19 +264,21 @@ class Engine:
     def get(self, model_name: str, version: str | None = None) -> ModelVersion:
         """A served version, the default one if ``version`` is None; ModelNotFound if none."""
         with self._lock:
-            model = self._model(model_name)
+            model = self.model(model_name)
             if version is None:
                 return model.default
             if version not in model.versions:
-                raise ModelNotFound(f"Model {model_name!r} has no version {version}: it has "
-                                    f"{', '.join(sorted(model.versions))}.")
+                raise ModelVersionNotFound(
+                    f"Model version: {version} does not exist for model: {model_name} "
+                    f"(it has {', '.join(sorted(model.versions))})")
             return model.versions[version]
 
-    def _model(self, model_name: str) -> Model:
+    def model(self, model_name: str) -> Model:
+        """A served model and its versions; ModelNotFound if none."""
         model = self._models.get(model_name)
         if model is None:
-            raise ModelNotFound(f"Model not found: {model_name!r}. Served models: "
-                                f"{', '.join(sorted(self._models)) or 'none'}.")
+            raise ModelNotFound(f"Model not found: {model_name} (served: "
+                                f"{', '.join(sorted(self._models)) or 'none'})")
         return model
 
     # Inference.

@@ -27,9 +27,25 @@ class ModelNotFound(NBServeError):
     type = "ModelNotFoundException"
 
 
+class ModelVersionNotFound(ModelNotFound):
+    """The model is served, but not in the version asked for."""
+
+    type = "ModelVersionNotFoundException"
+
+
 class ModelAlreadyRegistered(NBServeError):
     status = 409
     type = "ConflictStatusException"
+
+
+class MethodNotAllowed(NBServeError):
+    status = 405
+    type = "MethodNotAllowedException"
+
+
+class RequestTooLarge(NBServeError):
+    status = 413
+    type = "RequestEntityTooLargeException"
 
 
 class BadRequest(NBServeError):

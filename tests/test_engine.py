@@ -180,7 +180,7 @@ def test_unregister_answers_what_is_queued_then_forgets_the_model(ctl):
         queued = [engine.submit("ctl", {"body": {"sleep": 0.05}}) for _ in range(5)]
         engine.unregister("ctl")
         assert all(f.result(timeout=0).value["tag"] == "v1" for f in queued)
-        with pytest.raises(ModelNotFound, match="Model not found: 'ctl'"):
+        with pytest.raises(ModelNotFound, match="Model not found: ctl"):
             engine.predict("ctl", "late")
 
 
@@ -194,7 +194,7 @@ def test_versions_and_the_default_version(tmp_path):
         assert engine.predict("ctl", "x")["tag"] == "v2"
         with pytest.raises(ModelAlreadyRegistered):
             engine.register(controlled(tmp_path / "three", "v3"), version="2.0")
-        with pytest.raises(ModelNotFound, match="has no version 9.9"):
+        with pytest.raises(ModelNotFound, match="Model version: 9.9 does not exist for model: ctl"):
             engine.predict("ctl", "x", version="9.9")
         engine.unregister("ctl", "2.0")
         assert engine.predict("ctl", "x")["tag"] == "v1"

@@ -1,0 +1,64 @@
+"""What every API handler shares: TorchServe's headers, JSON answers and error bodies."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from tornado.web import RequestHandler
+
+from nbserve.http.errors import describe, error_body
+
+if TYPE_CHECKING:
+    from nbserve.http.server import Server
+
+
+class APIHandler(RequestHandler):
+    """Base of nbserve's handlers; every answer and every error is JSON as TorchServe's is."""
+
+    def initialize(self, server: Server) -> None:
+        self.server = server
+        self.engine = server.engine
+
+    def prepare(self):
+        self.server.request_started()
+
+    def on_finish(self) -> None:
+        self.server.request_finished()
+
+    def set_default_headers(self) -> None:
+        self.set_header("x-request-id", str(uuid.uuid4()))
+        self.set_header("Pragma", "no-cache")
+        self.set_header("Cache-Control", "no-cache; no-store, must-revalidate, private")
+        self.set_header("Expires", "Thu, 01 Jan 1970 00:00:00 UTC")
+
+    def write_json(self, value: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(value, indent=2))
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        status, type_, message, headers = describe(error, status_code)
+        self.set_status(status)
+        for name, value in headers.items():
+            self.set_header(name, value)
+        self.set_header("Content-Type", "application/json")
+        self.finish(error_body(status, type_, message))
+
+    def log_exception(self, typ, value, tb) -> None:
+        from nbserve.errors import NBServeError
+
+        if not isinstance(value, NBServeError):  # a user's error is an answer, not a server fault
+            super().log_exception(typ, value, tb)
+
+
+class NotFoundHandler(APIHandler):
+    """Any path the API does not have: TorchServe's 404 JSON."""
+
+    def prepare(self):
+        super().prepare()
+        from tornado.web import HTTPError
+
+        raise HTTPError(404)

@@ -1,0 +1,35 @@
+"""Errors as TorchServe answers them: ``{"code": ..., "type": ..., "message": ...}``."""
+
+from __future__ import annotations
+
+import json
+
+from tornado.web import HTTPError
+
+from nbserve.errors import NBServeError, QueueFull
+
+#: What TorchServe calls the errors tornado raises by status.
+HTTP_ERROR_TYPES = {
+    400: ("BadRequestException", "Bad request."),
+    404: ("ResourceNotFoundException", "Requested resource is not found, please refer to API document."),
+    405: ("MethodNotAllowedException", "Requested method is not allowed, please refer to API document."),
+    413: ("RequestEntityTooLargeException", "Request body is larger than max_request_size."),
+}
+
+
+def error_body(code: int, type_: str, message: str) -> str:
+    return json.dumps({"code": code, "type": type_, "message": message}, indent=2)
+
+
+def describe(error: BaseException | None, status: int) -> tuple[int, str, str, dict]:
+    """``(status, type, message, extra headers)`` for an exception raised while answering."""
+    if isinstance(error, NBServeError):
+        headers = {"Retry-After": "1"} if isinstance(error, QueueFull) else {}
+        return error.status, error.type, str(error), headers
+    if isinstance(error, HTTPError):
+        status = error.status_code
+        type_, message = HTTP_ERROR_TYPES.get(status, ("InternalServerException", ""))
+        return status, type_, error.log_message or message, {}
+    if status in HTTP_ERROR_TYPES:
+        return (status, *HTTP_ERROR_TYPES[status], {})
+    return 500, "InternalServerException", f"{type(error).__name__}: {error}", {}

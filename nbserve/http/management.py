@@ -1,0 +1,140 @@
+"""The management API: list, describe, register, scale, unregister, set the default version.
+
+Registering and unregistering over HTTP need ``enable_model_api=true``, as in TorchServe since
+its 2023 fixes; an archive ``url`` must be in the model store or match ``allowed_urls``.
+Calls that load or unload a model run off the event loop, so inference keeps flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import urllib.request
+from pathlib import Path
+
+from nbserve.errors import BadRequest, MethodNotAllowed, ModelNotFound
+from nbserve.http.base import APIHandler
+
+
+class ModelsHandler(APIHandler):
+    """``GET /models`` (paged) and ``POST /models?url=...``."""
+
+    def get(self):
+        limit = self._int("limit", 100)
+        start = self._int("next_page_token", 0)
+        models = self.engine.models()
+        page = models[start:start + limit]
+        answer = {}
+        if start + limit < len(models):
+            answer["nextPageToken"] = str(start + limit)
+        answer["models"] = [{"modelName": m.name, "modelUrl": m.default.archive.source.name}
+                            for m in page]
+        self.write_json(answer)
+
+    async def post(self):
+        self.server.require_model_api("Registering models")
+        url = self.get_query_argument("url", None)
+        if not url:
+            raise BadRequest("Parameter url is required: the archive's name in the model store.")
+        source = self.server.resolve_archive(url)
+        options = {
+            "model_name": self.get_query_argument("model_name", None),
+            "handler": self.get_query_argument("handler", None),
+            "batch_size": self._int("batch_size"),
+            "max_batch_delay": self._int("max_batch_delay"),
+            "initial_workers": self._int("initial_workers"),
+            "response_timeout": self._int("response_timeout"),
+        }
+        version = await _off_loop(self.engine.register, source, **options)
+        self.write_json({"status": f'Model "{version.name}" Version: {version.version} '
+                                   f"registered with {len(version.workers)} initial workers"})
+
+    def _int(self, name: str, default: int | None = None) -> int | None:
+        value = self.get_query_argument(name, None)
+        if value is None or value == "":
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise BadRequest(f"Parameter {name} must be an integer, not {value!r}.") from None
+
+
+class ModelHandler(ModelsHandler):
+    """``GET``/``PUT``/``DELETE /models/{model}[/{version}|/all]``."""
+
+    def get(self, model: str, version: str | None = None):
+        if version == "all":
+            versions = list(self.engine.model(model).versions.values())
+        else:
+            versions = [self.engine.get(model, version)]
+        self.write_json([v.describe() for v in versions])
+
+    async def put(self, model: str, version: str | None = None):
+        target = self.engine.get(model, version)
+        min_workers = self._int("min_worker", target.config.min_workers)
+        max_workers = self._int("max_worker", max(min_workers, target.config.max_workers))
+        synchronous = self.get_query_argument("synchronous", "false").lower() == "true"
+        scaling = _off_loop(self.engine.scale, model, version, min_workers=min_workers,
+                            max_workers=max_workers)
+        if synchronous:
+            await scaling
+            self.write_json({"status": f"Workers scaled to {min_workers} for model: {model}"})
+        else:
+            asyncio.ensure_future(scaling)
+            self.write_json({"status": "Processing worker updates..."}, status=202)
+
+    async def delete(self, model: str, version: str | None = None):
+        self.server.require_model_api("Unregistering models")
+        self.engine.get(model, version)  # 404 before anything is done
+        await _off_loop(self.engine.unregister, model, version)
+        self.write_json({"status": f'Model "{model}" unregistered'})
+
+
+class SetDefaultHandler(APIHandler):
+    """``PUT /models/{model}/{version}/set-default``."""
+
+    def put(self, model: str, version: str):
+        self.engine.set_default(model, version)
+        self.write_json({"status": f'Default version successfully updated for model "{model}" '
+                                   f'to "{version}"'})
+
+
+def _off_loop(function, *args, **kwargs):
+    return asyncio.get_running_loop().run_in_executor(None, lambda: function(*args, **kwargs))
+
+
+def resolve_archive(url: str, model_store: str | None, allows_url) -> Path:
+    """The local archive a registration's ``url`` names: a file or folder in the model store,
+    or a ``file://``/``http(s)://`` URL that ``allowed_urls`` admits (downloaded to the store)."""
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", url):
+        if not allows_url(url):
+            raise BadRequest(f"Given URL {url} does not match any allowed URL(s); "
+                             "add it to allowed_urls in config.properties.")
+        if url.startswith("file://"):
+            return _existing(Path(url[len("file://"):]), url)
+        if not model_store:
+            raise BadRequest("Downloading an archive needs a model store (--model-store).")
+        target = Path(model_store) / os.path.basename(url.split("?")[0])
+        with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out:
+            shutil.copyfileobj(response, out)
+        return target
+    if not model_store:
+        raise ModelNotFound(f"Model not found at: {url} (no model store is set).")
+    store = Path(model_store).resolve()
+    path = (store / url).resolve()
+    if store not in path.parents:
+        raise BadRequest(f"Archive {url} is outside the model store.")
+    return _existing(path, url)
+
+
+def _existing(path: Path, url: str) -> Path:
+    if not path.exists():
+        raise ModelNotFound(f"Model not found at: {url}")
+    return path
+
+
+def refuse_model_api(what: str) -> MethodNotAllowed:
+    return MethodNotAllowed(f"{what} over HTTP is off: set enable_model_api=true in "
+                            "config.properties to allow it.")

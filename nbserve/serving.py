@@ -1,0 +1,74 @@
+"""Starting an engine and its HTTP server from TorchServe's start settings.
+
+Shared by ``nbserve serve`` and ``%serve``: the model store, ``--models`` (``name=file.mar``,
+``file.mar`` or ``all``), and config.properties' ``load_models`` and ``models``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nbserve.archive import open_archive
+from nbserve.config import ServerConfig, machine_defaults
+from nbserve.engine import Engine
+from nbserve.errors import BadRequest
+from nbserve.http import Server
+
+ARCHIVE_SUFFIXES = (".mar", ".tar.gz")
+
+
+def engine_for(config: ServerConfig) -> Engine:
+    """An engine whose model defaults follow config.properties."""
+    from dataclasses import replace
+
+    defaults = replace(machine_defaults(), job_queue_size=int(config.job_queue_size),
+                       response_timeout=float(config.default_response_timeout))
+    if config.default_workers_per_model:
+        workers = int(config.default_workers_per_model)
+        defaults = replace(defaults, min_workers=workers, max_workers=workers)
+    return Engine(defaults)
+
+
+def startup_models(config: ServerConfig, models: list[str]) -> list[tuple[str | None, Path]]:
+    """``(name or None, archive path)`` for each model to load at startup."""
+    store = Path(config.model_store) if config.model_store else None
+    entries = list(models)
+    if config.load_models and not entries:
+        entries = [e.strip() for e in str(config.load_models).split(",") if e.strip()]
+    loads: list[tuple[str | None, Path]] = []
+    for entry in entries:
+        if entry in ("all", "ALL"):
+            if store is None:
+                raise BadRequest("--models all needs --model-store.")
+            loads += [(None, p) for p in sorted(store.iterdir())
+                      if p.name.endswith(ARCHIVE_SUFFIXES) or (p / "MAR-INF").is_dir()]
+            continue
+        name, _, file = entry.rpartition("=")
+        path = Path(file)
+        if not path.exists() and store is not None:
+            path = store / file
+        if not path.exists():
+            raise BadRequest(f"Model archive {file!r} not found"
+                             + (f" in the model store {store}." if store else "."))
+        loads.append((name or None, path))
+    return loads
+
+
+def start_serving(config: ServerConfig, models: list[str]) -> tuple[Engine, Server]:
+    """Load the startup models into a new engine and start its HTTP server."""
+    engine = engine_for(config)
+    try:
+        for name, path in startup_models(config, models):
+            archive = open_archive(path)
+            name = name or archive.model_name
+            settings = config.model_settings().get(name, {}).get(archive.version, {})
+            engine.register(archive, model_name=name,
+                            batch_size=settings.get("batchSize"),
+                            max_batch_delay=settings.get("maxBatchDelay"),
+                            initial_workers=settings.get("minWorkers"),
+                            response_timeout=settings.get("responseTimeout"))
+        server = Server(engine, config).start()
+    except BaseException:
+        engine.close()
+        raise
+    return engine, server

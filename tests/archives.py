@@ -253,3 +253,32 @@ def not_images(photos_by_name: dict[str, bytes]) -> dict[str, bytes]:
     """Inputs an image handler cannot read: each must be answered 400, alone."""
     return {"empty": b"", "text": b"this is not an image",
             "truncated.jpg": photos_by_name["cat.jpg"][:2000]}
+
+
+# A handler the tests steer through the request: {"sleep": s} waits, "boom" raises,
+# {"status": 418} sets the response status. Answers carry the batch size and a tag.
+CONTROLLED = '''\
+import time
+
+TAG = "{tag}"
+
+
+def handle(data, context):
+    if data is None:
+        return None
+    bodies = [row.get("body") for row in data]
+    if "boom" in bodies:
+        raise ValueError("boom was asked for")
+    time.sleep(max([b.get("sleep", 0) for b in bodies if isinstance(b, dict)], default=0))
+    for i, body in enumerate(bodies):
+        if isinstance(body, dict) and "status" in body:
+            context.set_response_status(body["status"], "as asked", i)
+    return [{{"echo": body, "batch": len(data), "tag": TAG}} for body in bodies]
+'''
+
+
+def controlled(folder, tag="v1", name="ctl"):
+    folder.mkdir(parents=True, exist_ok=True)
+    handler = folder / f"controlled_{tag}.py"
+    handler.write_text(CONTROLLED.format(tag=tag))
+    return archive(name, "1.0", str(handler), export_path=folder, force=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tree
+from helpers import tree
 from nbserve.archive import MANIFEST_PATH, archive, open_archive
 from nbserve.errors import ArchiveError
 

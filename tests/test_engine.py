@@ -7,39 +7,11 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import pytest
 
-from conftest import assert_same_answer
+from archives import CONTROLLED, controlled
+from helpers import assert_same_answer
 from nbserve.archive import archive
 from nbserve.engine import Engine
 from nbserve.errors import InferenceError, ModelAlreadyRegistered, ModelNotFound, QueueFull, RequestTimeout
-
-# A handler the tests steer through the request: {"sleep": s} waits, "boom" raises,
-# {"status": 418} sets the response status. Answers carry the batch size and a tag.
-CONTROLLED = '''\
-import time
-
-TAG = "{tag}"
-
-
-def handle(data, context):
-    if data is None:
-        return None
-    bodies = [row.get("body") for row in data]
-    if "boom" in bodies:
-        raise ValueError("boom was asked for")
-    time.sleep(max([b.get("sleep", 0) for b in bodies if isinstance(b, dict)], default=0))
-    for i, body in enumerate(bodies):
-        if isinstance(body, dict) and "status" in body:
-            context.set_response_status(body["status"], "as asked", i)
-    return [{{"echo": body, "batch": len(data), "tag": TAG}} for body in bodies]
-'''
-
-
-def controlled(folder, tag="v1", name="ctl"):
-    folder.mkdir(parents=True, exist_ok=True)
-    handler = folder / f"controlled_{tag}.py"
-    handler.write_text(CONTROLLED.format(tag=tag))
-    return archive(name, "1.0", str(handler), export_path=folder, force=True)
-
 
 @pytest.fixture
 def ctl(tmp_path):

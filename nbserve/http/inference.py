@@ -233,7 +233,7 @@ class KServeModelHandler(APIHandler):
         if ready or self.request.path.startswith("/v1/"):
             self.write_json({"name": model, "ready": any(w.status == "READY" for w in served.workers)})
             return
-        self.write_json({"name": model, "versions": sorted(self.engine.get_model(model).versions),
+        self.write_json({"name": model, "versions": sorted(self.engine.model(model).versions),
                          "platform": "pytorch", "inputs": [], "outputs": []})
 
 

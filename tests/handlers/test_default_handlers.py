@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 import archives
-from conftest import assert_same_answer
+from helpers import assert_same_answer
 from nbserve.errors import InferenceError
 
 PHOTOS = ["cat.jpg", "astronaut.jpg", "coffee.png", "noise.jpg"]

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 import archives
-from conftest import assert_same_answer
+from helpers import assert_same_answer
 from nbserve.archive import archive
 from nbserve.engine import Engine
 from nbserve.handlers.loader import HandlerLoadError

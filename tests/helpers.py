@@ -1,0 +1,24 @@
+"""Assertions and small helpers shared by the tests."""
+
+from pathlib import Path
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` by its relative POSIX path, with its bytes."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def assert_same_answer(ours, theirs, tolerance=1e-5):
+    """Same JSON shape, same keys in the same order, numbers equal within ``tolerance``."""
+    if isinstance(theirs, dict):
+        assert isinstance(ours, dict) and list(ours) == list(theirs), (ours, theirs)
+        for key in theirs:
+            assert_same_answer(ours[key], theirs[key], tolerance)
+    elif isinstance(theirs, list):
+        assert isinstance(ours, list) and len(ours) == len(theirs), (ours, theirs)
+        for a, b in zip(ours, theirs):
+            assert_same_answer(a, b, tolerance)
+    elif isinstance(theirs, float) or isinstance(ours, float):
+        assert abs(ours - theirs) <= tolerance, (ours, theirs)
+    else:
+        assert ours == theirs

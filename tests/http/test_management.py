@@ -1,0 +1,109 @@
+"""The management API over real HTTP, and its JSON shapes against the real TorchServe."""
+
+import json
+import shutil
+
+import pytest
+
+from archives import controlled
+
+
+@pytest.fixture
+def store(tmp_path, classifier_mar):
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copy(classifier_mar, store / "resnet18.mar")
+    shutil.copy(controlled(tmp_path / "ctl"), store / "ctl.mar")
+    return store
+
+
+@pytest.fixture
+def management(server_factory, store):
+    engine, _, clients = server_factory(model_store=str(store), enable_model_api=True)
+    return engine, clients["management"], clients["inference"]
+
+
+def test_register_predict_scale_describe_unregister(management, photos):
+    engine, client, inference = management
+    status, answer = client.json("POST", "/models?url=resnet18.mar&initial_workers=1&synchronous=true")
+    assert status == 200
+    assert answer == {"status": 'Model "resnet18" Version: 1.0 registered with 1 initial workers'}
+    assert inference.call("PUT", "/predictions/resnet18", photos["cat.jpg"])[0] == 200
+
+    status, answer = client.json("PUT", "/models/resnet18?min_worker=2&synchronous=true")
+    assert (status, answer) == (200, {"status": "Workers scaled to 2 for model: resnet18"})
+    status, described = client.json("GET", "/models/resnet18")
+    assert status == 200 and len(described) == 1
+    assert [w["status"] for w in described[0]["workers"]] == ["READY", "READY"]
+
+    status, answer = client.json("PUT", "/models/resnet18/1.0?min_worker=1")
+    assert (status, answer) == (202, {"status": "Processing worker updates..."})
+
+    status, answer = client.json("DELETE", "/models/resnet18")
+    assert (status, answer) == (200, {"status": 'Model "resnet18" unregistered'})
+    assert client.json("GET", "/models/resnet18")[0] == 404
+
+
+def test_registration_options_and_versions(management):
+    engine, client, _ = management
+    assert client.json("POST", "/models?url=ctl.mar&batch_size=4&max_batch_delay=50")[0] == 200
+    assert client.json("POST", "/models?url=ctl.mar&model_name=ctl2&batch_size=2")[0] == 200
+    described = client.json("GET", "/models/ctl")[1][0]
+    assert (described["batchSize"], described["maxBatchDelay"]) == (4, 50)
+    engine.register(controlled(engine.model("ctl").default.archive.path.parent / "v2", "v2"),
+                    version="2.0")
+    assert [d["modelVersion"] for d in client.json("GET", "/models/ctl/all")[1]] == ["1.0", "2.0"]
+    assert client.json("GET", "/models/ctl/2.0")[1][0]["modelVersion"] == "2.0"
+    status, answer = client.json("PUT", "/models/ctl/2.0/set-default")
+    assert (status, answer["status"]) == (200, 'Default version successfully updated for model "ctl" to "2.0"')
+    assert engine.predict("ctl", "x")["tag"] == "v2"
+    assert client.json("PUT", "/models/ctl/9.9/set-default")[1]["type"] == "ModelVersionNotFoundException"
+
+
+def test_list_is_paged(management):
+    engine, client, _ = management
+    for name in ("a", "b", "c"):
+        client.json("POST", f"/models?url=ctl.mar&model_name={name}")
+    status, first = client.json("GET", "/models?limit=2")
+    assert first == {"nextPageToken": "2", "models": [{"modelName": "a", "modelUrl": "ctl.mar"},
+                                                      {"modelName": "b", "modelUrl": "ctl.mar"}]}
+    assert client.json("GET", "/models?limit=2&next_page_token=2")[1] == {
+        "models": [{"modelName": "c", "modelUrl": "ctl.mar"}]}
+
+
+@pytest.mark.parametrize("url, status, error_type", [
+    ("missing.mar", 404, "ModelNotFoundException"),
+    ("../outside.mar", 400, "BadRequestException"),
+    ("ftp://example.invalid/x.mar", 400, "BadRequestException"),
+])
+def test_bad_urls_are_refused(server_factory, store, url, status, error_type):
+    _, _, clients = server_factory(model_store=str(store), enable_model_api=True,
+                                   allowed_urls="file://.*")
+    got_status, answer = clients["management"].json("POST", f"/models?url={url}")
+    assert (got_status, answer["type"]) == (status, error_type)
+
+
+def test_the_model_api_is_off_unless_enabled(server_factory, store):
+    engine, _, clients = server_factory(model_store=str(store))
+    engine.register(store / "ctl.mar")
+    for method, path in (("POST", "/models?url=resnet18.mar"), ("DELETE", "/models/ctl")):
+        status, answer = clients["management"].json(method, path)
+        assert (status, answer["type"]) == (405, "MethodNotAllowedException")
+        assert "enable_model_api=true" in answer["message"]
+    assert clients["management"].json("GET", "/models/ctl")[0] == 200
+
+
+def test_shapes_match_torchserve(server_factory, store, torchserve):
+    engine, _, clients = server_factory(model_store=str(store))
+    engine.register(store / "resnet18.mar")
+    name = torchserve.register(store / "resnet18.mar")
+    ours = clients["management"].json("GET", f"/models/{name}")[1][0]
+    theirs = json.loads(torchserve.request("management", f"models/{name}")[1])[0]
+    assert list(ours) == list(theirs)
+    assert list(ours["workers"][0]) == list(theirs["workers"][0])
+    assert list(ours["jobQueueStatus"]) == list(theirs["jobQueueStatus"])
+    our_list = clients["management"].json("GET", "/models")[1]
+    their_list = json.loads(torchserve.request("management", "models")[1])
+    assert {"modelName": name, "modelUrl": "resnet18.mar"} in their_list["models"]
+    assert list(our_list) == list(their_list) == ["models"]
+    assert list(our_list["models"][0]) == list(their_list["models"][0])

@@ -56,36 +56,48 @@ def measure_limit(name: str, seconds: float) -> dict:
             "by_batch": throughput}
 
 
+def closed_loop(call, clients: int, seconds: float) -> tuple[list[float], float, int]:
+    """``call()`` from ``clients`` threads, each calling again as soon as it is answered: a
+    warm-up (the worker's tuner settles), then ``seconds`` measured. ``call`` returns False for
+    a failed request. Returns the measured latencies, the elapsed time and the failures."""
+    latencies: list[float] = []
+    failures = [0]
+    stop_at = [0.0]
+
+    def client():
+        while time.monotonic() < stop_at[0]:
+            started = time.perf_counter()
+            if call() is False:
+                failures[0] += 1
+            else:
+                latencies.append(time.perf_counter() - started)
+
+    for phase in (max(3.0, seconds / 3), seconds):
+        latencies.clear()
+        failures[0] = 0
+        stop_at[0] = time.monotonic() + phase
+        threads = [threading.Thread(target=client) for _ in range(clients)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - started
+    return latencies, elapsed, failures[0]
+
+
 def measure_engine(name: str, seconds: float, callers: int) -> dict:
-    """``engine.predict`` from ``callers`` threads in a closed loop, after a warm-up."""
+    """``engine.predict`` from ``callers`` threads in a closed loop."""
     from nbserve.engine import Engine
 
     image = models.photo()
     with Engine() as engine:
         version = engine.register(models.build(name))
-        latencies: list[float] = []
-        stop_at = [0.0]
-
-        def caller():
-            while time.monotonic() < stop_at[0]:
-                started = time.perf_counter()
-                engine.predict(name, image)
-                latencies.append(time.perf_counter() - started)
-
-        for phase_seconds in (max(3.0, seconds / 3), seconds):  # warm-up (the tuner settles), run
-            latencies.clear()
-            stop_at[0] = time.monotonic() + phase_seconds
-            threads = [threading.Thread(target=caller) for _ in range(callers)]
-            started = time.monotonic()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            elapsed = time.monotonic() - started
-        worker = version.workers[0]
+        latencies, elapsed, _ = closed_loop(lambda: engine.predict(name, image), callers, seconds)
+        tuner = version.workers[0].tuner
         return {"throughput": len(latencies) / elapsed,
                 "p50_ms": statistics.median(latencies) * 1000,
-                "threads": worker.tuner.threads, "batch_cap": worker.tuner.batch_size}
+                "threads": tuner.threads, "batch_cap": tuner.batch_size}
 
 
 def in_subprocess(*args: str) -> dict:

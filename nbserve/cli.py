@@ -105,8 +105,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inference-address", help="Default http://127.0.0.1:8080.")
     parser.add_argument("--management-address", help="Default http://127.0.0.1:8081.")
     parser.add_argument("--metrics-address", help="Default http://127.0.0.1:8082.")
+    parser.add_argument("--enable-model-api", action="store_true",
+                        help="Allow registering and unregistering models over HTTP.")
+    # TorchServe flags with nothing to do here: no snapshots, always in the foreground.
     for ignored in ("--ncs", "--no-config-snapshots", "--foreground", "--start",
-                    "--disable-token-auth", "--enable-model-api"):
+                    "--disable-token-auth"):
         parser.add_argument(ignored, action="store_true", help=argparse.SUPPRESS)
 
 
@@ -118,7 +121,7 @@ def server_config(args: argparse.Namespace):
     for key in ("model_store", "inference_address", "management_address", "metrics_address"):
         if getattr(args, key, None):
             config.values[key] = getattr(args, key)
-    if getattr(args, "enable_model_api", False):
+    if args.enable_model_api:
         config.values["enable_model_api"] = True
     return config
 

@@ -117,10 +117,6 @@ class Worker:
             thread.join(timeout)
         self.status = "STOPPED"
 
-    @property
-    def alive(self) -> bool:
-        return any(t.is_alive() for t in self._threads)
-
     # The single-thread loop, for handlers with their own ``handle``.
 
     def _handle_loop(self, tuner: Tuner) -> None:
@@ -308,23 +304,26 @@ class _ReadyBuffer:
 class Tuner:
     """Chooses, by measurement, the intra-op threads and the batch cap of a worker.
 
-    Threads: batches alternate between one thread and every core until each count has
-    ``trials`` timings (after a warm-up each); the lower median time per request wins.
+    Threads, per range of batch sizes (1, 2-3, 4-7, 8-15, ...): batches alternate between one
+    thread and every core until each count has ``trials`` timings (after a warm-up each); the
+    lower median time per request wins. Per range, because the answer changes with load: a lone
+    request runs fastest on every core, while under load the other threads (preprocessing,
+    HTTP) need a core and one thread wins.
 
-    Batch cap (only where no batch size was configured), once threads are chosen: times per
-    request are kept by batch size. When a size has been seen often enough, the cap is set to
-    half of it for a while; if that makes a request at least 5% cheaper the halved cap stays
-    (and is tried halved in turn), else the cap goes back. densenet161 on two cores is fastest
-    one or two images at a time, mobilenet_v3_small eight at a time.
+    Batch cap (only where no batch size was configured): times per request are kept by batch
+    size. When a size has been seen often enough, the cap is set to half of it for a while; if
+    that makes a request at least 5% cheaper the halved cap stays (and is tried halved in
+    turn), else the cap goes back.
     """
 
     def __init__(self, batch_size: int, threads: bool = True, batch: bool = False, trials: int = 4):
         cores = os.cpu_count() or 1
         self.candidates = [cores, 1] if threads and cores > 1 else []
         self.trials = trials
-        self.samples: dict[int, list[float]] = {c: [] for c in self.candidates}
-        self.threads: int | None = None if self.candidates else torch.get_num_threads()
-        #: The batch cap in force.
+        self._samples: dict[int, dict[int, list[float]]] = {}
+        self._chosen: dict[int, int] = {}
+        #: The thread count of the latest batch, and the batch cap in force.
+        self.threads = torch.get_num_threads()
         self.batch_size = batch_size
         self._tune_batch = batch
         self._by_size: dict[int, deque[float]] = {}
@@ -334,19 +333,24 @@ class Tuner:
     def timing(self, items: int):
         return _Timing(self, items)
 
-    def _next_threads(self) -> int:
-        if self.threads is not None:
+    def _threads_for(self, items: int) -> int:
+        if not self.candidates:
             return self.threads
-        return min(self.candidates, key=lambda c: len(self.samples[c]))
+        size_range = items.bit_length()
+        if size_range in self._chosen:
+            return self._chosen[size_range]
+        samples = self._samples.setdefault(size_range, {c: [] for c in self.candidates})
+        return min(self.candidates, key=lambda c: len(samples[c]))
 
     def _record(self, threads: int, seconds: float, items: int) -> None:
         per_item = seconds / items
-        if self.threads is None:
-            self.samples[threads].append(per_item)
-            if all(len(v) > self.trials for v in self.samples.values()):
-                self.threads = min(self.candidates,
-                                   key=lambda c: statistics.median(self.samples[c][1:]))
-                torch.set_num_threads(self.threads)
+        size_range = items.bit_length()
+        if self.candidates and size_range not in self._chosen:
+            samples = self._samples[size_range]
+            samples[threads].append(per_item)
+            if all(len(v) > self.trials for v in samples.values()):
+                self._chosen[size_range] = min(
+                    self.candidates, key=lambda c: statistics.median(samples[c][1:]))
         elif self._tune_batch:
             self._by_size.setdefault(items, deque(maxlen=16)).append(per_item)
             self._tune_cap()
@@ -379,9 +383,10 @@ class _Timing:
         self.tuner, self.items = tuner, items
 
     def __enter__(self):
-        self.threads = self.tuner._next_threads()
+        self.threads = self.tuner._threads_for(self.items)
         if torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
+        self.tuner.threads = self.threads
         self.started = time.perf_counter()
 
     def __exit__(self, *exc):

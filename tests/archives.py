@@ -87,13 +87,18 @@ class Segmenter(torch.nn.Module):
 '''
 
 
-def segmenter(folder: Path) -> Path:
+def eager_files(folder: Path, model_py: str, class_name: str, weights: str) -> None:
+    """``model.py`` and a seeded state dict of the class it defines, in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.py").write_text(SEGMENTER_PY)
+    (folder / "model.py").write_text(model_py)
     namespace: dict = {}
-    exec(SEGMENTER_PY, namespace)
+    exec(model_py, namespace)
     torch.manual_seed(0)
-    torch.save(namespace["Segmenter"]().state_dict(), folder / "segmenter.pth")
+    torch.save(namespace[class_name]().state_dict(), folder / weights)
+
+
+def segmenter(folder: Path) -> Path:
+    eager_files(folder, SEGMENTER_PY, "Segmenter", "segmenter.pth")
     return make_archive(folder, "segmenter", "image_segmenter", model_file="model.py",
                         serialized_file="segmenter.pth")
 
@@ -117,12 +122,7 @@ class Detector(torch.nn.Module):
 
 
 def detector(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.py").write_text(DETECTOR_PY)
-    namespace: dict = {}
-    exec(DETECTOR_PY, namespace)
-    torch.manual_seed(0)
-    torch.save(namespace["Detector"]().state_dict(), folder / "detector.pth")
+    eager_files(folder, DETECTOR_PY, "Detector", "detector.pth")
     (folder / "index_to_name.json").write_text(json.dumps({"0": "__background__", "1": "thing"}))
     return make_archive(folder, "detector", "object_detector", model_file="model.py",
                         serialized_file="detector.pth", extra_files="index_to_name.json")
@@ -146,12 +146,7 @@ TEXT_WORDS = ["the", "movie", "was", "great", "bad", "do", "not", "like", "it", 
 
 
 def text(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.py").write_text(TEXT_PY)
-    namespace: dict = {}
-    exec(TEXT_PY, namespace)
-    torch.manual_seed(0)
-    torch.save(namespace["TextClassificationModel"]().state_dict(), folder / "text.pth")
+    eager_files(folder, TEXT_PY, "TextClassificationModel", "text.pth")
     vocab = {w: i for i, w in enumerate(TEXT_WORDS)}
     bigrams = [f"{a} {b}" for a in TEXT_WORDS for b in TEXT_WORDS]
     vocab.update({b: len(TEXT_WORDS) + i % (64 - len(TEXT_WORDS)) for i, b in enumerate(bigrams)})

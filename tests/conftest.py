@@ -29,18 +29,14 @@ def _private_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """model.py, a seeded state dict, labels, a handler, requirements, config and a folder."""
-    import torch
+    import archives
 
     d = tmp_path_factory.mktemp("tiny")
-    (d / "model.py").write_text(TINY_MODEL_PY)
-    namespace: dict = {}
-    exec(TINY_MODEL_PY, namespace)
-    torch.manual_seed(0)
-    torch.save(namespace["TinyNet"]().state_dict(), d / "tiny.pth")
+    archives.eager_files(d, TINY_MODEL_PY, "TinyNet", "tiny.pth")
     (d / "index_to_name.json").write_text(json.dumps({"0": "zero", "1": "one", "2": "two"}))
     (d / "my_handler.py").write_text("def handle(data, context):\n    return [len(data)]\n")
     (d / "requirements.txt").write_text("numpy\n")
-    (d / "model-config.yaml").write_text("batch_size: 4\nmax_batch_delay: 20\n")
+    (d / "model-config.yaml").write_text("batchSize: 4\nmaxBatchDelay: 20\n")
     extra = d / "assets"
     (extra / "vocab").mkdir(parents=True)
     (extra / "vocab" / "words.txt").write_text("a\nb\n")

@@ -1,0 +1,164 @@
+"""Closed-loop HTTP load against ``nbserve serve`` and the real TorchServe, same ``.mar``.
+
+In one run, per model: the in-process limit (as bench/engine.py measures it), nbserve with its
+defaults, TorchServe with its defaults (a worker per core, no batching), and TorchServe tuned
+(one worker, batching). The load comes from a separate process, clients on keep-alive
+connections, each sending the next request when its answer arrives.
+
+    python bench/rest.py                       # both models, 1/4/16 clients, 10 s a point
+    python bench/rest.py --models mobilenet_v3_small --clients 8 --seconds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import models  # noqa: E402
+from engine import closed_loop, in_subprocess  # noqa: E402
+
+TUNED = {"initial_workers": 1, "batch_size": 8, "max_batch_delay": 5}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def load(port: int, path: str, body: bytes, clients: int, seconds: float) -> dict:
+    """Closed-loop clients on keep-alive connections; throughput and latency."""
+    local = threading.local()
+
+    def call() -> bool:
+        if not hasattr(local, "connection"):
+            local.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        local.connection.request("PUT", path, body, {"Content-Type": "application/octet-stream"})
+        response = local.connection.getresponse()
+        response.read()
+        return response.status == 200
+
+    latencies, elapsed, errors = closed_loop(call, clients, seconds)
+    return {"throughput": len(latencies) / elapsed, "errors": errors,
+            "p50_ms": statistics.median(latencies) * 1000 if latencies else None}
+
+
+def load_in_subprocess(port: int, path: str, clients: int, seconds: float) -> dict:
+    """The load generator in its own process, so it takes no CPU time from the server's GIL."""
+    result = subprocess.run([sys.executable, __file__, "--load", str(port), path, str(clients),
+                             "--seconds", str(seconds)], capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+class NBServe:
+    label = "nbserve (defaults)"
+
+    def __init__(self, mar: Path):
+        self.port, self.mar = free_port(), mar
+
+    def __enter__(self):
+        ports = [self.port, free_port(), free_port()]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "nbserve", "serve", "--models", f"{self.mar.stem}={self.mar}",
+             *[f"--{api}-address=http://127.0.0.1:{port}"
+               for api, port in zip(("inference", "management", "metrics"), ports)]],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(f"http://127.0.0.1:{self.port}/ping")
+        return self
+
+    def __exit__(self, *exc):
+        self.process.terminate()
+        self.process.wait(60)
+
+
+class TorchServe:
+    def __init__(self, mar: Path, tuned: bool):
+        self.mar, self.tuned = mar, tuned
+        self.label = "TorchServe (1 worker, batch 8, 5 ms)" if tuned else "TorchServe (defaults)"
+        self.port, self.management = free_port(), free_port()
+
+    def __enter__(self):
+        self.workdir = Path(tempfile.mkdtemp(prefix="bench-ts-"))
+        store = self.workdir / "store"
+        store.mkdir()
+        shutil.copy(self.mar, store / self.mar.name)
+        (self.workdir / "config.properties").write_text(
+            f"inference_address=http://127.0.0.1:{self.port}\n"
+            f"management_address=http://127.0.0.1:{self.management}\n"
+            f"metrics_address=http://127.0.0.1:{free_port()}\n"
+            f"model_store={store}\ndisable_token_authorization=true\nenable_model_api=true\n")
+        with open(self.workdir / "ts.log", "wb") as log:
+            subprocess.run(["torchserve", "--start", "--ncs", "--ts-config",
+                            str(self.workdir / "config.properties")],
+                           stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, check=True)
+        wait_for(f"http://127.0.0.1:{self.port}/ping")
+        params = {"url": self.mar.name, "synchronous": "true"}
+        params.update(TUNED if self.tuned else {"initial_workers": os.cpu_count()})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.management}/models?{urllib.parse.urlencode(params)}", method="POST")
+        urllib.request.urlopen(request, timeout=300).read()
+        return self
+
+    def __exit__(self, *exc):
+        subprocess.run(["torchserve", "--stop"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, cwd=self.workdir)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(models.MODELS))
+    parser.add_argument("--clients", default="1,4,16")
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--load", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load:
+        port, path, clients = args.load
+        print(json.dumps(load(int(port), path, models.photo(), int(clients), args.seconds)))
+        return
+
+    print("| model | server | clients | req/s | of limit | p50 (ms) | errors |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.models.split(","):
+        mar = models.build(name)
+        limit = in_subprocess("limit", name, "--seconds", str(args.seconds))
+        print(f"| {name} | in-process limit (batch {limit['best_batch']}; batch-1 "
+              f"{limit['batch1_ms']:.1f} ms) | - | {limit['limit']:.1f} | 1.00 | - | - |", flush=True)
+        for server in (NBServe(mar), TorchServe(mar, tuned=False), TorchServe(mar, tuned=True)):
+            with server:
+                for clients in (int(c) for c in args.clients.split(",")):
+                    run = load_in_subprocess(server.port, f"/predictions/{mar.stem}", clients,
+                                             args.seconds)
+                    p50 = f"{run['p50_ms']:.1f}" if run["p50_ms"] is not None else "-"
+                    print(f"| {name} | {server.label} | {clients} | {run['throughput']:.1f} "
+                          f"| {run['throughput'] / limit['limit']:.2f} | {p50} | {run['errors']} |",
+                          flush=True)
+
+
+if __name__ == "__main__":
+    main()

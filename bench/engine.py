@@ -94,10 +94,9 @@ def measure_engine(name: str, seconds: float, callers: int) -> dict:
     with Engine() as engine:
         version = engine.register(models.build(name))
         latencies, elapsed, _ = closed_loop(lambda: engine.predict(name, image), callers, seconds)
-        tuner = version.workers[0].tuner
         return {"throughput": len(latencies) / elapsed,
                 "p50_ms": statistics.median(latencies) * 1000,
-                "threads": tuner.threads, "batch_cap": tuner.batch_size}
+                "threads": version.workers[0].tuner.threads}
 
 
 def in_subprocess(*args: str) -> dict:
@@ -120,7 +119,7 @@ def main() -> None:
         return
 
     print("| model | in-process limit (img/s, best batch) | in-process batch-1 (ms) "
-          "| callers | engine (req/s) | of limit | p50 (ms) | tuned threads, batch cap |")
+          "| callers | engine (req/s) | of limit | p50 (ms) | threads chosen |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
         models.build(name)
@@ -130,7 +129,7 @@ def main() -> None:
             print(f"| {name} | {limit['limit']:.1f} (batch {limit['best_batch']}) "
                   f"| {limit['batch1_ms']:.1f} | {callers} | {run['throughput']:.1f} "
                   f"| {run['throughput'] / limit['limit']:.2f} | {run['p50_ms']:.1f} "
-                  f"| {run['threads']}, {run['batch_cap']} |", flush=True)
+                  f"| {run['threads']} |", flush=True)
 
 
 if __name__ == "__main__":

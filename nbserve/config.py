@@ -48,9 +48,6 @@ class ModelConfig:
     device_type: str = "gpu"
     device_ids: tuple[int, ...] | None = None
     limit_max_image_pixels: bool = True
-    #: Whether workers may lower ``batch_size`` where smaller batches measure faster; only
-    #: nbserve's own default is tuned, never a batch size a user set.
-    tune_batch_size: bool = False
     #: The whole model-config.yaml, which handlers read as ``context.model_yaml_config``.
     yaml: dict = field(default_factory=dict, compare=False)
 
@@ -66,10 +63,10 @@ def machine_defaults() -> ModelConfig:
     """nbserve's defaults for the hardware this process sees."""
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if gpus:
-        return ModelConfig(batch_size=32, min_workers=gpus, max_workers=gpus, tune_batch_size=True)
-    # Batches of 4 measured best for both densenet161 and mobilenet_v3_small on a 2-core CPU
-    # worker; the worker's tuner halves it further where that is faster.
-    return ModelConfig(batch_size=4, min_workers=1, max_workers=1, tune_batch_size=True)
+        return ModelConfig(batch_size=32, min_workers=gpus, max_workers=gpus)
+    # Batches of 4 measured best for both densenet161 and mobilenet_v3_small in a worker on a
+    # 2-core CPU (bench/RESULTS.md).
+    return ModelConfig(batch_size=4, min_workers=1, max_workers=1)
 
 
 def resolve(base: ModelConfig, model_yaml: dict | None, **overrides: Any) -> ModelConfig:
@@ -79,8 +76,6 @@ def resolve(base: ModelConfig, model_yaml: dict | None, **overrides: Any) -> Mod
         if model_yaml and key in model_yaml:
             values[name] = model_yaml[key]
     values.update({k: v for k, v in overrides.items() if v is not None})
-    if "batch_size" in values:
-        values["tune_batch_size"] = False
     if "min_workers" in values and "max_workers" not in values:
         values["max_workers"] = max(values["min_workers"], base.max_workers)
     known = {f.name for f in fields(ModelConfig)}
@@ -95,8 +90,7 @@ def resolve(base: ModelConfig, model_yaml: dict | None, **overrides: Any) -> Mod
 def _typed(values: dict) -> dict:
     converters = {"batch_size": int, "min_workers": int, "max_workers": int, "job_queue_size": int,
                   "max_batch_delay": float, "response_timeout": float, "device_type": str,
-                  "device_ids": lambda v: tuple(int(i) for i in v), "limit_max_image_pixels": bool,
-                  "tune_batch_size": bool}
+                  "device_ids": lambda v: tuple(int(i) for i in v), "limit_max_image_pixels": bool}
     typed = {}
     for name, value in values.items():
         try:

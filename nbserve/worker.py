@@ -8,8 +8,9 @@ a batch of whatever is ready. Any other handler runs ``handle`` on whole batches
 The model loads on the worker's own thread, and only that thread runs torch with several
 intra-op threads (the preprocessing thread uses one). OpenMP throttles its threads' spinning
 once a process has more of them than cores, which makes small models' forward passes several
-times slower; how many threads pay off also depends on the model, so each worker measures its
-first batches at one thread and at every core, and keeps the faster (:class:`Tuner`).
+times slower; how many threads pay off also depends on the model and the load, so each worker
+measures its first batches of each size range at one thread and at every core, and keeps the
+faster (:class:`Tuner`).
 
 Either way, a request that fails takes no neighbour down with it: when a batch fails, each of
 its requests is run again on its own, so only the bad one gets the error.
@@ -23,7 +24,6 @@ import statistics
 import threading
 import time
 import traceback
-from collections import deque
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -97,8 +97,7 @@ class Worker:
             self._threads.append(preprocess)
             preprocess.start()
             single_threaded.wait()  # set_num_threads also sets the default of later threads
-        self.tuner = tuner = Tuner(config.batch_size, threads=self.gpu_id is None,
-                                   batch=config.tune_batch_size)
+        self.tuner = tuner = Tuner(enabled=self.gpu_id is None)
         self.start_time = datetime.now(timezone.utc)
         self.status = "READY"
         self._loaded.set()
@@ -122,7 +121,7 @@ class Worker:
     def _handle_loop(self, tuner: Tuner) -> None:
         config = self.version.config
         while (batch := self.version.queue.take_batch(
-                tuner.batch_size, config.max_batch_delay / 1000, self._stop)) is not None:
+                config.batch_size, config.max_batch_delay / 1000, self._stop)) is not None:
             self.version.stats.record_batch(len(batch))
             with tuner.timing(len(batch)):
                 self._run_handle(batch)
@@ -153,7 +152,8 @@ class Worker:
         torch.set_num_threads(1)
         single_threaded.set()
         handler = self.entry.instance
-        while (arrived := self.version.queue.take_batch(64, 0, self._stop)) is not None:
+        batch_size = self.version.config.batch_size  # take no more than this worker can use
+        while (arrived := self.version.queue.take_batch(batch_size, 0, self._stop)) is not None:
             for request in arrived:
                 if request.settled:
                     continue
@@ -172,7 +172,7 @@ class Worker:
     def _inference_loop(self, tuner: Tuner) -> None:
         handler = self.entry.instance
         config = self.version.config
-        while (ready := self._ready.take(tuner.batch_size, config.max_batch_delay / 1000)) is not None:
+        while (ready := self._ready.take(config.batch_size, config.max_batch_delay / 1000)) is not None:
             ready = [(r, data) for r, data in ready if not r.settled]
             for request, _ in [(r, d) for r, d in ready if d is _RUN_HANDLE]:
                 self._run_handle([request])
@@ -302,33 +302,23 @@ class _ReadyBuffer:
 
 
 class Tuner:
-    """Chooses, by measurement, the intra-op threads and the batch cap of a worker.
+    """Chooses a worker's torch intra-op threads by measurement, per range of batch sizes.
 
-    Threads, per range of batch sizes (1, 2-3, 4-7, 8-15, ...): batches alternate between one
-    thread and every core until each count has ``trials`` timings (after a warm-up each); the
-    lower median time per request wins. Per range, because the answer changes with load: a lone
-    request runs fastest on every core, while under load the other threads (preprocessing,
-    HTTP) need a core and one thread wins.
-
-    Batch cap (only where no batch size was configured): times per request are kept by batch
-    size. When a size has been seen often enough, the cap is set to half of it for a while; if
-    that makes a request at least 5% cheaper the halved cap stays (and is tried halved in
-    turn), else the cap goes back.
+    For each range (1, 2-3, 4-7, 8-15, ...), batches alternate between one thread and every
+    core until each count has ``trials`` timings (after a warm-up each); the lower median time
+    per request wins. Per range, because the answer changes with load: a lone request runs
+    fastest on every core, while under load the other threads (preprocessing, HTTP) need a
+    core and one thread wins.
     """
 
-    def __init__(self, batch_size: int, threads: bool = True, batch: bool = False, trials: int = 4):
+    def __init__(self, enabled: bool = True, trials: int = 4):
         cores = os.cpu_count() or 1
-        self.candidates = [cores, 1] if threads and cores > 1 else []
+        self.candidates = [cores, 1] if enabled and cores > 1 else []
         self.trials = trials
         self._samples: dict[int, dict[int, list[float]]] = {}
         self._chosen: dict[int, int] = {}
-        #: The thread count of the latest batch, and the batch cap in force.
+        #: The thread count of the latest batch.
         self.threads = torch.get_num_threads()
-        self.batch_size = batch_size
-        self._tune_batch = batch
-        self._by_size: dict[int, deque[float]] = {}
-        self._explored: set[int] = set()
-        self._trial: tuple[int, int] | None = None  # (size halved, cap before the trial)
 
     def timing(self, items: int):
         return _Timing(self, items)
@@ -343,39 +333,14 @@ class Tuner:
         return min(self.candidates, key=lambda c: len(samples[c]))
 
     def _record(self, threads: int, seconds: float, items: int) -> None:
-        per_item = seconds / items
         size_range = items.bit_length()
-        if self.candidates and size_range not in self._chosen:
-            samples = self._samples[size_range]
-            samples[threads].append(per_item)
-            if all(len(v) > self.trials for v in samples.values()):
-                self._chosen[size_range] = min(
-                    self.candidates, key=lambda c: statistics.median(samples[c][1:]))
-        elif self._tune_batch:
-            self._by_size.setdefault(items, deque(maxlen=16)).append(per_item)
-            self._tune_cap()
-
-    def _cost(self, size: int) -> float | None:
-        times = self._by_size.get(size, ())
-        return statistics.median(times) if len(times) > self.trials else None
-
-    def _tune_cap(self) -> None:
-        if self._trial is not None:
-            size, previous = self._trial
-            halved = self._cost(size // 2)
-            if halved is None:
-                return
-            self._trial = None
-            self._explored.add(size)
-            if halved >= 0.95 * self._cost(size):
-                self.batch_size = previous
+        if not self.candidates or size_range in self._chosen:
             return
-        seen = [s for s in self._by_size if 1 < s <= self.batch_size and s not in self._explored
-                and self._cost(s) is not None]
-        if seen:
-            size = max(seen)
-            self._trial = (size, self.batch_size)
-            self.batch_size = size // 2
+        samples = self._samples[size_range]
+        samples[threads].append(seconds / items)
+        if all(len(v) > self.trials for v in samples.values()):
+            self._chosen[size_range] = min(
+                self.candidates, key=lambda c: statistics.median(samples[c][1:]))
 
 
 class _Timing:

@@ -30,12 +30,11 @@ def test_allowed_urls():
 
 
 def test_model_settings_order_arguments_over_yaml_over_defaults():
-    base = ModelConfig(batch_size=8, tune_batch_size=True)
+    base = ModelConfig(batch_size=8)
     from_yaml = resolve(base, {"batchSize": 4, "maxBatchDelay": 50, "minWorkers": 2})
     assert (from_yaml.batch_size, from_yaml.max_batch_delay, from_yaml.min_workers) == (4, 50, 2)
-    assert from_yaml.tune_batch_size is False
     assert resolve(base, {"batchSize": 4}, batch_size=16).batch_size == 16
-    assert resolve(base, None).tune_batch_size is True
+    assert resolve(base, None).batch_size == 8
 
 
 @pytest.mark.parametrize("overrides, message", [

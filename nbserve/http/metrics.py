@@ -24,7 +24,6 @@ _FAMILIES = [
     ("nbserve_request_latency_milliseconds", "gauge",
      "End-to-end latency percentiles over the last 2048 requests."),
     ("nbserve_worker_threads", "gauge", "Torch intra-op threads of a worker's latest batch."),
-    ("nbserve_worker_batch_cap", "gauge", "The batch size a worker takes at most."),
 ]
 
 
@@ -56,7 +55,6 @@ def render(engine) -> str:
                 if tuner is not None:
                     worker_labels = f'{labels},worker="{worker.id}"'
                     samples["nbserve_worker_threads"].append(f"{{{worker_labels}}} {tuner.threads}")
-                    samples["nbserve_worker_batch_cap"].append(f"{{{worker_labels}}} {tuner.batch_size}")
             for name, (value, unit, _) in version.handler_metrics.values.items():
                 metric = re.sub(r"[^a-zA-Z0-9_:]", "_", name)
                 handler_samples.setdefault(metric, []).append(f'{{{labels},unit="{unit}"}} {value}')

@@ -123,14 +123,9 @@ class RequestQueue:
                 self._cond.wait()
             if stop.is_set() or not self._items:
                 return None
-            if max_delay > 0 and len(self._items) < max_size:
-                until = time.monotonic() + max_delay
-                while len(self._items) < max_size and not self._closed and not stop.is_set():
-                    left = until - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
-                self._drop_settled()
+            wait_to_fill(self._cond, lambda: len(self._items) >= max_size or self._closed
+                         or stop.is_set(), max_delay)
+            self._drop_settled()
             batch = [self._items.popleft() for _ in range(min(max_size, len(self._items)))]
         started = time.monotonic()
         for request in batch:
@@ -145,6 +140,17 @@ class RequestQueue:
     def _drop_settled(self) -> None:
         if any(r.settled for r in self._items):
             self._items = deque(r for r in self._items if not r.settled)
+
+
+def wait_to_fill(cond: threading.Condition, full, max_delay: float) -> None:
+    """With ``cond`` held, wait up to ``max_delay`` seconds for ``full()``: how a batch that has
+    its first request waits for more (TorchServe's ``max_batch_delay``)."""
+    until = time.monotonic() + max_delay
+    while not full():
+        left = until - time.monotonic()
+        if left <= 0:
+            return
+        cond.wait(left)
 
 
 class DeadlineWatcher:

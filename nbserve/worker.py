@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nbserve.batching import Prediction, Request
+from nbserve.batching import Prediction, Request, wait_to_fill
 from nbserve.errors import InferenceError
 from nbserve.handlers.base import BaseHandler
 from nbserve.handlers.context import Context, RequestProcessor
@@ -289,13 +289,7 @@ class _ReadyBuffer:
                 self._cond.wait()
             if not self._items:
                 return None
-            if max_delay > 0 and len(self._items) < max_size:
-                until = time.monotonic() + max_delay
-                while len(self._items) < max_size and not self._closed:
-                    left = until - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
+            wait_to_fill(self._cond, lambda: len(self._items) >= max_size or self._closed, max_delay)
             taken, self._items = self._items[:max_size], self._items[max_size:]
             self._cond.notify_all()
             return taken

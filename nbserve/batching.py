@@ -31,10 +31,6 @@ class Prediction:
     status: int = 200
     headers: dict = field(default_factory=dict)
 
-    @property
-    def content_type(self) -> str | None:
-        return self.headers.get("content-type")
-
 
 @dataclass(eq=False)
 class Request:

@@ -54,10 +54,6 @@ class Worker:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    @property
-    def label(self) -> str:
-        return self.version.label
-
     def start(self) -> None:
         """Load the handler on the worker's thread and start serving; load errors propagate."""
         self.status = "LOADING"
@@ -173,10 +169,13 @@ class Worker:
         handler = self.entry.instance
         config = self.version.config
         while (ready := self._ready.take(config.batch_size, config.max_batch_delay / 1000)) is not None:
-            ready = [(r, data) for r, data in ready if not r.settled]
-            for request, _ in [(r, d) for r, d in ready if d is _RUN_HANDLE]:
-                self._run_handle([request])
-            ready = [(r, data) for r, data in ready if data is not _RUN_HANDLE]
+            batch = []
+            for request, data in ready:
+                if data is _RUN_HANDLE:
+                    self._run_handle([request])
+                elif not request.settled:
+                    batch.append((request, data))
+            ready = batch
             if not ready:
                 continue
             requests = [r for r, _ in ready]

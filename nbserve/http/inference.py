@@ -186,9 +186,9 @@ class KServeV2InferHandler(BodyHandler):
         inputs = request.get("inputs")
         if not isinstance(inputs, list) or not inputs:
             raise BadRequest('An inference request needs "inputs": a list of tensors.')
+        data = [_v2_data(tensor) for tensor in inputs]
         answers = await asyncio.gather(*(
-            self.predict(model, version, {"data": _v2_data(tensor), "body": _v2_data(tensor)})
-            for tensor in inputs))
+            self.predict(model, version, {"data": value, "body": value}) for value in data))
         served = self.engine.get(model, version)
         outputs = []
         for tensor, answer in zip(inputs, answers):

@@ -381,12 +381,21 @@ def default_cache_dir() -> Path:
     return Path(base) / "nbserve" / "archives"
 
 
+#: Digests already computed in this process, by (path, size, mtime): registering or replacing
+#: a multi-GB archive again reads it once, not once per open.
+_digests: dict[tuple[str, int, int], str] = {}
+
+
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    stat_result = path.stat()
+    key = (str(path.resolve()), stat_result.st_size, stat_result.st_mtime_ns)
+    if key not in _digests:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+        _digests[key] = digest.hexdigest()
+    return _digests[key]
 
 
 def _root_and_manifest(unpacked: Path, source: Path) -> tuple[Path, dict]:

@@ -10,6 +10,8 @@ lone caller latency.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -171,14 +173,10 @@ class ServerConfig:
         return config
 
     def allows_url(self, url: str) -> bool:
-        import re
-
         return any(re.fullmatch(p.strip(), url) for p in str(self.allowed_urls).split(","))
 
     def model_settings(self) -> dict:
         """The ``models`` property: ``{name: {version: {marName, minWorkers, ...}}}``."""
-        import json
-
         raw = self.values.get("models")
         if not raw:
             return {}

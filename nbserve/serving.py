@@ -6,6 +6,7 @@ Shared by ``nbserve serve`` and ``%serve``: the model store, ``--models`` (``nam
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from nbserve.archive import open_archive
@@ -19,8 +20,6 @@ ARCHIVE_SUFFIXES = (".mar", ".tar.gz")
 
 def engine_for(config: ServerConfig) -> Engine:
     """An engine whose model defaults follow config.properties."""
-    from dataclasses import replace
-
     defaults = replace(machine_defaults(), job_queue_size=int(config.job_queue_size),
                        response_timeout=float(config.default_response_timeout))
     if config.default_workers_per_model:

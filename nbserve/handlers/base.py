@@ -37,6 +37,7 @@ import time
 
 import torch
 
+from nbserve.handlers.loader import import_file
 from nbserve.handlers.util import list_classes_from_module, load_label_mapping, request_body
 
 logger = logging.getLogger(__name__)
@@ -149,8 +150,6 @@ class BaseHandler:
 
     def _load_pickled_model(self, model_dir, model_file, model_pt_path):
         """Instantiate the one ``nn.Module`` class ``model_file`` defines, then load its weights."""
-        from nbserve.handlers.loader import import_file
-
         model_def_path = os.path.join(model_dir, model_file)
         if not os.path.isfile(model_def_path):
             raise RuntimeError(f"Missing the model file {model_file}")

@@ -6,8 +6,9 @@ import json
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from tornado.web import RequestHandler
+from tornado.web import HTTPError, RequestHandler
 
+from nbserve.errors import NBServeError
 from nbserve.http.errors import describe, error_body
 
 if TYPE_CHECKING:
@@ -48,8 +49,6 @@ class APIHandler(RequestHandler):
         self.finish(error_body(status, type_, message))
 
     def log_exception(self, typ, value, tb) -> None:
-        from nbserve.errors import NBServeError
-
         if not isinstance(value, NBServeError):  # a user's error is an answer, not a server fault
             super().log_exception(typ, value, tb)
 
@@ -59,6 +58,4 @@ class NotFoundHandler(APIHandler):
 
     def prepare(self):
         super().prepare()
-        from tornado.web import HTTPError
-
         raise HTTPError(404)

@@ -60,10 +60,31 @@ class Server:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._servers: list[HTTPServer] = []
+        #: ``{api: address}`` for each API that found its address taken and took a free port.
+        self.moved: dict[str, str] = {}
 
-    def start(self) -> Server:
-        """Bind the three addresses and serve; OSError names an address that is taken."""
-        sockets = {api: _bind(api, self.config.values[f"{api}_address"]) for api in API_ROUTES}
+    def start(self, fallback: frozenset[str] = frozenset()) -> Server:
+        """Bind the three addresses and serve; OSError names an address that is taken.
+
+        An API in ``fallback`` whose address is taken (another kernel serving, say) binds a
+        free port on the same host instead, and is named in :attr:`moved`.
+        """
+        sockets = {}
+        try:
+            for api in API_ROUTES:
+                address = self.config.values[f"{api}_address"]
+                try:
+                    sockets[api] = _bind(api, address)
+                except OSError as e:
+                    if api not in fallback or e.errno != errno.EADDRINUSE:
+                        raise
+                    sockets[api] = _bind(api, _with_port(address, 0))
+                    self.moved[api] = address
+        except BaseException:
+            for socks in sockets.values():
+                for sock in socks:
+                    sock.close()
+            raise
         started = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(sockets, started),
                                         name="nbserve-http", daemon=True)
@@ -145,6 +166,12 @@ def _openapi_path(pattern: str) -> str:
         start, end = path.index("("), path.index(")", path.index("(")) + 1
         path = path[:start] + "{" + next(names) + "}" + path[end:]
     return path.replace("{model_version}/{model_version}", "{model_version}")
+
+
+def _with_port(address: str, port: int) -> str:
+    parts = urlsplit(address)
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+    return parts._replace(netloc=f"{host}:{port}").geturl()
 
 
 def _bind(api: str, address: str):

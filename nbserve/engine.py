@@ -24,6 +24,7 @@ from nbserve.errors import (BadRequest, ModelAlreadyRegistered, ModelNotFound,
                             ModelVersionNotFound, QueueFull)
 from nbserve.handlers.context import HandlerMetrics
 from nbserve.handlers.util import get_yaml_config
+from nbserve.live import LiveModel
 from nbserve.stats import VersionStats
 from nbserve.worker import Worker
 
@@ -31,7 +32,7 @@ from nbserve.worker import Worker
 class ModelVersion:
     """One version of a model: its files, settings, queue, workers and figures."""
 
-    def __init__(self, archive: ModelArchive, name: str, version: str, handler: str,
+    def __init__(self, archive: ModelArchive, name: str, version: str, handler: Any,
                  config: model_config.ModelConfig):
         self.archive = archive
         self.name = name
@@ -204,7 +205,10 @@ class Engine:
                 raise ModelAlreadyRegistered(
                     f"Model version {version} is already registered for model {name!r}; "
                     "pass replace=True to swap it.")
-        loaded = ModelVersion(archive, name, version, handler or archive.handler, config)
+        if handler is None:
+            live_handler = archive.handler_object if isinstance(archive, LiveModel) else None
+            handler = live_handler or archive.handler
+        loaded = ModelVersion(archive, name, version, handler, config)
         try:
             loaded.scale(config.min_workers)
         except BaseException:

@@ -34,6 +34,7 @@ from nbserve.errors import InferenceError
 from nbserve.handlers.base import BaseHandler
 from nbserve.handlers.context import Context, RequestProcessor
 from nbserve.handlers.loader import load_handler
+from nbserve.live import LiveModel
 
 if TYPE_CHECKING:
     from nbserve.engine import ModelVersion
@@ -77,6 +78,7 @@ class Worker:
                 version.name, str(version.model_dir), version.manifest, version.config.batch_size,
                 self.gpu_id, limit_max_image_pixels=version.config.limit_max_image_pixels,
                 metrics=version.handler_metrics, model_yaml_config=version.config.yaml,
+                live_module=version.archive.module if isinstance(version.archive, LiveModel) else None,
             )
             self.entry.initialize(self.context)
         except BaseException as error:  # noqa: BLE001 - handed to start()'s caller
@@ -229,11 +231,13 @@ class Worker:
             status, message = 507, f"Out of resources: {error}"
         else:
             status, message = 500, f"{type(error).__name__}: {error}"
-        return InferenceError(
+        failure = InferenceError(
             f"{version.label} failed in {stage}: {message}",
             model_name=version.name, version=version.version, stage=stage, status=status,
             traceback="".join(traceback.format_exception(type(error), error, error.__traceback__)),
         )
+        failure.__cause__ = error  # for %predict, which raises it where the notebook shows it
+        return failure
 
 
 def _pipelines(handler) -> bool:

@@ -28,6 +28,7 @@ while ``inference`` runs for this one. A handler raises
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import os
@@ -100,9 +101,10 @@ class BaseHandler:
     def initialize(self, context):
         """Load the model the manifest names onto the context's device, and the label map.
 
-        Eager models (``modelFile`` plus a state dict) load with ``weights_only=True``: a
+Eager models (``modelFile`` plus a state dict) load with ``weights_only=True``: a
         checkpoint that would run code when unpickled is refused. ``.pt`` files without a model
-        file load as TorchScript, ``.pt2`` files as ``torch.export`` programs.
+        file load as TorchScript, ``.pt2`` files as ``torch.export`` programs. A model served
+        live from a notebook has no file: each worker copies it onto its device.
         """
         self.context = context
         self.model_yaml_config = getattr(context, "model_yaml_config", None) or {}
@@ -123,22 +125,12 @@ class BaseHandler:
         model = self.manifest["model"]
         if "serializedFile" in model:
             self.model_pt_path = os.path.join(model_dir, model["serializedFile"])
-        model_file = model.get("modelFile", "")
-
-        if model_file:
-            self.model = self._load_pickled_model(model_dir, model_file, self.model_pt_path)
-            self.model.to(self.device)
+        live_module = getattr(context, "live_module", None)
+        if live_module is not None:
+            self.model = copy.deepcopy(live_module).to(self.device)
             self.model.eval()
-        elif self.model_pt_path and self.model_pt_path.endswith(".pt2"):
-            self.model = self._load_exported_program(self.model_pt_path)
-        elif self.model_pt_path and self.model_pt_path.endswith((".pt", ".pth", ".torchscript")):
-            self.model = self._load_torchscript_model(self.model_pt_path)
-            self.model.eval()
-        else:
-            raise RuntimeError(
-                "No model weights could be loaded: the archive needs --model-file with a state "
-                "dict, a TorchScript .pt, or a torch.export .pt2 as --serialized-file."
-            )
+        elif self.model is None:  # a handler object served live may come with its model set
+            self.model = self._load_model(model_dir, model.get("modelFile", ""))
 
         compile_options = (self.model_yaml_config.get("pt2") or {}).get("compile") or {}
         if compile_options.get("enable"):
@@ -147,6 +139,23 @@ class BaseHandler:
 
         self.mapping = load_label_mapping(os.path.join(model_dir, "index_to_name.json"))
         self.initialized = True
+
+    def _load_model(self, model_dir, model_file):
+        if model_file:
+            model = self._load_pickled_model(model_dir, model_file, self.model_pt_path)
+            model.to(self.device)
+            model.eval()
+            return model
+        if self.model_pt_path and self.model_pt_path.endswith(".pt2"):
+            return self._load_exported_program(self.model_pt_path)
+        if self.model_pt_path and self.model_pt_path.endswith((".pt", ".pth", ".torchscript")):
+            model = self._load_torchscript_model(self.model_pt_path)
+            model.eval()
+            return model
+        raise RuntimeError(
+            "No model weights could be loaded: the archive needs --model-file with a state "
+            "dict, a TorchScript .pt, or a torch.export .pt2 as --serialized-file."
+        )
 
     def _load_pickled_model(self, model_dir, model_file, model_pt_path):
         """Instantiate the one ``nn.Module`` class ``model_file`` defines, then load its weights."""

@@ -63,7 +63,8 @@ class Context:
     """What a handler knows of its model, its worker and the batch in hand."""
 
     def __init__(self, model_name, model_dir, manifest, batch_size, gpu, mms_version=None,
-                 limit_max_image_pixels=True, metrics=None, model_yaml_config=None):
+                 limit_max_image_pixels=True, metrics=None, model_yaml_config=None,
+                 live_module=None):
         self.model_name = model_name
         self.manifest = manifest
         self._system_properties = {
@@ -78,6 +79,8 @@ class Context:
         self._request_processor: list[RequestProcessor] | None = None
         self.metrics = metrics if metrics is not None else HandlerMetrics()
         self.model_yaml_config = model_yaml_config or {}
+        #: The ``nn.Module`` of a model served live from a notebook, which has no weights file.
+        self.live_module = live_module
         self.stopping_criteria = None
         self.header_key_sequence_id = os.getenv("TS_REQUEST_SEQUENCE_ID", "ts_request_sequence_id")
 

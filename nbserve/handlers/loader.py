@@ -71,9 +71,19 @@ def import_file(path: str | os.PathLike) -> ModuleType:
     return module
 
 
-def load_handler(handler: str, model_dir: str | os.PathLike) -> LoadedHandler:
-    """Resolve ``handler`` for the model unpacked in ``model_dir``, and instantiate it."""
+def load_handler(handler: Any, model_dir: str | os.PathLike) -> LoadedHandler:
+    """Resolve ``handler`` for the model unpacked in ``model_dir``, and instantiate it.
+
+    ``handler`` is the manifest's string, or, for a model served live from a notebook, a handler
+    class, instance or ``handle`` function.
+    """
     ts_compat.install()
+    if isinstance(handler, type):
+        return _entry_points(handler(), handler.__name__)
+    if not isinstance(handler, str):
+        if callable(getattr(handler, "handle", None)):
+            return _entry_points(handler, type(handler).__name__)
+        return LoadedHandler(handle=handler, initialize=lambda context: handler(None, context))
     module_name, _, function_name = handler.partition(":")
     module = _handler_module(module_name, Path(model_dir))
     function_name = function_name or "handle"
@@ -89,9 +99,12 @@ def load_handler(handler: str, model_dir: str | os.PathLike) -> LoadedHandler:
             f"{len(classes)} classes ({', '.join(c.__name__ for c in classes) or 'none'}); "
             "TorchServe's contract asks for a handle function or exactly one handler class."
         )
-    instance = classes[0]()
+    return _entry_points(classes[0](), classes[0].__name__)
+
+
+def _entry_points(instance: Any, class_name: str) -> LoadedHandler:
     if not callable(getattr(instance, "handle", None)):
-        raise HandlerLoadError(f"Handler class {classes[0].__name__} has no handle method.")
+        raise HandlerLoadError(f"Handler class {class_name} has no handle method.")
     initialize = getattr(instance, "initialize", None) or (lambda context: None)
     return LoadedHandler(handle=instance.handle, initialize=initialize, instance=instance)
 

@@ -1,0 +1,84 @@
+"""Serving an object from the notebook as it is: no archive, and no weights written.
+
+``%serve net --model-name digits --handler image_classifier`` hands the engine a
+:class:`LiveModel`: a :class:`~nbserve.archive.ModelArchive` whose folder holds only links to
+the extra files (``index_to_name.json``, say) and whose model is the object itself. What is
+served is a snapshot taken at registration, so training that goes on in the notebook never
+changes answers mid-flight; ``%serve`` again serves the new weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nbserve import __version__
+from nbserve.archive import ModelArchive
+from nbserve.errors import BadRequest
+
+
+@dataclass(frozen=True)
+class LiveModel(ModelArchive):
+    """A model object served without an archive; workers copy :attr:`model` onto their device."""
+
+    #: The snapshot of the ``nn.Module`` (eager or TorchScript) to serve, or None when the
+    #: handler object carries its own model.
+    module: Any = None
+    #: The handler object itself (an instance, a class or a ``handle`` function), if not named.
+    handler_object: Any = None
+    _folder: Any = field(default=None, repr=False, compare=False)
+
+
+def live_model(obj: Any, model_name: str, *, handler: Any = None, version: str = "1.0",
+               extra_files: list[str | os.PathLike] = ()) -> LiveModel:
+    """A :class:`LiveModel` for ``obj``: an ``nn.Module``, a TorchScript module, or a handler.
+
+    ``handler`` is a default handler's name, a ``.py`` file, or a handler object; a handler
+    object may also be ``obj`` itself, with its model already set.
+    """
+    is_module = isinstance(obj, (torch.nn.Module, torch.jit.ScriptModule))
+    if not is_module and not callable(getattr(obj, "handle", None)) and not callable(obj):
+        raise BadRequest(
+            f"Cannot serve a {type(obj).__name__}: serve an nn.Module, a TorchScript module, "
+            "or a handler (an object with handle(data, context)).")
+    if is_module and handler is None:
+        raise BadRequest("Serving a model object needs a handler: --handler image_classifier, "
+                         "a handler .py file, or a handler object.")
+    handler_object = None if is_module else obj
+    if handler is not None and not isinstance(handler, (str, os.PathLike)):
+        handler_object = handler
+    handler_name = (str(handler) if isinstance(handler, (str, os.PathLike))
+                    else _name_of(handler_object))
+    folder = tempfile.TemporaryDirectory(prefix=f"nbserve-live-{model_name}-")
+    for extra in extra_files:
+        source = Path(extra).resolve()
+        if not source.exists():
+            folder.cleanup()
+            raise BadRequest(f"Extra file {extra} not found.")
+        os.symlink(source, Path(folder.name) / source.name)
+    if isinstance(handler, (str, os.PathLike)) and str(handler).endswith(".py"):
+        source = Path(handler).resolve()
+        if not source.is_file():
+            folder.cleanup()
+            raise BadRequest(f"Handler file {handler} not found.")
+        handler_name = source.name
+        if not (Path(folder.name) / source.name).exists():
+            os.symlink(source, Path(folder.name) / source.name)
+    snapshot = copy.deepcopy(obj) if is_module else None
+    manifest = {
+        "createdOn": "", "runtime": "python", "archiverVersion": __version__,
+        "model": {"modelName": model_name, "modelVersion": str(version), "handler": handler_name},
+    }
+    return LiveModel(source=Path(f"{type(obj).__name__} (live)"), path=Path(folder.name),
+                     manifest=manifest, module=snapshot, handler_object=handler_object,
+                     _folder=folder)
+
+
+def _name_of(handler: Any) -> str:
+    return getattr(handler, "__name__", None) or type(handler).__name__

@@ -14,5 +14,11 @@ def __getattr__(name):
     raise AttributeError(f"module 'nbserve' has no attribute {name!r}")
 
 
+def load_ipython_extension(ipython):
+    """``%load_ext nbserve``: the ``%archive``, ``%serve`` and ``%predict`` magics."""
+    from nbserve.magics import NBServeMagics
+    ipython.register_magics(NBServeMagics)
+
+
 __all__ = ["Engine", "InferenceError", "ModelArchive", "NBServeError", "archive", "open_archive",
            "__version__"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from nbserve.archive import open_archive
 from nbserve.config import ServerConfig, machine_defaults
-from nbserve.engine import Engine
+from nbserve.engine import Engine, ModelVersion
 from nbserve.errors import BadRequest
 from nbserve.http import Server
 
@@ -53,19 +53,27 @@ def startup_models(config: ServerConfig, models: list[str]) -> list[tuple[str | 
     return loads
 
 
+def register_startup_models(engine: Engine, config: ServerConfig, models: list[str], *,
+                            replace: bool = False) -> list[ModelVersion]:
+    """Load ``--models`` (or ``load_models``) with the settings config.properties gives each."""
+    loaded = []
+    for name, path in startup_models(config, models):
+        archive = open_archive(path)
+        name = name or archive.model_name
+        settings = config.model_settings().get(name, {}).get(archive.version, {})
+        loaded.append(engine.register(archive, model_name=name, replace=replace,
+                                      batch_size=settings.get("batchSize"),
+                                      max_batch_delay=settings.get("maxBatchDelay"),
+                                      initial_workers=settings.get("minWorkers"),
+                                      response_timeout=settings.get("responseTimeout")))
+    return loaded
+
+
 def start_serving(config: ServerConfig, models: list[str]) -> tuple[Engine, Server]:
     """Load the startup models into a new engine and start its HTTP server."""
     engine = engine_for(config)
     try:
-        for name, path in startup_models(config, models):
-            archive = open_archive(path)
-            name = name or archive.model_name
-            settings = config.model_settings().get(name, {}).get(archive.version, {})
-            engine.register(archive, model_name=name,
-                            batch_size=settings.get("batchSize"),
-                            max_batch_delay=settings.get("maxBatchDelay"),
-                            initial_workers=settings.get("minWorkers"),
-                            response_timeout=settings.get("responseTimeout"))
+        register_startup_models(engine, config, models)
         server = Server(engine, config).start()
     except BaseException:
         engine.close()

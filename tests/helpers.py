@@ -1,6 +1,9 @@
 """Assertions and small helpers shared by the tests."""
 
+import http.client
+import json
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -22,3 +25,25 @@ def assert_same_answer(ours, theirs, tolerance=1e-5):
         assert abs(ours - theirs) <= tolerance, (ours, theirs)
     else:
         assert ours == theirs
+
+
+class Client:
+    """Real HTTP on loopback: ``call("PUT", "/predictions/m", body)`` -> (status, headers, body)."""
+
+    def __init__(self, base: str):
+        self.host, self.port = urlsplit(base).hostname, urlsplit(base).port
+
+    def call(self, method, path, body=None, headers=None, timeout=60):
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            headers = headers or {}
+            connection.request(method, path, body=body, headers=headers,
+                               encode_chunked=headers.get("Transfer-Encoding") == "chunked")
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            connection.close()
+
+    def json(self, method, path, body=None, headers=None):
+        status, _, raw = self.call(method, path, body, headers)
+        return status, json.loads(raw)

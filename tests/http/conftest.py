@@ -1,36 +1,11 @@
 """An engine and its HTTP server on free loopback ports, and a plain HTTP client for them."""
 
-import http.client
-import json
-from urllib.parse import urlsplit
-
 import pytest
 
 from nbserve.config import ServerConfig
 from nbserve.engine import Engine
 from nbserve.http import Server
-
-
-class Client:
-    """Real HTTP on loopback: ``call("PUT", "/predictions/m", body)`` -> (status, headers, body)."""
-
-    def __init__(self, base: str):
-        self.host, self.port = urlsplit(base).hostname, urlsplit(base).port
-
-    def call(self, method, path, body=None, headers=None, timeout=60):
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        try:
-            headers = headers or {}
-            connection.request(method, path, body=body, headers=headers,
-                               encode_chunked=headers.get("Transfer-Encoding") == "chunked")
-            response = connection.getresponse()
-            return response.status, dict(response.getheaders()), response.read()
-        finally:
-            connection.close()
-
-    def json(self, method, path, body=None, headers=None):
-        status, _, raw = self.call(method, path, body, headers)
-        return status, json.loads(raw)
+from helpers import Client
 
 
 def start(engine, **settings):

@@ -1,0 +1,175 @@
+"""How predictions and the serving status show in a notebook, and as plain text elsewhere.
+
+Each object here has an HTML form for Jupyter and a text form for terminal IPython, ``print``
+and nbconvert, built from the same rows.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+#: Longest side of the thumbnail shown beside an image's predictions, in pixels.
+THUMBNAIL_SIZE = 160
+_BAR_WIDTH = 24
+
+
+def thumbnail_png(data: Any) -> bytes | None:
+    """A small PNG of ``data`` (image bytes or a PIL image), or None if it is not an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = data if isinstance(data, Image.Image) else Image.open(io.BytesIO(data))
+        image = image.copy()
+        image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+        if image.mode not in ("RGB", "RGBA", "L"):
+            image = image.convert("RGBA")
+        out = io.BytesIO()
+        image.save(out, format="PNG")
+        return out.getvalue()
+    except (UnidentifiedImageError, OSError, ValueError, TypeError, Image.DecompressionBombError):
+        return None
+
+
+def is_scores(value: Any) -> bool:
+    """Whether ``value`` reads as class scores (``{"tabby": 0.45, ...}``), drawn as bars."""
+    return (isinstance(value, dict) and bool(value) and all(isinstance(k, str) for k in value)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()))
+
+
+def prediction_text(value: Any) -> str:
+    if is_scores(value):
+        width = max(len(k) for k in value)
+        top = max(max(value.values()), 1e-12)
+        return "\n".join(f"{label:<{width}}  {score:8.4f}  {'█' * round(_BAR_WIDTH * max(score, 0) / top)}"
+                         for label, score in value.items())
+    return _json(value)
+
+
+def image_html(thumbnail: bytes | None) -> str:
+    if not thumbnail:
+        return ""
+    return (f'<img src="data:image/png;base64,{base64.b64encode(thumbnail).decode()}" '
+            f'style="max-width:{THUMBNAIL_SIZE}px;max-height:{THUMBNAIL_SIZE}px" alt="input">')
+
+
+def beside(thumbnail: bytes | None, body: str, css_class: str = "nbserve-prediction") -> str:
+    """``body`` to the right of the input's thumbnail."""
+    return (f'<div class="{css_class}" style="display:flex;gap:16px;align-items:center">'
+            f"{image_html(thumbnail)}{body}</div>")
+
+
+def prediction_html(value: Any, thumbnail: bytes | None = None) -> str:
+    if is_scores(value):
+        top = max(max(value.values()), 1e-12)
+        rows = "".join(
+            f'<tr><td style="text-align:right;padding-right:8px">{html.escape(label)}</td>'
+            f'<td style="width:200px"><div style="background:#4c8bf5;height:14px;'
+            f'width:{100 * max(score, 0) / top:.1f}%"></div></td>'
+            f'<td style="padding-left:8px;font-family:monospace">{score:.4f}</td></tr>'
+            for label, score in value.items())
+        body = f'<table class="nbserve-scores">{rows}</table>'
+    else:
+        body = f"<pre>{html.escape(_json(value))}</pre>"
+    return beside(thumbnail, body)
+
+
+def _json(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)} bytes>"
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+class _ShowsPrediction:
+    """Rich display for an answer; the value itself is the JSON the HTTP API sends."""
+
+    thumbnail: bytes | None = None
+
+    def _repr_html_(self) -> str:
+        return prediction_html(self, self.thumbnail)
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(prediction_text(self))
+
+
+class PredictionDict(_ShowsPrediction, dict):
+    """A dict answer (class scores, say) that shows as bars beside its input image."""
+
+
+class PredictionList(_ShowsPrediction, list):
+    """A list answer (detections, a batch of values) that shows as JSON beside its input image."""
+
+
+def shown(value: Any, thumbnail: bytes | None = None) -> Any:
+    """``value`` with a rich display if it is a dict or list; other answers as they are."""
+    kind = PredictionDict if isinstance(value, dict) else PredictionList if isinstance(value, list) else None
+    if kind is None:
+        return value
+    result = kind(value)
+    result.thumbnail = thumbnail
+    return result
+
+
+@dataclass
+class ServingStatus:
+    """What ``%serve`` with no arguments shows: each model version and the URLs to call."""
+
+    rows: list[dict]
+    urls: dict[str, str]
+
+    COLUMNS = ("model", "version", "device", "workers", "queue", "requests", "p50 ms", "p99 ms",
+               "predictions URL")
+
+    @classmethod
+    def of(cls, engine, urls: dict[str, str]) -> ServingStatus:
+        rows = []
+        for model in engine.models():
+            for name, version in sorted(model.versions.items()):
+                ready = sum(w.status == "READY" for w in version.workers)
+                gpus = sorted({w.gpu_id for w in version.workers if w.gpu_id is not None})
+                p50, p99 = version.stats.percentile(50), version.stats.percentile(99)
+                path = f"/predictions/{model.name}" + ("" if name == model.default_version else f"/{name}")
+                rows.append({
+                    "model": model.name,
+                    "version": name + (" (default)" if name == model.default_version
+                                       and len(model.versions) > 1 else ""),
+                    "device": ", ".join(f"cuda:{g}" for g in gpus) or "cpu",
+                    "workers": f"{ready}/{len(version.workers)}",
+                    "queue": str(len(version.queue)),
+                    "requests": str(version.stats.requests),
+                    "p50 ms": "-" if p50 is None else f"{p50:.1f}",
+                    "p99 ms": "-" if p99 is None else f"{p99:.1f}",
+                    "predictions URL": urls.get("inference", "") + path if urls else path,
+                })
+        return cls(rows, dict(urls))
+
+    def __str__(self) -> str:
+        if not self.rows:
+            return "Nothing is being served. Start with: %serve path/to/model.mar"
+        table = [self.COLUMNS] + [tuple(row[c] for c in self.COLUMNS) for row in self.rows]
+        widths = [max(len(r[i]) for r in table) for i in range(len(self.COLUMNS))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in table]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines += [""] + [f"{api:<10} {url}" for api, url in self.urls.items()]
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(str(self))
+
+    def _repr_html_(self) -> str:
+        if not self.rows:
+            return f"<p>{html.escape(str(self))}</p>"
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.COLUMNS)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(row[c])}</td>" for c in self.COLUMNS)
+                       + "</tr>" for row in self.rows)
+        urls = "".join(f'<li>{html.escape(api)}: <a href="{html.escape(url)}" target="_blank">'
+                       f"{html.escape(url)}</a></li>" for api, url in self.urls.items())
+        return (f'<table class="nbserve-status"><thead><tr>{head}</tr></thead><tbody>{body}'
+                f"</tbody></table><ul>{urls}</ul>")

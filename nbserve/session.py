@@ -1,0 +1,107 @@
+"""The kernel's serving session: one engine and one HTTP server per process, as ``%serve`` runs them.
+
+The magics and the upload widget find the engine here, so a model served by one cell is the
+model that every later cell, ``curl`` and browser sees.
+"""
+
+from __future__ import annotations
+
+import threading
+from urllib.parse import urlsplit
+
+from nbserve.config import SERVER_DEFAULTS, ServerConfig
+from nbserve.display import ServingStatus
+from nbserve.engine import Engine, ModelVersion
+from nbserve.errors import ModelNotFound
+from nbserve.http import Server
+from nbserve.http.server import API_ROUTES
+from nbserve.serving import engine_for, register_startup_models
+
+
+class Session:
+    """This process's engine and its HTTP APIs, started by the first ``%serve``."""
+
+    def __init__(self):
+        self.engine: Engine | None = None
+        self.server: Server | None = None
+        self._lock = threading.RLock()
+
+    def start(self, config: ServerConfig | None = None) -> list[str]:
+        """Start the engine and the three APIs unless they run; returns notices for the user.
+
+        An API whose address was not named and is taken (another kernel serving) takes a free
+        port, and a notice says which; a named address that is taken is an error.
+        """
+        config = config or ServerConfig()
+        with self._lock:
+            if self.server is not None:
+                return self._unchanged(config)
+            engine = self.engine or engine_for(config)
+            named = {api for api in API_ROUTES
+                     if config.values[f"{api}_address"] != SERVER_DEFAULTS[f"{api}_address"]}
+            server = Server(engine, config).start(fallback=frozenset(API_ROUTES) - named)
+            self.engine, self.server = engine, server
+        return [f"Port {urlsplit(address).port} is taken (another kernel serving?): the {api} API "
+                f"is at {server.urls[api]} instead." for api, address in server.moved.items()]
+
+    def _unchanged(self, config: ServerConfig) -> list[str]:
+        asked = {api: config.values[f"{api}_address"] for api in API_ROUTES}
+        changed = [api for api, address in asked.items()
+                   if address != SERVER_DEFAULTS[f"{api}_address"]
+                   and address != self.server.config.values[f"{api}_address"]]
+        if not changed:
+            return []
+        return [f"Already serving at {', '.join(self.server.urls.values())}; the addresses "
+                "asked for apply after `%serve --stop`."]
+
+    def serve(self, source, *, model_name: str | None = None, **settings) -> ModelVersion:
+        """Serve an archive or a :class:`~nbserve.live.LiveModel`; it replaces what was served
+        under its name once it has loaded, and requests in flight are answered first."""
+        version = self.engine.register(source, model_name=model_name, replace=True, **settings)
+        self._retire_others(version)
+        return version
+
+    def serve_models(self, config: ServerConfig, models: list[str]) -> list[ModelVersion]:
+        """``--models``/``--model-store`` as ``nbserve serve`` reads them, each replacing its name."""
+        versions = register_startup_models(self.engine, config, models, replace=True)
+        for version in versions:
+            self._retire_others(version)
+        return versions
+
+    def _retire_others(self, version: ModelVersion) -> None:
+        self.engine.set_default(version.name, version.version)
+        for other in list(self.engine.model(version.name).versions):
+            if other != version.version:
+                self.engine.unregister(version.name, other, wait=False)
+
+    def stop(self, model_name: str | None = None) -> str:
+        """Stop serving one model, or everything (freeing the ports); in-flight work is answered."""
+        with self._lock:
+            if self.engine is None:
+                return "Nothing is being served."
+            if model_name:
+                model = self.engine.model(model_name)
+                for version in list(model.versions):
+                    self.engine.unregister(model_name, version)
+                return f"Stopped serving {model_name}."
+            if self.server is not None:
+                self.server.stop()
+            self.engine.close()
+            self.engine = self.server = None
+            return "Stopped serving; the ports are free."
+
+    def status(self) -> ServingStatus:
+        with self._lock:
+            if self.engine is None:
+                return ServingStatus([], {})
+            return ServingStatus.of(self.engine, self.server.urls if self.server else {})
+
+    def get(self, model_name: str, version: str | None = None) -> ModelVersion:
+        if self.engine is None:
+            raise ModelNotFound(f"Model not found: {model_name} (nothing is served yet: "
+                                "%serve a model first)")
+        return self.engine.get(model_name, version)
+
+
+#: The session of this process (the kernel's).
+current = Session()

@@ -1,0 +1,74 @@
+"""The kernel's session: TorchServe's ports, or free ones when another kernel holds them."""
+
+import socket
+
+import pytest
+
+from helpers import Client
+from nbserve.config import ServerConfig
+from nbserve.session import Session
+
+
+def holding(port):
+    """A socket bound to a loopback port, as another kernel's server would hold it; None if the
+    port is already someone else's."""
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+    except OSError:
+        s.close()
+        return None
+    return s
+
+
+def test_a_default_port_taken_moves_to_a_free_one_and_says_so(classifier_mar):
+    held = holding(8080)
+    session = Session()
+    try:
+        notices = session.start(ServerConfig())
+        assert any("8080" in n and "inference" in n for n in notices)
+        inference = session.server.urls["inference"]
+        assert not inference.endswith(":8080")
+        session.serve(classifier_mar)
+        status, body = Client(inference).json("GET", "/ping")
+        assert status == 200 and body == {"status": "Healthy"}
+        assert "resnet18" in str(session.status())
+    finally:
+        session.stop()
+        if held:
+            held.close()
+
+
+def test_a_named_address_taken_is_an_error_that_says_how_to_choose_another():
+    held = holding(0)
+    port = held.getsockname()[1]
+    free = holding(0)
+    free_port = free.getsockname()[1]
+    free.close()
+    config = ServerConfig()
+    config.values["inference_address"] = f"http://127.0.0.1:{free_port}"
+    config.values["management_address"] = f"http://127.0.0.1:{port}"
+    session = Session()
+    try:
+        with pytest.raises(OSError, match=f"127.0.0.1:{port} is in use.*--management-address"):
+            session.start(config)
+        assert session.server is None
+        unbound = holding(free_port)  # the inference socket bound before the failure was closed
+        assert unbound is not None
+        unbound.close()
+    finally:
+        held.close()
+        session.stop()
+
+
+def test_stop_frees_every_port():
+    session = Session()
+    session.start(ServerConfig())
+    ports = [int(url.rsplit(":", 1)[1]) for url in session.server.urls.values()]
+    assert session.stop() == "Stopped serving; the ports are free."
+    for port in ports:
+        s = holding(port)
+        assert s is not None, f"port {port} is still bound"
+        s.close()
+    assert session.stop() == "Nothing is being served."

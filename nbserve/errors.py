@@ -38,6 +38,13 @@ class ModelAlreadyRegistered(NBServeError):
     type = "ConflictStatusException"
 
 
+class Forbidden(NBServeError):
+    """A request that proves nothing it claims (a wrong secret from the Jupyter extension)."""
+
+    status = 403
+    type = "ForbiddenException"
+
+
 class MethodNotAllowed(NBServeError):
     status = 405
     type = "MethodNotAllowedException"

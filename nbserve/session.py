@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from urllib.parse import urlsplit
 
+from nbserve import announce
 from nbserve.config import SERVER_DEFAULTS, ServerConfig
 from nbserve.display import ServingStatus
 from nbserve.engine import Engine, ModelVersion
@@ -24,6 +25,8 @@ class Session:
     def __init__(self):
         self.engine: Engine | None = None
         self.server: Server | None = None
+        #: Where this kernel announced itself to the jupyter-server extension, if in a kernel.
+        self.announcement = None
         self._lock = threading.RLock()
 
     def start(self, config: ServerConfig | None = None) -> list[str]:
@@ -39,8 +42,12 @@ class Session:
             engine = self.engine or engine_for(config)
             named = {api for api in API_ROUTES
                      if config.values[f"{api}_address"] != SERVER_DEFAULTS[f"{api}_address"]}
-            server = Server(engine, config).start(fallback=frozenset(API_ROUTES) - named)
+            server = Server(engine, config, secret=announce.new_secret())
+            server.start(fallback=frozenset(API_ROUTES) - named)
             self.engine, self.server = engine, server
+            kernel_id = announce.current_kernel_id()
+            if kernel_id:
+                self.announcement = announce.announce(kernel_id, server.urls, server.secret)
         return [f"Port {urlsplit(address).port} is taken (another kernel serving?): the {api} API "
                 f"is at {server.urls[api]} instead." for api, address in server.moved.items()]
 
@@ -84,6 +91,9 @@ class Session:
                 for version in list(model.versions):
                     self.engine.unregister(model_name, version)
                 return f"Stopped serving {model_name}."
+            if self.announcement is not None:
+                announce.withdraw(self.announcement)
+                self.announcement = None
             if self.server is not None:
                 self.server.stop()
             self.engine.close()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from tornado.web import HTTPError, RequestHandler
 
-from nbserve.errors import NBServeError
+from nbserve.announce import SECRET_HEADER
+from nbserve.errors import Forbidden, MethodNotAllowed, NBServeError
 from nbserve.http.errors import describe, error_body
 
 if TYPE_CHECKING:
@@ -24,6 +26,16 @@ class APIHandler(RequestHandler):
 
     def prepare(self):
         self.server.request_started()
+        secret = self.request.headers.get(SECRET_HEADER)
+        #: Forwarded by the jupyter-server extension, for a user Jupyter authenticated.
+        self.via_jupyter = secret is not None
+        if self.via_jupyter and not (self.server.secret and hmac.compare_digest(secret, self.server.secret)):
+            raise Forbidden(f"Wrong {SECRET_HEADER}.")
+
+    def require_model_api(self, what: str) -> None:
+        """Registering and unregistering: with enable_model_api, or for a Jupyter user."""
+        if not (self.via_jupyter or self.server.config.enable_model_api):
+            raise refuse_model_api(what)
 
     def on_finish(self) -> None:
         self.server.request_finished()
@@ -51,6 +63,11 @@ class APIHandler(RequestHandler):
     def log_exception(self, typ, value, tb) -> None:
         if not isinstance(value, NBServeError):  # a user's error is an answer, not a server fault
             super().log_exception(typ, value, tb)
+
+
+def refuse_model_api(what: str) -> MethodNotAllowed:
+    return MethodNotAllowed(f"{what} over HTTP is off: set enable_model_api=true in "
+                            "config.properties to allow it.")
 
 
 class NotFoundHandler(APIHandler):

@@ -11,9 +11,12 @@ from nbserve.errors import NBServeError, QueueFull
 #: What TorchServe calls the errors tornado raises by status.
 HTTP_ERROR_TYPES = {
     400: ("BadRequestException", "Bad request."),
+    401: ("UnauthorizedException", "Authentication is required."),
+    403: ("ForbiddenException", "Not allowed for this user."),
     404: ("ResourceNotFoundException", "Requested resource is not found, please refer to API document."),
     405: ("MethodNotAllowedException", "Requested method is not allowed, please refer to API document."),
     413: ("RequestEntityTooLargeException", "Request body is larger than max_request_size."),
+    503: ("ServiceUnavailableException", "Service is unavailable."),
 }
 
 

@@ -34,7 +34,7 @@ class ModelsHandler(APIHandler):
         self.write_json(answer)
 
     async def post(self):
-        self.server.require_model_api("Registering models")
+        self.require_model_api("Registering models")
         url = self.get_query_argument("url", None)
         if not url:
             raise BadRequest("Parameter url is required: the archive's name in the model store.")
@@ -86,7 +86,7 @@ class ModelHandler(ModelsHandler):
             self.write_json({"status": "Processing worker updates..."}, status=202)
 
     async def delete(self, model: str, version: str | None = None):
-        self.server.require_model_api("Unregistering models")
+        self.require_model_api("Unregistering models")
         self.engine.get(model, version)  # 404 before anything is done
         await _off_loop(self.engine.unregister, model, version)
         self.write_json({"status": f'Model "{model}" unregistered'})
@@ -133,8 +133,3 @@ def _existing(path: Path, url: str) -> Path:
     if not path.exists():
         raise ModelNotFound(f"Model not found at: {url}")
     return path
-
-
-def refuse_model_api(what: str) -> MethodNotAllowed:
-    return MethodNotAllowed(f"{what} over HTTP is off: set enable_model_api=true in "
-                            "config.properties to allow it.")

@@ -20,5 +20,11 @@ def load_ipython_extension(ipython):
     ipython.register_magics(NBServeMagics)
 
 
+def _jupyter_server_extension_points():
+    """The jupyter-server extension that serves the kernels' models under Jupyter's URL."""
+    from nbserve.extension import NBServe
+    return [{"module": "nbserve.extension", "app": NBServe}]
+
+
 __all__ = ["Engine", "InferenceError", "ModelArchive", "NBServeError", "archive", "open_archive",
            "__version__"]

@@ -1,0 +1,160 @@
+"""The extension's routes under ``{base_url}nbserve/``, behind Jupyter's authentication.
+
+A request's path: Jupyter authenticates and authorizes it (resource ``nbserve``); the kernel
+that answers it is chosen (:mod:`nbserve.extension.kernels`); its body streams to that kernel's
+loopback server with the kernel's secret, and the answer streams back as the kernel sent it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from jupyter_server.utils import ensure_async
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from tornado.httputil import HTTPHeaders, parse_response_start_line
+from tornado.web import HTTPError, stream_request_body
+
+from nbserve.extension.kernels import merged_metrics, unreachable
+from nbserve.http.errors import describe, error_body
+
+AUTH_RESOURCE = "nbserve"
+_PAGE = Path(__file__).with_name("page.html")
+#: Headers that belong to one hop (or to Jupyter) and are not forwarded.
+_REQUEST_ONLY = {"host", "authorization", "cookie", "x-xsrftoken", "connection", "keep-alive",
+                 "transfer-encoding", "te", "upgrade", "proxy-authorization"}
+_RESPONSE_ONLY = {"connection", "keep-alive", "transfer-encoding", "server", "date"}
+
+
+class NBServeHandler(ExtensionHandlerMixin, APIHandler):
+    """Errors as TorchServe's JSON, so clients read them as they read the kernel's own."""
+
+    auth_resource = AUTH_RESOURCE
+
+    @property
+    def kernels(self):
+        return self.settings["nbserve_kernels"]
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        status, type_, message, _ = describe(error, status_code)
+        self.set_status(status)
+        self.finish(error_body(status, type_, message))
+
+
+class KernelsHandler(NBServeHandler):
+    """``GET nbserve/kernels``: the kernels serving, newest first, and their models."""
+
+    @authorized
+    async def get(self):
+        served = await self.kernels.models()
+        self.finish(json.dumps({"kernels": [
+            {"kernelId": k.kernel_id, "started": k.started,
+             "models": sorted(name for name, where in served.items()
+                              if any(a.kernel_id == k.kernel_id for a, _ in where))}
+            for k in self.kernels.list()]}, indent=2))
+
+
+class ModelsHandler(NBServeHandler):
+    """``GET nbserve/models``: every kernel's models, each with the kernels serving it."""
+
+    @authorized
+    async def get(self):
+        served = await self.kernels.models()
+        self.finish(json.dumps({"models": [
+            {"modelName": name, "modelUrl": where[0][1].get("modelUrl"),
+             "kernels": [a.kernel_id for a, _ in where]}
+            for name, where in sorted(served.items())]}, indent=2))
+
+
+class MetricsHandler(NBServeHandler):
+    """``GET nbserve/metrics``: every kernel's metrics, labelled with its ``kernel_id``."""
+
+    @authorized
+    async def get(self):
+        texts = []
+        for kernel in self.kernels.list():
+            try:
+                response = await self.kernels.fetch(kernel, "metrics")
+            except HTTPError:
+                continue
+            texts.append((kernel.kernel_id, response.body.decode()))
+        self.finish(merged_metrics(texts), set_content_type="text/plain; version=0.0.4")
+
+
+@stream_request_body
+class ProxyHandler(NBServeHandler):
+    """Any other TorchServe path, streamed to the kernel that answers it and back."""
+
+    async def prepare(self):
+        await super().prepare()  # Jupyter's authentication and XSRF checks
+        action = {"GET": "read", "HEAD": "read"}.get(self.request.method, "write")
+        if not await ensure_async(self.authorizer.is_authorized(
+                self, self.current_user, action, AUTH_RESOURCE)):
+            raise HTTPError(403, f"User is not authorized to {action} on resource: {AUTH_RESOURCE}.")
+        kernel_id, path = self.path_kwargs.get("kernel_id"), self.path_kwargs["path"]
+        if self.request.query:
+            path += "?" + self.request.query
+        self.kernel = self.kernels.get(kernel_id) if kernel_id else await self.kernels.owner(path)
+        self._body: asyncio.Queue = asyncio.Queue()
+        has_body = self.request.method in ("POST", "PUT", "PATCH")
+        headers = {k: v for k, v in self.request.headers.get_all() if k.lower() not in _REQUEST_ONLY}
+        request = self.kernels.request(
+            self.kernel, path, method=self.request.method, headers=headers,
+            body_producer=self._produce if has_body else None,
+            header_callback=self._on_header, streaming_callback=self._on_chunk)
+        self._upstream = asyncio.ensure_future(
+            AsyncHTTPClient().fetch(request, raise_error=False))
+        self._response_headers = HTTPHeaders()
+
+    async def data_received(self, chunk: bytes) -> None:
+        self._body.put_nowait(chunk)
+
+    async def _produce(self, write) -> None:
+        while (chunk := await self._body.get()) is not None:
+            await write(chunk)
+
+    def _on_header(self, line: str) -> None:
+        if line.startswith("HTTP/"):
+            start = parse_response_start_line(line.strip())
+            if start.code != 100:
+                self.set_status(start.code, start.reason)
+                self._response_headers = HTTPHeaders()
+        elif line.strip():
+            self._response_headers.parse_line(line)
+            name, _, value = line.partition(":")
+            if name.strip().lower() not in _RESPONSE_ONLY:
+                self.set_header(name.strip(), value.strip())
+
+    def _on_chunk(self, chunk: bytes) -> None:
+        self.write(chunk)
+        self.flush()
+
+    async def _forward(self, **_) -> None:
+        self._body.put_nowait(None)
+        try:
+            await self._upstream
+        except (OSError, HTTPClientError) as e:
+            raise unreachable(self.kernel, e) from None
+        self.finish(set_content_type=self._response_headers.get("Content-Type", "application/json"))
+
+    get = authorized(_forward)
+    post = authorized(_forward)
+    put = authorized(_forward)
+    delete = authorized(_forward)
+
+
+class PageHandler(ExtensionHandlerMixin, JupyterHandler):
+    """``nbserve/``: the models served in this Jupyter, and a drop zone to try one."""
+
+    auth_resource = AUTH_RESOURCE
+
+    @authorized
+    def get(self):
+        self.xsrf_token  # sets the _xsrf cookie the page's PUTs send back, as Jupyter's pages do
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(_PAGE.read_text())

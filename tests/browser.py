@@ -1,0 +1,29 @@
+"""Debian's Chromium, headless, driven by Playwright; screenshots go to test-artifacts/."""
+
+import contextlib
+from pathlib import Path
+
+ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+#: As this machine's probe starts it: no sandbox as root, nothing that reaches the network.
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@contextlib.contextmanager
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            yield browser.new_page(viewport={"width": 1200, "height": 900})
+        finally:
+            browser.close()
+
+
+def screenshot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), full_page=True)
+    return path

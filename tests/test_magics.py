@@ -218,5 +218,6 @@ def test_serve_stop_unregisters_a_model_then_frees_the_ports(kernel):
     assert "Stopped serving; the ports are free." in text(kernel.ok("%serve --stop"))
     for port in ports:
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server binds it again
             s.bind(("127.0.0.1", port))
     assert "Nothing is being served" in text(kernel.ok("%serve"))

@@ -13,6 +13,7 @@ def holding(port):
     """A socket bound to a loopback port, as another kernel's server would hold it; None if the
     port is already someone else's."""
     s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no owner
     try:
         s.bind(("127.0.0.1", port))
         s.listen()

@@ -27,3 +27,13 @@ def screenshot(page, name: str) -> Path:
     path = ARTIFACTS / name
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+@contextlib.contextmanager
+def screenshot_on_failure(page, name: str):
+    """What the page showed when a step failed, kept beside the other artifacts."""
+    try:
+        yield
+    except BaseException:
+        screenshot(page, name)
+        raise

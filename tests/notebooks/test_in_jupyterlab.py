@@ -1,0 +1,70 @@
+"""The first tutorial in JupyterLab, in a real headless browser: run it, upload an image through
+its widget, and see the predictions on the page."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+import browser
+from test_notebooks import OFFLINE, checkout
+
+TOKEN = "nbserve-lab-token"
+
+
+@pytest.fixture
+def lab(tmp_path):
+    folder = checkout(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "lab.log", "wb")
+    env = {**os.environ, **OFFLINE, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}",
+         "--ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={tmp_path}",
+         "--ServerApp.jpserver_extensions={'nbserve': True}", "--LabApp.news_url=None",
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}api/status?token={TOKEN}", timeout=5)
+            break
+        except OSError:
+            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "lab.log").read_text()
+            time.sleep(0.5)
+    yield url, folder
+    process.terminate()
+    process.wait(30)
+    log.close()
+
+
+@pytest.mark.timeout(600)
+def test_run_the_first_notebook_and_upload_an_image_through_its_widget(lab):
+    url, folder = lab
+    with browser.page() as page, browser.screenshot_on_failure(page, "jupyterlab-failure.png"):
+        page.goto(f"{url}lab/tree/notebooks/01-densenet161-workflow.ipynb?token={TOKEN}")
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+        page.click("li.lm-MenuBar-item:has-text('Run')")
+        page.click("li.lm-Menu-item:has-text('Run All Cells')")
+        upload = page.locator("button.widget-upload")
+        upload.wait_for(timeout=300_000)
+        with page.expect_file_chooser() as chooser:  # the dialog the button opens
+            upload.click()
+        chooser.value.set_files(str(folder / "photos" / "cat.jpg"))
+        row = page.locator(".nbserve-upload-row:has-text('cat.jpg') .nbserve-scores")
+        row.wait_for(timeout=120_000)
+        row.scroll_into_view_if_needed()
+        uploaded = row.locator("td:first-child").all_inner_texts()
+        # The same photo through %predict, earlier in the notebook: the first table of scores.
+        predicted = page.locator(".nbserve-scores").first.locator("td:first-child").all_inner_texts()
+        browser.screenshot(page, "jupyterlab-upload-widget.png")
+        assert page.locator("text=OFFLINE: could not download").count() >= 1
+    assert len(uploaded) == 5 and uploaded == predicted

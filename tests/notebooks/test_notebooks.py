@@ -1,0 +1,65 @@
+"""The tutorial notebooks, executed top to bottom in a real kernel with no network, as CI runs them."""
+
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+REPO = Path(__file__).parent.parent.parent
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+#: Any download fails at once, whatever network the machine has: the notebooks' offline path.
+OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+           "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+           "no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"}
+
+
+def checkout(tmp_path: Path) -> Path:
+    """The notebooks and what they read, as a Binder or CI checkout has them."""
+    written = [line.strip().rstrip("/") for line in (REPO / "notebooks" / ".gitignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]  # what earlier runs left
+    shutil.copytree(REPO / "notebooks", tmp_path / "notebooks", ignore=shutil.ignore_patterns(*written))
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    return tmp_path / "notebooks"
+
+
+def outputs(notebook) -> str:
+    return "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+                   for cell in notebook.cells for o in cell.get("outputs", []))
+
+
+def test_there_are_three_tutorials():
+    assert [p.name for p in NOTEBOOKS] == [
+        "01-densenet161-workflow.ipynb", "02-custom-handler.ipynb", "03-operate.ipynb"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stored_clean_of_volatile_state(path):
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    for cell in notebook.cells:
+        assert "execution" not in cell.metadata
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, cell.source[:60]
+    assert set(notebook.metadata) <= {"kernelspec", "language_info"}
+    assert notebook.cells[0].cell_type == "markdown"
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_runs_top_to_bottom_offline(path, tmp_path, monkeypatch):
+    folder = checkout(tmp_path)
+    notebook = nbformat.read(folder / path.name, as_version=4)
+    env = {**__import__("os").environ, **OFFLINE}
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(folder)}}).execute(env=env)  # a failing cell raises
+    text = outputs(notebook)
+    if path.name.startswith("01"):
+        assert "OFFLINE: could not download" in text
+        assert '"modelName": "densenet161"' in text  # curl of the management API
+    if path.name.startswith("02"):
+        assert "[\n  3.0,\n  5.0,\n  7.0\n]" in text and "blue" in text
+    if path.name.startswith("03"):
+        assert "64 answers, statuses [200]" in text and "same answer as %predict: True" in text
+        assert "same answer as nbserve: True" in text  # TorchServe is in the test extra

@@ -14,6 +14,13 @@ import browser
 from test_notebooks import OFFLINE, checkout
 
 TOKEN = "nbserve-lab-token"
+#: The notebook's kernel is started, connected and idle: cells run now reach it.
+KERNEL_CONNECTED_AND_IDLE = """() => {
+    const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+    const kernel = panel && panel.sessionContext && panel.sessionContext.session
+        && panel.sessionContext.session.kernel;
+    return Boolean(kernel && kernel.connectionStatus === "connected" && kernel.status === "idle");
+}"""
 
 
 @pytest.fixture
@@ -28,7 +35,8 @@ def lab(tmp_path):
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}",
          "--ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={tmp_path}",
          "--ServerApp.jpserver_extensions={'nbserve': True}", "--LabApp.news_url=None",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+         "--LabApp.expose_app_in_browser=True"],
         cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 90
@@ -51,9 +59,10 @@ def test_run_the_first_notebook_and_upload_an_image_through_its_widget(lab):
     with browser.page() as page, browser.screenshot_on_failure(page, "jupyterlab-failure.png"):
         page.goto(f"{url}lab/tree/notebooks/01-densenet161-workflow.ipynb?token={TOKEN}")
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-        page.click("li.lm-MenuBar-item:has-text('Run')")
-        page.click("li.lm-Menu-item:has-text('Run All Cells')")
+        # Run > Run All Cells, as the command behind the menu (a menu click can land while the
+        # page is still settling).
+        page.wait_for_function(KERNEL_CONNECTED_AND_IDLE, timeout=120_000)
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
         upload = page.locator("button.widget-upload")
         upload.wait_for(timeout=300_000)
         with page.expect_file_chooser() as chooser:  # the dialog the button opens

@@ -8,6 +8,7 @@ serve``'s never drift apart. The engine they drive lives in this kernel
 
 from __future__ import annotations
 
+import io
 import os
 import urllib.request
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import ArgDecorator, argument, magic_arguments, parse_argstring
+from PIL import Image
 
 from nbserve import session
 from nbserve.cli import (TerminalProgress, add_archive_arguments, add_serve_arguments, run_archive,
@@ -191,10 +193,6 @@ class NBServeMagics(Magics):
 def request_body(value: Any) -> Any:
     """A Python value as the request body a client would send: images as PNG bytes, tensors
     and arrays as (JSON) lists, text as text."""
-    import io
-
-    from PIL import Image
-
     if isinstance(value, Image.Image):
         out = io.BytesIO()
         value.save(out, format="PNG")

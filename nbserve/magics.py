@@ -24,6 +24,8 @@ from nbserve.cli import (TerminalProgress, add_archive_arguments, add_serve_argu
                          server_config)
 from nbserve.display import shown, thumbnail_png
 from nbserve.errors import InferenceError, NBServeError
+from nbserve.live import live_model
+from nbserve.widgets import ArchiveProgress, PredictionUpload
 
 
 class _Arguments(ArgDecorator):
@@ -78,7 +80,6 @@ class NBServeMagics(Magics):
 
     def _progress(self, label: str):
         if getattr(self.shell, "kernel", None) is not None:
-            from nbserve.widgets import ArchiveProgress
             return ArchiveProgress(label)
         return TerminalProgress(label)
 
@@ -130,8 +131,6 @@ class NBServeMagics(Magics):
             if not path.exists():
                 raise UsageError(f"{args.source} is neither an archive file nor a variable.")
             return session.current.serve(path, handler=args.handler, **settings)
-        from nbserve.live import live_model
-
         if not args.model_name:
             raise UsageError(f"Serving {args.source} live needs --model-name.")
         handler = args.handler
@@ -161,7 +160,6 @@ class NBServeMagics(Magics):
         try:
             session.current.get(args.model_name, args.version)
             if args.input is None:
-                from nbserve.widgets import PredictionUpload
                 return PredictionUpload(args.model_name, version=args.version)
             data = self._input(args.input)
             future = session.current.engine.submit(args.model_name, {"body": data},

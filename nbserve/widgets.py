@@ -16,6 +16,7 @@ from concurrent.futures import Future
 import ipywidgets as widgets
 from IPython.display import display
 
+from nbserve import session
 from nbserve.cli import PROGRESS_THRESHOLD
 from nbserve.display import beside, prediction_html, thumbnail_png
 from nbserve.errors import NBServeError
@@ -29,8 +30,6 @@ class PredictionUpload(widgets.VBox):
     """
 
     def __init__(self, model_name: str, *, version: str | None = None, engine=None):
-        from nbserve import session
-
         self.model_name, self.version = model_name, version
         self.engine = engine or session.current.engine
         (self.engine or session.current).get(model_name, version)  # unknown model: fail now

@@ -24,7 +24,6 @@ from nbserve.errors import (BadRequest, ModelAlreadyRegistered, ModelNotFound,
                             ModelVersionNotFound, QueueFull)
 from nbserve.handlers.context import HandlerMetrics
 from nbserve.handlers.util import get_yaml_config
-from nbserve.live import LiveModel
 from nbserve.stats import VersionStats
 from nbserve.worker import Worker
 
@@ -205,10 +204,7 @@ class Engine:
                 raise ModelAlreadyRegistered(
                     f"Model version {version} is already registered for model {name!r}; "
                     "pass replace=True to swap it.")
-        if handler is None:
-            live_handler = archive.handler_object if isinstance(archive, LiveModel) else None
-            handler = live_handler or archive.handler
-        loaded = ModelVersion(archive, name, version, handler, config)
+        loaded = ModelVersion(archive, name, version, handler or archive.handler, config)
         try:
             loaded.scale(config.min_workers)
         except BaseException:

@@ -25,7 +25,7 @@ from nbserve.errors import BadRequest
 
 @dataclass(frozen=True)
 class LiveModel(ModelArchive):
-    """A model object served without an archive; workers copy :attr:`model` onto their device."""
+    """A model object served without an archive; workers copy :attr:`module` onto their device."""
 
     #: The snapshot of the ``nn.Module`` (eager or TorchScript) to serve, or None when the
     #: handler object carries its own model.
@@ -33,6 +33,11 @@ class LiveModel(ModelArchive):
     #: The handler object itself (an instance, a class or a ``handle`` function), if not named.
     handler_object: Any = None
     _folder: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def handler(self) -> Any:
+        """The handler object if one was given, else the handler the manifest names."""
+        return super().handler if self.handler_object is None else self.handler_object
 
 
 def live_model(obj: Any, model_name: str, *, handler: Any = None, version: str = "1.0",
@@ -56,20 +61,14 @@ def live_model(obj: Any, model_name: str, *, handler: Any = None, version: str =
     handler_name = (str(handler) if isinstance(handler, (str, os.PathLike))
                     else _name_of(handler_object))
     folder = tempfile.TemporaryDirectory(prefix=f"nbserve-live-{model_name}-")
-    for extra in extra_files:
-        source = Path(extra).resolve()
-        if not source.exists():
-            folder.cleanup()
-            raise BadRequest(f"Extra file {extra} not found.")
-        os.symlink(source, Path(folder.name) / source.name)
-    if isinstance(handler, (str, os.PathLike)) and str(handler).endswith(".py"):
-        source = Path(handler).resolve()
-        if not source.is_file():
-            folder.cleanup()
-            raise BadRequest(f"Handler file {handler} not found.")
-        handler_name = source.name
-        if not (Path(folder.name) / source.name).exists():
-            os.symlink(source, Path(folder.name) / source.name)
+    try:
+        for extra in extra_files:
+            _link(extra, Path(folder.name), "Extra file")
+        if isinstance(handler, (str, os.PathLike)) and str(handler).endswith(".py"):
+            handler_name = _link(handler, Path(folder.name), "Handler file", file_only=True).name
+    except BadRequest:
+        folder.cleanup()
+        raise
     snapshot = copy.deepcopy(obj) if is_module else None
     manifest = {
         "createdOn": "", "runtime": "python", "archiverVersion": __version__,
@@ -78,6 +77,17 @@ def live_model(obj: Any, model_name: str, *, handler: Any = None, version: str =
     return LiveModel(source=Path(f"{type(obj).__name__} (live)"), path=Path(folder.name),
                      manifest=manifest, module=snapshot, handler_object=handler_object,
                      _folder=folder)
+
+
+def _link(file: str | os.PathLike, folder: Path, what: str, file_only: bool = False) -> Path:
+    """Link ``file`` into ``folder`` under its own name (once), as an archive would carry it."""
+    source = Path(file).resolve()
+    if not (source.is_file() if file_only else source.exists()):
+        raise BadRequest(f"{what} {file} not found.")
+    link = folder / source.name
+    if not link.exists():
+        os.symlink(source, link)
+    return link
 
 
 def _name_of(handler: Any) -> str:

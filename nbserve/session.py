@@ -40,10 +40,8 @@ class Session:
             if self.server is not None:
                 return self._unchanged(config)
             engine = self.engine or engine_for(config)
-            named = {api for api in API_ROUTES
-                     if config.values[f"{api}_address"] != SERVER_DEFAULTS[f"{api}_address"]}
             server = Server(engine, config, secret=announce.new_secret())
-            server.start(fallback=frozenset(API_ROUTES) - named)
+            server.start(fallback=frozenset(API_ROUTES) - _named(config))
             self.engine, self.server = engine, server
             kernel_id = announce.current_kernel_id()
             if kernel_id:
@@ -52,10 +50,8 @@ class Session:
                 f"is at {server.urls[api]} instead." for api, address in server.moved.items()]
 
     def _unchanged(self, config: ServerConfig) -> list[str]:
-        asked = {api: config.values[f"{api}_address"] for api in API_ROUTES}
-        changed = [api for api, address in asked.items()
-                   if address != SERVER_DEFAULTS[f"{api}_address"]
-                   and address != self.server.config.values[f"{api}_address"]]
+        changed = [api for api in _named(config)
+                   if config.values[f"{api}_address"] != self.server.config.values[f"{api}_address"]]
         if not changed:
             return []
         return [f"Already serving at {', '.join(self.server.urls.values())}; the addresses "
@@ -111,6 +107,12 @@ class Session:
             raise ModelNotFound(f"Model not found: {model_name} (nothing is served yet: "
                                 "%serve a model first)")
         return self.engine.get(model_name, version)
+
+
+def _named(config: ServerConfig) -> set[str]:
+    """The APIs whose address the user chose (one that differs from TorchServe's default)."""
+    return {api for api in API_ROUTES
+            if config.values[f"{api}_address"] != SERVER_DEFAULTS[f"{api}_address"]}
 
 
 #: The session of this process (the kernel's).

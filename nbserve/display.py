@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from PIL import Image, UnidentifiedImageError
+
 #: Longest side of the thumbnail shown beside an image's predictions, in pixels.
 THUMBNAIL_SIZE = 160
 _BAR_WIDTH = 24
@@ -20,8 +22,6 @@ _BAR_WIDTH = 24
 
 def thumbnail_png(data: Any) -> bytes | None:
     """A small PNG of ``data`` (image bytes or a PIL image), or None if it is not an image."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         image = data if isinstance(data, Image.Image) else Image.open(io.BytesIO(data))
         image = image.copy()
@@ -41,12 +41,17 @@ def is_scores(value: Any) -> bool:
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()))
 
 
+def _bars(scores: dict[str, float]) -> list[tuple[str, float, float]]:
+    """``(label, score, bar length from 0 to 1)``, the top score's bar full."""
+    top = max(max(scores.values()), 1e-12)
+    return [(label, score, max(score, 0) / top) for label, score in scores.items()]
+
+
 def prediction_text(value: Any) -> str:
     if is_scores(value):
         width = max(len(k) for k in value)
-        top = max(max(value.values()), 1e-12)
-        return "\n".join(f"{label:<{width}}  {score:8.4f}  {'█' * round(_BAR_WIDTH * max(score, 0) / top)}"
-                         for label, score in value.items())
+        return "\n".join(f"{label:<{width}}  {score:8.4f}  {'█' * round(_BAR_WIDTH * bar)}"
+                         for label, score, bar in _bars(value))
     return _json(value)
 
 
@@ -65,13 +70,12 @@ def beside(thumbnail: bytes | None, body: str, css_class: str = "nbserve-predict
 
 def prediction_html(value: Any, thumbnail: bytes | None = None) -> str:
     if is_scores(value):
-        top = max(max(value.values()), 1e-12)
         rows = "".join(
             f'<tr><td style="text-align:right;padding-right:8px">{html.escape(label)}</td>'
             f'<td style="width:200px"><div style="background:#4c8bf5;height:14px;'
-            f'width:{100 * max(score, 0) / top:.1f}%"></div></td>'
+            f'width:{100 * bar:.1f}%"></div></td>'
             f'<td style="padding-left:8px;font-family:monospace">{score:.4f}</td></tr>'
-            for label, score in value.items())
+            for label, score, bar in _bars(value))
         body = f'<table class="nbserve-scores">{rows}</table>'
     else:
         body = f"<pre>{html.escape(_json(value))}</pre>"
@@ -146,7 +150,7 @@ class ServingStatus:
                     "requests": str(version.stats.requests),
                     "p50 ms": "-" if p50 is None else f"{p50:.1f}",
                     "p99 ms": "-" if p99 is None else f"{p99:.1f}",
-                    "predictions URL": urls.get("inference", "") + path if urls else path,
+                    "predictions URL": urls.get("inference", "") + path,
                 })
         return cls(rows, dict(urls))
 

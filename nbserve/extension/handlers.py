@@ -16,7 +16,7 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from jupyter_server.utils import ensure_async
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-from tornado.httputil import HTTPHeaders, parse_response_start_line
+from tornado.httputil import parse_response_start_line
 from tornado.web import HTTPError, stream_request_body
 
 from nbserve.extension.kernels import merged_metrics, unreachable
@@ -109,7 +109,7 @@ class ProxyHandler(NBServeHandler):
             header_callback=self._on_header, streaming_callback=self._on_chunk)
         self._upstream = asyncio.ensure_future(
             AsyncHTTPClient().fetch(request, raise_error=False))
-        self._response_headers = HTTPHeaders()
+        self._content_type = "application/json"
 
     async def data_received(self, chunk: bytes) -> None:
         self._body.put_nowait(chunk)
@@ -123,12 +123,12 @@ class ProxyHandler(NBServeHandler):
             start = parse_response_start_line(line.strip())
             if start.code != 100:
                 self.set_status(start.code, start.reason)
-                self._response_headers = HTTPHeaders()
         elif line.strip():
-            self._response_headers.parse_line(line)
-            name, _, value = line.partition(":")
-            if name.strip().lower() not in _RESPONSE_ONLY:
-                self.set_header(name.strip(), value.strip())
+            name, _, value = (part.strip() for part in line.partition(":"))
+            if name.lower() not in _RESPONSE_ONLY:
+                self.set_header(name, value)
+            if name.lower() == "content-type":
+                self._content_type = value  # APIHandler.finish would set its own otherwise
 
     def _on_chunk(self, chunk: bytes) -> None:
         self.write(chunk)
@@ -140,7 +140,7 @@ class ProxyHandler(NBServeHandler):
             await self._upstream
         except (OSError, HTTPClientError) as e:
             raise unreachable(self.kernel, e) from None
-        self.finish(set_content_type=self._response_headers.get("Content-Type", "application/json"))
+        self.finish(set_content_type=self._content_type)
 
     get = authorized(_forward)
     post = authorized(_forward)

@@ -9,7 +9,7 @@ import pytest
 
 import archives
 import browser
-from conftest import TOKEN
+from jupyter_app import TOKEN
 from helpers import Client, assert_same_answer
 
 

@@ -2,18 +2,13 @@
 its widget, and see the predictions on the page."""
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
 import browser
+from jupyter_app import TOKEN, Jupyter
 from test_notebooks import OFFLINE, checkout
 
-TOKEN = "nbserve-lab-token"
 #: The notebook's kernel is started, connected and idle: cells run now reach it.
 KERNEL_CONNECTED_AND_IDLE = """() => {
     const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
@@ -26,31 +21,12 @@ KERNEL_CONNECTED_AND_IDLE = """() => {
 @pytest.fixture
 def lab(tmp_path):
     folder = checkout(tmp_path)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(tmp_path / "lab.log", "wb")
-    env = {**os.environ, **OFFLINE, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}",
-         "--ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={tmp_path}",
-         "--ServerApp.jpserver_extensions={'nbserve': True}", "--LabApp.news_url=None",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-         "--LabApp.expose_app_in_browser=True"],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}api/status?token={TOKEN}", timeout=5)
-            break
-        except OSError:
-            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "lab.log").read_text()
-            time.sleep(0.5)
-    yield url, folder
-    process.terminate()
-    process.wait(30)
-    log.close()
+    lab = Jupyter(tmp_path, tmp_path / "runtime", {**os.environ, **OFFLINE}, app="lab",
+                  args=["--LabApp.news_url=None",
+                        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                        "--LabApp.expose_app_in_browser=True"], startup_seconds=90)
+    yield lab.url, folder
+    lab.stop()
 
 
 @pytest.mark.timeout(600)

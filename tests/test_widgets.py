@@ -1,7 +1,5 @@
 """The upload widget and the archive progress bar, driven as the browser drives them."""
 
-import datetime
-
 import pytest
 
 import archives

@@ -2,23 +2,22 @@
 the KServe v1 and v2 (Open Inference Protocol) routes.
 
 A prediction's path: the body streams in (refused with 413 past ``max_request_size`` before it
-is read whole), becomes the handler's input as TorchServe builds it, is submitted to the engine,
-and the engine's answer is written back, as TorchServe writes it.
+is read whole), becomes the handler's input as TorchServe builds it (:mod:`nbserve.protocol`),
+is submitted to the engine, and the engine's answer is written back, as TorchServe writes it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
-import json
 from typing import Any
 
-from tornado import httputil
 from tornado.web import stream_request_body
 
-from nbserve.errors import BadRequest, NBServeError, RequestTooLarge
+from nbserve.errors import RequestTooLarge
 from nbserve.http.base import APIHandler
+from nbserve.protocol import (kserve_metadata, kserve_v1_answer, kserve_v1_inputs,
+                              kserve_v2_answer, kserve_v2_inputs, prediction_answer,
+                              request_inputs)
 
 
 class PingHandler(APIHandler):
@@ -72,14 +71,8 @@ class PredictionHandler(BodyHandler):
 
     async def post(self, model: str, version: str | None = None):
         prediction = await self.predict(model, version, request_inputs(self.request.headers, self.body))
-        body, content_type = encode_answer(prediction.value)
-        if len(body) > int(self.server.config.max_response_size):
-            raise NBServeError(f"The answer of {len(body)} bytes is larger than "
-                               f"max_response_size ({self.server.config.max_response_size}).")
-        self.set_status(prediction.status)
-        headers = dict(prediction.headers)
-        if content_type and "content-type" not in {k.lower() for k in headers}:
-            headers["Content-Type"] = content_type
+        status, headers, body = prediction_answer(prediction, int(self.server.config.max_response_size))
+        self.set_status(status)
         for name, value in headers.items():
             self.set_header(name, value)
         self.finish(body)
@@ -87,137 +80,24 @@ class PredictionHandler(BodyHandler):
     put = post
 
 
-def request_inputs(headers: httputil.HTTPHeaders, body: bytes) -> dict:
-    """The handler's input for one HTTP request, as TorchServe builds it.
-
-    Multipart forms give one key per field (``data``, ``body``...); other bodies are
-    ``{"body": ...}``: parsed for ``application/json``, text for ``text/*``, bytes otherwise.
-    A body sent as ``x-www-form-urlencoded`` that is not a form (``curl --data-binary
-    @cat.jpg``) is taken as raw bytes, where TorchServe fails with 500.
-    """
-    content_type = headers.get("Content-Type", "")
-    media_type = content_type.split(";")[0].strip().lower()
-    if media_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        fields = _form_fields(content_type, media_type, body)
-        if fields:
-            return fields
-    return {"body": _decode(media_type, body)}
-
-
-def _form_fields(content_type: str, media_type: str, body: bytes) -> dict:
-    if media_type == "application/x-www-form-urlencoded":
-        try:
-            text = body.decode("ascii")
-        except UnicodeDecodeError:
-            return {}
-        if "=" not in text:
-            return {}
-    arguments: dict[str, list[bytes]] = {}
-    files: dict[str, list[httputil.HTTPFile]] = {}
-    httputil.parse_body_arguments(content_type, body, arguments, files)
-    fields: dict[str, Any] = {}
-    for name, values in arguments.items():
-        fields[name] = _decode("text/plain", values[0])
-    for name, uploads in files.items():
-        upload = uploads[0]
-        fields[name] = _decode(upload.content_type.split(";")[0].strip().lower(), upload.body)
-    return fields
-
-
-def _decode(media_type: str, value: bytes) -> Any:
-    if media_type == "application/json":
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    if media_type.startswith("text/"):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            return value
-    return value
-
-
-def encode_answer(value: Any) -> tuple[bytes, str | None]:
-    """An answer as TorchServe sends it: bytes and text as they are, tensors saved, the rest
-    as indented JSON."""
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value), None
-    if isinstance(value, str):
-        return value.encode(), None
-    try:
-        import torch
-
-        if isinstance(value, torch.Tensor):
-            buffer = io.BytesIO()
-            torch.save(value, buffer)
-            return buffer.getvalue(), None
-    except ImportError:
-        pass
-    try:
-        return json.dumps(value, indent=2).encode(), "application/json"
-    except (TypeError, ValueError) as e:
-        raise NBServeError(f"The handler's answer cannot be sent as JSON: {e}") from None
-
-
 class KServeV1Handler(BodyHandler):
     """``POST /v1/models/{model}:predict``: ``{"instances": [...]}`` in, ``{"predictions": [...]}``
     out, each instance one request to the model."""
 
     async def post(self, model: str):
-        instances = _json_object(self.body).get("instances")
-        if not isinstance(instances, list):
-            raise BadRequest('A KServe v1 request needs "instances": a list.')
-        answers = await asyncio.gather(*(
-            self.predict(model, None, instance if isinstance(instance, dict) else {"body": instance})
-            for instance in instances))
-        self.write_json({"predictions": [a.value for a in answers]})
+        answers = await asyncio.gather(*(self.predict(model, None, inputs)
+                                         for inputs in kserve_v1_inputs(self.body)))
+        self.write_json(kserve_v1_answer(answers))
 
 
 class KServeV2InferHandler(BodyHandler):
-    """``POST /v2/models/{model}[/versions/{version}]/infer`` (Open Inference Protocol).
-
-    Each input tensor is one request to the model (``BYTES`` data is base64, as the protocol's
-    JSON form sends it); each answer is an output named after its input.
-    """
+    """``POST /v2/models/{model}[/versions/{version}]/infer`` (Open Inference Protocol)."""
 
     async def post(self, model: str, version: str | None = None):
-        request = _json_object(self.body)
-        inputs = request.get("inputs")
-        if not isinstance(inputs, list) or not inputs:
-            raise BadRequest('An inference request needs "inputs": a list of tensors.')
-        data = [_v2_data(tensor) for tensor in inputs]
-        answers = await asyncio.gather(*(
-            self.predict(model, version, {"data": value, "body": value}) for value in data))
+        request, inputs = kserve_v2_inputs(self.body)
+        answers = await asyncio.gather(*(self.predict(model, version, i) for i in inputs))
         served = self.engine.get(model, version)
-        outputs = []
-        for tensor, answer in zip(inputs, answers):
-            data = answer.value if isinstance(answer.value, list) else [answer.value]
-            outputs.append({"name": tensor.get("name", "output"), "shape": [len(data)],
-                            "datatype": "BYTES", "data": data})
-        self.write_json({"id": request.get("id", ""), "model_name": model,
-                         "model_version": served.version, "outputs": outputs})
-
-
-def _v2_data(tensor: dict) -> Any:
-    data = tensor.get("data")
-    if tensor.get("datatype") == "BYTES" and isinstance(data, list) and len(data) == 1 \
-            and isinstance(data[0], str):
-        try:
-            return base64.b64decode(data[0], validate=True)
-        except ValueError:
-            return data[0]
-    return data
-
-
-def _json_object(body: bytes) -> dict:
-    try:
-        value = json.loads(body or b"{}")
-    except ValueError as e:
-        raise BadRequest(f"The request body is not JSON: {e}") from None
-    if not isinstance(value, dict):
-        raise BadRequest("The request body must be a JSON object.")
-    return value
+        self.write_json(kserve_v2_answer(request, model, served.version, answers))
 
 
 class KServeV2HealthHandler(APIHandler):
@@ -233,8 +113,7 @@ class KServeModelHandler(APIHandler):
         if ready or self.request.path.startswith("/v1/"):
             self.write_json({"name": model, "ready": any(w.status == "READY" for w in served.workers)})
             return
-        self.write_json({"name": model, "versions": sorted(self.engine.model(model).versions),
-                         "platform": "pytorch", "inputs": [], "outputs": []})
+        self.write_json(kserve_metadata(model, sorted(self.engine.model(model).versions)))
 
 
 class ApiDescriptionHandler(APIHandler):

@@ -14,7 +14,7 @@ import shutil
 import urllib.request
 from pathlib import Path
 
-from nbserve.errors import BadRequest, MethodNotAllowed, ModelNotFound
+from nbserve.errors import BadRequest, ModelNotFound
 from nbserve.http.base import APIHandler
 
 

@@ -1,0 +1,169 @@
+"""TorchServe's and KServe's request and answer shapes, apart from any HTTP server.
+
+The tornado APIs (:mod:`nbserve.http`) and the Ray Serve ingress (:mod:`nbserve.ray_serve`)
+both turn a request into a handler's inputs, and an answer into a body, with these functions,
+so a client gets the same answer from either.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from typing import Any, Mapping
+
+from tornado import httputil
+
+from nbserve.batching import Prediction
+from nbserve.errors import BadRequest, NBServeError
+
+
+def request_inputs(headers: Mapping[str, str], body: bytes) -> dict:
+    """The handler's input for one HTTP request, as TorchServe builds it.
+
+    Multipart forms give one key per field (``data``, ``body``...); other bodies are
+    ``{"body": ...}``: parsed for ``application/json``, text for ``text/*``, bytes otherwise.
+    A body sent as ``x-www-form-urlencoded`` that is not a form (``curl --data-binary
+    @cat.jpg``) is taken as raw bytes, where TorchServe fails with 500.
+    """
+    content_type = headers.get("Content-Type", "")
+    media_type = content_type.split(";")[0].strip().lower()
+    if media_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        fields = _form_fields(content_type, media_type, body)
+        if fields:
+            return fields
+    return {"body": _decode(media_type, body)}
+
+
+def _form_fields(content_type: str, media_type: str, body: bytes) -> dict:
+    if media_type == "application/x-www-form-urlencoded":
+        try:
+            text = body.decode("ascii")
+        except UnicodeDecodeError:
+            return {}
+        if "=" not in text:
+            return {}
+    arguments: dict[str, list[bytes]] = {}
+    files: dict[str, list[httputil.HTTPFile]] = {}
+    httputil.parse_body_arguments(content_type, body, arguments, files)
+    fields: dict[str, Any] = {}
+    for name, values in arguments.items():
+        fields[name] = _decode("text/plain", values[0])
+    for name, uploads in files.items():
+        upload = uploads[0]
+        fields[name] = _decode(upload.content_type.split(";")[0].strip().lower(), upload.body)
+    return fields
+
+
+def _decode(media_type: str, value: bytes) -> Any:
+    if media_type == "application/json":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    if media_type.startswith("text/"):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+    return value
+
+
+def prediction_answer(prediction: Prediction, max_response_size: int) -> tuple[int, dict, bytes]:
+    """``(status, headers, body)`` of a prediction's HTTP answer, as TorchServe sends it."""
+    body, content_type = encode_answer(prediction.value)
+    if len(body) > max_response_size:
+        raise NBServeError(f"The answer of {len(body)} bytes is larger than "
+                           f"max_response_size ({max_response_size}).")
+    headers = dict(prediction.headers)
+    if content_type and "content-type" not in {k.lower() for k in headers}:
+        headers["Content-Type"] = content_type
+    return prediction.status, headers, body
+
+
+def encode_answer(value: Any) -> tuple[bytes, str | None]:
+    """An answer as TorchServe sends it: bytes and text as they are, tensors saved, the rest
+    as indented JSON."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value), None
+    if isinstance(value, str):
+        return value.encode(), None
+    try:
+        import torch
+
+        if isinstance(value, torch.Tensor):
+            buffer = io.BytesIO()
+            torch.save(value, buffer)
+            return buffer.getvalue(), None
+    except ImportError:
+        pass
+    try:
+        return json.dumps(value, indent=2).encode(), "application/json"
+    except (TypeError, ValueError) as e:
+        raise NBServeError(f"The handler's answer cannot be sent as JSON: {e}") from None
+
+
+def kserve_v1_inputs(body: bytes) -> list[dict]:
+    """``{"instances": [...]}``: each instance is one request to the model."""
+    instances = json_object(body).get("instances")
+    if not isinstance(instances, list):
+        raise BadRequest('A KServe v1 request needs "instances": a list.')
+    return [instance if isinstance(instance, dict) else {"body": instance}
+            for instance in instances]
+
+
+def kserve_v1_answer(predictions: list[Prediction]) -> dict:
+    return {"predictions": [p.value for p in predictions]}
+
+
+def kserve_v2_inputs(body: bytes) -> tuple[dict, list[dict]]:
+    """An Open Inference Protocol request, and one model input per input tensor (``BYTES``
+    data is base64, as the protocol's JSON form sends it)."""
+    request = json_object(body)
+    tensors = request.get("inputs")
+    if not isinstance(tensors, list) or not tensors:
+        raise BadRequest('An inference request needs "inputs": a list of tensors.')
+    inputs = []
+    for tensor in tensors:
+        value = _v2_data(tensor)
+        inputs.append({"data": value, "body": value})
+    return request, inputs
+
+
+def kserve_v2_answer(request: dict, model: str, version: str,
+                     predictions: list[Prediction]) -> dict:
+    """Each answer as an output named after its input tensor."""
+    outputs = []
+    for tensor, prediction in zip(request["inputs"], predictions):
+        data = prediction.value if isinstance(prediction.value, list) else [prediction.value]
+        outputs.append({"name": tensor.get("name", "output"), "shape": [len(data)],
+                        "datatype": "BYTES", "data": data})
+    return {"id": request.get("id", ""), "model_name": model, "model_version": version,
+            "outputs": outputs}
+
+
+def kserve_metadata(model: str, versions: list[str]) -> dict:
+    """KServe v2 model metadata."""
+    return {"name": model, "versions": versions, "platform": "pytorch", "inputs": [],
+            "outputs": []}
+
+
+def _v2_data(tensor: dict) -> Any:
+    data = tensor.get("data")
+    if tensor.get("datatype") == "BYTES" and isinstance(data, list) and len(data) == 1 \
+            and isinstance(data[0], str):
+        try:
+            return base64.b64decode(data[0], validate=True)
+        except ValueError:
+            return data[0]
+    return data
+
+
+def json_object(body: bytes) -> dict:
+    try:
+        value = json.loads(body or b"{}")
+    except ValueError as e:
+        raise BadRequest(f"The request body is not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    return value

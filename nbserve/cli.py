@@ -107,6 +107,24 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-address", help="Default http://127.0.0.1:8082.")
     parser.add_argument("--enable-model-api", action="store_true",
                         help="Allow registering and unregistering models over HTTP.")
+    parser.add_argument("--on", choices=("local", "ray"), default="local",
+                        help="Where the models run: local (this process: the kernel, or nbserve "
+                             "serve) or ray (replicas on Ray Serve; pip install 'nbserve[ray]').")
+    on_ray = parser.add_argument_group(
+        "on Ray Serve (--on ray)",
+        "Ray Serve's HTTP proxy answers the inference and management paths, at "
+        "--inference-address if nbserve starts Serve (default http://127.0.0.1:8000).")
+    on_ray.add_argument("--ray-address",
+                        help="The Ray cluster (ray://head:10001, auto, host:port); default "
+                             "RAY_ADDRESS, or a new local cluster.")
+    on_ray.add_argument("--replicas", type=int, default=1,
+                        help="Replicas of each model (Ray's num_replicas; default 1).")
+    on_ray.add_argument("--min-replicas", type=int,
+                        help="Autoscale each model from this many replicas.")
+    on_ray.add_argument("--max-replicas", type=int,
+                        help="Autoscale each model up to this many replicas.")
+    on_ray.add_argument("--num-cpus", type=float, default=1, help="CPUs per replica (default 1).")
+    on_ray.add_argument("--num-gpus", type=float, default=0, help="GPUs per replica (default 0).")
     # TorchServe flags with nothing to do here: no snapshots, always in the foreground.
     for ignored in ("--ncs", "--no-config-snapshots", "--foreground", "--start",
                     "--disable-token-auth"):
@@ -124,6 +142,13 @@ def server_config(args: argparse.Namespace):
     if args.enable_model_api:
         config.values["enable_model_api"] = True
     return config
+
+
+def ray_placement(args: argparse.Namespace) -> dict:
+    """What parsed ``serve`` arguments ask of Ray for each model's replicas."""
+    return {"replicas": args.replicas, "min_replicas": args.min_replicas,
+            "max_replicas": args.max_replicas, "num_cpus": args.num_cpus,
+            "num_gpus": args.num_gpus}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,8 +180,6 @@ def _serve_command(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from nbserve.serving import start_serving
-
     config = server_config(args)
     for key in config.unknown:
         print(f"nbserve serve: warning: unknown config.properties key {key!r} ignored",
@@ -164,6 +187,11 @@ def _serve_command(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    if args.on == "ray":
+        return _serve_on_ray(args, config, stop)
+
+    from nbserve.serving import start_serving
+
     engine, server = start_serving(config, args.models)
     for api, url in server.urls.items():
         print(f"nbserve: {api} API at {url}", file=sys.stderr, flush=True)
@@ -171,6 +199,24 @@ def _serve_command(args: argparse.Namespace) -> int:
     print("nbserve: stopping; answering requests in flight", file=sys.stderr, flush=True)
     server.stop()
     engine.close()
+    return 0
+
+
+def _serve_on_ray(args: argparse.Namespace, config, stop) -> int:
+    from nbserve import ray_serve
+
+    serving = ray_serve.connect(args.ray_address, http_address=args.inference_address,
+                                config=config)
+    try:
+        for model in serving.deploy_models(config, args.models, **ray_placement(args)):
+            print(f"nbserve: {model.name} {model.version} on Ray ({model.describe_placement()}): "
+                  f"{serving.url}/predictions/{model.name}", file=sys.stderr, flush=True)
+        print(f"nbserve: inference and management APIs at {serving.url}", file=sys.stderr,
+              flush=True)
+        stop.wait()
+        print("nbserve: stopping; deleting the models from Ray", file=sys.stderr, flush=True)
+    finally:
+        serving.shutdown()
     return 0
 
 

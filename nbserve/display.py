@@ -132,9 +132,11 @@ class ServingStatus:
                "predictions URL")
 
     @classmethod
-    def of(cls, engine, urls: dict[str, str]) -> ServingStatus:
+    def of(cls, engine, urls: dict[str, str], ray=None) -> ServingStatus:
+        """The versions ``engine`` serves, and the models deployed to Ray through ``ray`` (a
+        :class:`~nbserve.ray_serve.serving.RayServing`), with their replicas' states."""
         rows = []
-        for model in engine.models():
+        for model in engine.models() if engine is not None else []:
             for name, version in sorted(model.versions.items()):
                 ready = sum(w.status == "READY" for w in version.workers)
                 gpus = sorted({w.gpu_id for w in version.workers if w.gpu_id is not None})
@@ -152,7 +154,21 @@ class ServingStatus:
                     "p99 ms": "-" if p99 is None else f"{p99:.1f}",
                     "predictions URL": urls.get("inference", "") + path,
                 })
-        return cls(rows, dict(urls))
+        urls = dict(urls)
+        if ray is not None:
+            urls["ray"] = ray.url
+            for model in sorted(ray.models.values(), key=lambda m: m.name):
+                state = ray.state(model.name)
+                running = state["replicaStates"].get("RUNNING", 0)
+                total = sum(state["replicaStates"].values())
+                rows.append({
+                    "model": model.name, "version": model.version,
+                    "device": f"ray: {model.resources} each",
+                    "workers": f"{running}/{total} replicas ({state['status']})",
+                    "queue": "-", "requests": "-", "p50 ms": "-", "p99 ms": "-",
+                    "predictions URL": f"{ray.url}/predictions/{model.name}",
+                })
+        return cls(rows, urls)
 
     def __str__(self) -> str:
         if not self.rows:

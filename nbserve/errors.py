@@ -12,6 +12,18 @@ class NBServeError(Exception):
     status = 500
     type = "InternalServerException"
 
+    def __reduce__(self):
+        # Errors cross into other processes (Ray replicas answer through the ingress); keep
+        # what subclasses set in their own ``__init__`` (status, model, traceback...).
+        return _restore, (type(self), self.args, self.__dict__)
+
+
+def _restore(cls: type, args: tuple, state: dict) -> NBServeError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class ArchiveError(NBServeError):
     """A model archive cannot be written or read."""

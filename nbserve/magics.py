@@ -20,8 +20,8 @@ from IPython.core.magic_arguments import ArgDecorator, argument, magic_arguments
 from PIL import Image
 
 from nbserve import session
-from nbserve.cli import (TerminalProgress, add_archive_arguments, add_serve_arguments, run_archive,
-                         server_config)
+from nbserve.cli import (TerminalProgress, add_archive_arguments, add_serve_arguments,
+                         ray_placement, run_archive, server_config)
 from nbserve.display import shown, thumbnail_png
 from nbserve.errors import InferenceError, NBServeError
 from nbserve.live import live_model
@@ -91,7 +91,10 @@ class NBServeMagics(Magics):
         """Serve models from this kernel over TorchServe's REST API (ports 8080, 8081, 8082).
 
         With no arguments, shows what is served. Serving a name again replaces it, answering
-        requests in flight first.
+        requests in flight first. With ``--on ray``, the archive runs as replicas on Ray Serve
+        instead, behind the same paths on Ray's HTTP proxy::
+
+            %serve model-store/densenet161.mar --on ray --replicas 2
         """
         args = parse_argstring(self.serve, line)
         if args.stop is not None:
@@ -103,34 +106,48 @@ class NBServeMagics(Magics):
             config = server_config(args)
             for key in config.unknown:
                 print(f"Warning: unknown config.properties key {key!r} ignored.")
-            for notice in session.current.start(config):
-                print(notice)
-            served = session.current.serve_models(config, args.models) if (
-                args.models or config.load_models) else []
-            if args.source:
-                served.append(self._serve_source(args))
+            if args.on == "ray":
+                self._serve_on_ray(args, config)
+            else:
+                self._serve_here(args, config)
         except (NBServeError, OSError) as e:
             raise UsageError(str(e)) from None
+        return session.current.status()
+
+    def _serve_here(self, args, config) -> None:
+        for notice in session.current.start(config):
+            print(notice)
+        served = session.current.serve_models(config, args.models) if (
+            args.models or config.load_models) else []
+        if args.source:
+            served.append(self._serve_source(args))
         urls = session.current.server.urls
         for version in served:
             workers = len(version.workers)
             device = "cuda" if version.config.gpu_ids else "cpu"
             print(f"Serving {version.name} {version.version} ({device}, {workers} worker"
                   f"{'s' * (workers != 1)}): {urls['inference']}/predictions/{version.name}")
-        return session.current.status()
+
+    def _serve_on_ray(self, args, config) -> None:
+        ray = session.current.on_ray(args.ray_address, http_address=args.inference_address,
+                                     config=config)
+        placement = ray_placement(args)
+        deployed = ray.deploy_models(config, args.models, **placement) if (
+            args.models or config.load_models) else []
+        if args.source:
+            path = self._archive_path(args)
+            deployed.append(ray.deploy(path, handler=args.handler, **_model_settings(args),
+                                       **placement))
+        for model in deployed:
+            print(f"Serving {model.name} {model.version} on Ray ({model.describe_placement()}): "
+                  f"{ray.url}/predictions/{model.name}")
 
     def _serve_source(self, args):
-        settings = dict(model_name=args.model_name, version=args.version,
-                        batch_size=args.batch_size, max_batch_delay=args.max_batch_delay,
-                        initial_workers=args.workers, response_timeout=args.response_timeout)
+        settings = _model_settings(args)
         value = self.shell.user_ns.get(args.source) if args.source.isidentifier() else None
         if value is None or isinstance(value, (str, os.PathLike)):
-            path = Path(value or args.source).expanduser()
-            if not path.exists() and args.model_store:
-                path = Path(args.model_store) / path
-            if not path.exists():
-                raise UsageError(f"{args.source} is neither an archive file nor a variable.")
-            return session.current.serve(path, handler=args.handler, **settings)
+            return session.current.serve(self._archive_path(args), handler=args.handler,
+                                         **settings)
         if not args.model_name:
             raise UsageError(f"Serving {args.source} live needs --model-name.")
         handler = args.handler
@@ -141,6 +158,20 @@ class NBServeMagics(Magics):
                           extra_files=extra_files)
         settings.pop("version")
         return session.current.serve(live, **settings)
+
+    def _archive_path(self, args) -> Path:
+        """The archive ``%serve``'s SOURCE names: a path, a variable holding one, or a file in
+        the model store."""
+        value = self.shell.user_ns.get(args.source) if args.source.isidentifier() else None
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise UsageError(f"{args.source} is not an archive; serving a live model runs in "
+                             "this kernel (leave out --on ray), or %archive it first.")
+        path = Path(value or args.source).expanduser()
+        if not path.exists() and args.model_store:
+            path = Path(args.model_store) / path
+        if not path.exists():
+            raise UsageError(f"{args.source} is neither an archive file nor a variable.")
+        return path
 
     @line_magic
     @magic_arguments()
@@ -162,8 +193,8 @@ class NBServeMagics(Magics):
             if args.input is None:
                 return PredictionUpload(args.model_name, version=args.version)
             data = self._input(args.input)
-            future = session.current.engine.submit(args.model_name, {"body": data},
-                                                   version=args.version)
+            future = session.current.submit(args.model_name, {"body": data},
+                                            version=args.version)
             prediction = future.result()
         except InferenceError as e:
             if e.status < 500 or e.__cause__ is None:
@@ -186,6 +217,13 @@ class NBServeMagics(Magics):
         if path.is_file():
             return path.read_bytes()
         raise UsageError(f"{text} is neither a file, a URL, nor a variable.")
+
+
+def _model_settings(args) -> dict:
+    """What ``%serve``'s flags set for the one model it serves, as the engine takes them."""
+    return dict(model_name=args.model_name, version=args.version, batch_size=args.batch_size,
+                max_batch_delay=args.max_batch_delay, initial_workers=args.workers,
+                response_timeout=args.response_timeout)
 
 
 def request_body(value: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from nbserve.archive import open_archive
+from nbserve.archive import ModelArchive, open_archive
 from nbserve.config import ServerConfig, machine_defaults
 from nbserve.engine import Engine, ModelVersion
 from nbserve.errors import BadRequest
@@ -53,20 +53,27 @@ def startup_models(config: ServerConfig, models: list[str]) -> list[tuple[str | 
     return loads
 
 
-def register_startup_models(engine: Engine, config: ServerConfig, models: list[str], *,
-                            replace: bool = False) -> list[ModelVersion]:
-    """Load ``--models`` (or ``load_models``) with the settings config.properties gives each."""
-    loaded = []
+def startup_archives(config: ServerConfig, models: list[str]) -> list[tuple[ModelArchive, dict]]:
+    """Each startup model's archive and its registration settings: its name, and what
+    config.properties' ``models`` sets for it (batchSize, maxBatchDelay, minWorkers, ...)."""
+    loads = []
     for name, path in startup_models(config, models):
         archive = open_archive(path)
         name = name or archive.model_name
         settings = config.model_settings().get(name, {}).get(archive.version, {})
-        loaded.append(engine.register(archive, model_name=name, replace=replace,
-                                      batch_size=settings.get("batchSize"),
-                                      max_batch_delay=settings.get("maxBatchDelay"),
-                                      initial_workers=settings.get("minWorkers"),
-                                      response_timeout=settings.get("responseTimeout")))
-    return loaded
+        loads.append((archive, {"model_name": name,
+                                "batch_size": settings.get("batchSize"),
+                                "max_batch_delay": settings.get("maxBatchDelay"),
+                                "initial_workers": settings.get("minWorkers"),
+                                "response_timeout": settings.get("responseTimeout")}))
+    return loads
+
+
+def register_startup_models(engine: Engine, config: ServerConfig, models: list[str], *,
+                            replace: bool = False) -> list[ModelVersion]:
+    """Load ``--models`` (or ``load_models``) with the settings config.properties gives each."""
+    return [engine.register(archive, replace=replace, **settings)
+            for archive, settings in startup_archives(config, models)]
 
 
 def start_serving(config: ServerConfig, models: list[str]) -> tuple[Engine, Server]:

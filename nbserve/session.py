@@ -7,6 +7,7 @@ model that every later cell, ``curl`` and browser sees.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 from urllib.parse import urlsplit
 
 from nbserve import announce
@@ -27,6 +28,8 @@ class Session:
         self.server: Server | None = None
         #: Where this kernel announced itself to the jupyter-server extension, if in a kernel.
         self.announcement = None
+        #: Models this kernel deployed to Ray Serve (``%serve --on ray``), once it has.
+        self.ray = None
         self._lock = threading.RLock()
 
     def start(self, config: ServerConfig | None = None) -> list[str]:
@@ -71,6 +74,16 @@ class Session:
             self._retire_others(version)
         return versions
 
+    def on_ray(self, address: str | None, *, http_address: str | None,
+               config: ServerConfig):
+        """The kernel's connection to Ray Serve, made on first use (``%serve --on ray``)."""
+        with self._lock:
+            if self.ray is None:
+                from nbserve import ray_serve
+
+                self.ray = ray_serve.connect(address, http_address=http_address, config=config)
+            return self.ray
+
     def _retire_others(self, version: ModelVersion) -> None:
         self.engine.set_default(version.name, version.version)
         for other in list(self.engine.model(version.name).versions):
@@ -78,35 +91,54 @@ class Session:
                 self.engine.unregister(version.name, other, wait=False)
 
     def stop(self, model_name: str | None = None) -> str:
-        """Stop serving one model, or everything (freeing the ports); in-flight work is answered."""
+        """Stop serving one model, or everything (freeing the ports, deleting what this kernel
+        deployed to Ray); in-flight work is answered."""
         with self._lock:
-            if self.engine is None:
+            if self.engine is None and self.ray is None:
                 return "Nothing is being served."
             if model_name:
+                if self.ray is not None and model_name in self.ray.models:
+                    self.ray.undeploy(model_name)
+                    return f"Stopped serving {model_name} on Ray."
+                if self.engine is None:
+                    raise ModelNotFound(f"Model not found: {model_name}")
                 model = self.engine.model(model_name)
                 for version in list(model.versions):
                     self.engine.unregister(model_name, version)
                 return f"Stopped serving {model_name}."
+            if self.ray is not None:
+                self.ray.shutdown()
+                self.ray = None
             if self.announcement is not None:
                 announce.withdraw(self.announcement)
                 self.announcement = None
             if self.server is not None:
                 self.server.stop()
-            self.engine.close()
+            if self.engine is not None:
+                self.engine.close()
             self.engine = self.server = None
             return "Stopped serving; the ports are free."
 
     def status(self) -> ServingStatus:
         with self._lock:
-            if self.engine is None:
-                return ServingStatus([], {})
-            return ServingStatus.of(self.engine, self.server.urls if self.server else {})
+            return ServingStatus.of(self.engine, self.server.urls if self.server else {},
+                                    self.ray)
 
-    def get(self, model_name: str, version: str | None = None) -> ModelVersion:
+    def get(self, model_name: str, version: str | None = None):
+        """A model version served here, or a model this kernel deployed to Ray."""
+        if self.ray is not None and model_name in self.ray.models:
+            return self.ray.model(model_name)
         if self.engine is None:
             raise ModelNotFound(f"Model not found: {model_name} (nothing is served yet: "
                                 "%serve a model first)")
         return self.engine.get(model_name, version)
+
+    def submit(self, model_name: str, inputs: dict, *, version: str | None = None) -> Future:
+        """Queue one request where the model is served; the future resolves to a Prediction."""
+        if self.ray is not None and model_name in self.ray.models:
+            return self.ray.submit(model_name, inputs, version=version)
+        self.get(model_name, version)
+        return self.engine.submit(model_name, inputs, version=version)
 
 
 def _named(config: ServerConfig) -> set[str]:

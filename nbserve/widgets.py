@@ -31,8 +31,9 @@ class PredictionUpload(widgets.VBox):
 
     def __init__(self, model_name: str, *, version: str | None = None, engine=None):
         self.model_name, self.version = model_name, version
-        self.engine = engine or session.current.engine
-        (self.engine or session.current).get(model_name, version)  # unknown model: fail now
+        #: Where requests go: an engine, or the kernel's session (local or on Ray).
+        self.engine = engine or session.current
+        self.engine.get(model_name, version)  # unknown model: fail now
         self.upload = widgets.FileUpload(accept="image/*", multiple=True,
                                          description="Upload images")
         self.results = widgets.VBox()

@@ -48,7 +48,9 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return d
 
 
-# Real archives and photos, built once per session (see archives.py), and the real TorchServe.
+# Real archives and photos, built once per session (see archives.py), the real TorchServe, and
+# a local Ray cluster.
+from ray_cluster import ray_cluster  # noqa: E402,F401  (a fixture)
 from reference import torchserve  # noqa: E402,F401  (a fixture)
 
 

@@ -47,3 +47,17 @@ class Client:
     def json(self, method, path, body=None, headers=None):
         status, _, raw = self.call(method, path, body, headers)
         return status, json.loads(raw)
+
+
+def start_server(engine, **settings):
+    """nbserve's HTTP server for ``engine`` on free loopback ports, and a client per API;
+    ``settings`` are config.properties keys."""
+    from nbserve.config import ServerConfig
+    from nbserve.http import Server
+
+    config = ServerConfig()
+    config.values.update({f"{api}_address": "http://127.0.0.1:0"
+                          for api in ("inference", "management", "metrics")})
+    config.values.update(settings)
+    server = Server(engine, config).start()
+    return server, {api: Client(url) for api, url in server.urls.items()}

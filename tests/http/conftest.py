@@ -2,19 +2,8 @@
 
 import pytest
 
-from nbserve.config import ServerConfig
 from nbserve.engine import Engine
-from nbserve.http import Server
-from helpers import Client
-
-
-def start(engine, **settings):
-    config = ServerConfig()
-    config.values.update({f"{api}_address": "http://127.0.0.1:0"
-                          for api in ("inference", "management", "metrics")})
-    config.values.update(settings)
-    server = Server(engine, config).start()
-    return server, {api: Client(url) for api, url in server.urls.items()}
+from helpers import start_server
 
 
 @pytest.fixture
@@ -24,7 +13,7 @@ def server_factory():
 
     def make(engine=None, **settings):
         engine = engine or Engine()
-        server, clients = start(engine, **settings)
+        server, clients = start_server(engine, **settings)
         running.append((server, engine))
         return engine, server, clients
 

@@ -1,0 +1,176 @@
+"""TorchServe's and KServe's paths on Ray Serve's HTTP proxy, so clients do not change.
+
+One deployment at route prefix ``/`` reads each request as nbserve's own server does
+(:mod:`nbserve.protocol`), sends it to the model's replicas (:mod:`.replica`), and answers
+as TorchServe does, errors included. Inference and management share the proxy's one port.
+Registering, scaling and unregistering stay with whoever deploys (``%serve --on ray``,
+``nbserve serve --on ray``): on a cluster they are Ray Serve's to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+from ray import serve
+from starlette.requests import Request
+from starlette.responses import Response
+
+from nbserve.errors import MethodNotAllowed, ModelNotFound, NBServeError, RequestTooLarge
+from nbserve.http.errors import describe as describe_error
+from nbserve.http.errors import error_body
+from nbserve.protocol import (kserve_metadata, kserve_v1_answer, kserve_v1_inputs,
+                              kserve_v2_answer, kserve_v2_inputs, prediction_answer,
+                              request_inputs)
+from nbserve.ray_serve import MODEL_APP_PREFIX, app_name, deployment_state
+from nbserve.ray_serve.replica import call_replica
+
+_ANY = ("GET", "POST", "PUT", "DELETE")
+
+
+@serve.deployment
+class Ingress:
+    """Routes TorchServe's paths to the models' Serve applications."""
+
+    def __init__(self, max_request_size: int, max_response_size: int, response_timeout: float):
+        self.max_request_size = max_request_size
+        self.max_response_size = max_response_size
+        self.response_timeout = response_timeout
+        self._handles: dict[str, Any] = {}
+        self._routes = [
+            (_ANY, r"/ping", self.ping),
+            (("POST", "PUT"), r"/predictions/([^/]+)(?:/([^/]+))?", self.prediction),
+            (("POST",), r"/v1/models/([^/:]+):predict", self.kserve_v1),
+            (("GET",), r"/v1/models/([^/:]+)", self.kserve_model),
+            (("GET",), r"/v2/health/(live|ready)", self.kserve_health),
+            (("POST",), r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer", self.kserve_v2),
+            (("GET",), r"/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready)?", self.kserve_model),
+            (("GET",), r"/models", self.models),
+            (("GET",), r"/models/([^/]+)(?:/([^/]+))?", self.describe),
+            (("POST", "PUT", "DELETE"), r"/models(?:/.*)?", self.refuse_management),
+        ]
+
+    async def __call__(self, request: Request) -> Response:
+        try:
+            return await self._route(request)
+        except Exception as error:  # every error is answered as TorchServe's JSON
+            status, type_, message, headers = describe_error(error, 500)
+            return Response(error_body(status, type_, message), status, headers,
+                            media_type="application/json")
+
+    async def _route(self, request: Request) -> Response:
+        path = request.url.path
+        for methods, pattern, route in self._routes:
+            match = re.fullmatch(pattern, path)
+            if match and request.method in methods:
+                return await route(request, *match.groups())
+        if any(re.fullmatch(pattern, path) for _, pattern, _ in self._routes):
+            raise MethodNotAllowed(f"{request.method} is not allowed on {path}.")
+        raise ModelNotFound(f"Requested resource is not found: {path}")
+
+    # Inference.
+
+    async def ping(self, request: Request) -> Response:
+        return _json({"status": "Healthy"})
+
+    async def prediction(self, request: Request, model: str, version: str | None) -> Response:
+        body = await self._body(request)
+        prediction = await self._predict(model, version, request_inputs(request.headers, body),
+                                         dict(request.headers))
+        status, headers, content = prediction_answer(prediction, self.max_response_size)
+        return Response(content, status, headers)
+
+    async def kserve_v1(self, request: Request, model: str) -> Response:
+        inputs = kserve_v1_inputs(await self._body(request))
+        answers = await asyncio.gather(*(self._predict(model, None, i) for i in inputs))
+        return _json(kserve_v1_answer(answers))
+
+    async def kserve_v2(self, request: Request, model: str, version: str | None) -> Response:
+        body, inputs = kserve_v2_inputs(await self._body(request))
+        answers = await asyncio.gather(*(self._predict(model, version, i) for i in inputs))
+        served = await self._call(model, "describe")
+        return _json(kserve_v2_answer(body, model, served["modelVersion"], answers))
+
+    async def kserve_health(self, request: Request, state: str) -> Response:
+        return _json({state: True})
+
+    async def kserve_model(self, request: Request, model: str, version: str | None = None,
+                           ready: str | None = None) -> Response:
+        served = await self._call(model, "describe")
+        if version not in (None, served["modelVersion"]):
+            raise ModelNotFound(f"Model version: {version} does not exist for model: {model}")
+        if ready or request.url.path.startswith("/v1/"):
+            return _json({"name": model,
+                          "ready": any(w["status"] == "READY" for w in served["workers"])})
+        return _json(kserve_metadata(model, [served["modelVersion"]]))
+
+    # Management (reading only).
+
+    async def models(self, request: Request) -> Response:
+        names = [name for name in await _applications() if name.startswith(MODEL_APP_PREFIX)]
+        described = await asyncio.gather(*(self._call(n[len(MODEL_APP_PREFIX):], "describe")
+                                           for n in sorted(names)))
+        return _json({"models": [{"modelName": d["modelName"], "modelUrl": d["modelUrl"]}
+                                 for d in described]})
+
+    async def describe(self, request: Request, model: str, version: str | None) -> Response:
+        """TorchServe's describe JSON, from one replica, with the replicas Ray runs."""
+        served = await self._call(model, "describe")
+        if version not in (None, "all", served["modelVersion"]):
+            raise ModelNotFound(f"Model version: {version} does not exist for model: {model}")
+        served["replicas"] = deployment_state(await _applications(), model)
+        return _json([served])
+
+    async def refuse_management(self, request: Request) -> Response:
+        raise MethodNotAllowed(
+            "On Ray Serve, models are deployed, scaled and removed by whoever serves them "
+            "(%serve --on ray, or nbserve serve --on ray), not over this API.")
+
+    # The path to a replica.
+
+    async def _body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_request_size:
+            raise self._too_large(int(declared))
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_request_size:
+                raise self._too_large(size)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, size: int) -> RequestTooLarge:
+        return RequestTooLarge(f"Request body of {size} bytes is larger than max_request_size "
+                               f"({self.max_request_size} bytes).")
+
+    async def _predict(self, model: str, version: str | None, inputs: dict,
+                       headers: dict | None = None):
+        return await self._call(model, "predict", inputs, headers, version)
+
+    async def _call(self, model: str, method: str, *args):
+        handle = self._handles.get(model)
+        if handle is None:
+            if app_name(model) not in await _applications():
+                raise ModelNotFound(f"Model not found: {model}")
+            handle = self._handles[model] = serve.get_app_handle(app_name(model))
+        try:
+            return await call_replica(handle, method, *args, timeout=self.response_timeout)
+        except NBServeError:
+            raise
+        except Exception:
+            if app_name(model) in await _applications():
+                raise
+            self._handles.pop(model, None)  # undeployed since
+            raise ModelNotFound(f"Model not found: {model}") from None
+
+
+async def _applications() -> dict:
+    """Serve's applications, asked of its controller off the event loop."""
+    return (await asyncio.to_thread(serve.status)).applications
+
+
+def _json(value: Any) -> Response:
+    return Response(json.dumps(value, indent=2), 200, media_type="application/json")

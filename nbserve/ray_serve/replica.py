@@ -1,0 +1,80 @@
+"""A Ray Serve deployment whose replicas each run nbserve's engine for one model.
+
+Inside a replica the request's path is the one it takes in a kernel: the engine's queue, its
+batcher, the handler. Ray gives each replica its devices (``CUDA_VISIBLE_DEVICES`` for
+``num_gpus``), and the engine's defaults follow what the replica sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+from ray import serve
+from ray.exceptions import RayActorError, RayTaskError
+
+from nbserve.batching import Prediction
+from nbserve.engine import Engine
+from nbserve.errors import NBServeError, RequestTimeout
+
+#: Pause before sending a request again after its replica died.
+RETRY_PAUSE = 0.2
+
+
+@serve.deployment
+class ModelReplica:
+    """One replica: the archive written to this node and an engine serving it.
+
+    The archive comes as an ObjectRef of its bytes (Ray's object store), so a replica placed
+    on any node of the cluster, or started again after a failure, can load it.
+    """
+
+    def __init__(self, archive: ray.ObjectRef, filename: str, model_name: str, settings: dict):
+        self._folder = Path(tempfile.mkdtemp(prefix="nbserve-replica-"))
+        path = self._folder / filename
+        path.write_bytes(ray.get(archive))
+        self.engine = Engine()
+        self.version = self.engine.register(path, model_name=model_name, **settings)
+
+    async def predict(self, inputs: dict, headers: dict | None = None,
+                      version: str | None = None) -> Prediction:
+        future = self.engine.submit(self.version.name, inputs, version=version, headers=headers)
+        return await asyncio.wrap_future(future)
+
+    def describe(self) -> dict:
+        """TorchServe's describe-model JSON for this replica's engine."""
+        return self.version.describe()
+
+    def check_health(self) -> None:
+        """Called by Ray Serve; a replica without a ready worker is replaced."""
+        if not any(worker.status == "READY" for worker in self.version.workers):
+            raise RuntimeError(f"{self.version.label} has no ready worker.")
+
+    def __del__(self):
+        self.engine.close()
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+
+async def call_replica(handle, method: str, *args, timeout: float):
+    """Call a model's replicas; a call that meets a dying replica is sent again, to the
+    replicas Ray still has, until ``timeout`` seconds have passed (answers are idempotent).
+
+    An error raised by nbserve in the replica (a bad input, an unknown version, a handler's
+    failure) is raised here as itself.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await getattr(handle, method).remote(*args)
+        except RayActorError:
+            if time.monotonic() + RETRY_PAUSE > deadline:
+                raise RequestTimeout(f"No replica answered within {timeout:g} s.") from None
+            await asyncio.sleep(RETRY_PAUSE)
+        except RayTaskError as e:
+            if isinstance(e.cause, NBServeError):
+                raise e.cause from None
+            raise

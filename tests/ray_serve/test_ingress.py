@@ -1,0 +1,85 @@
+"""TorchServe's and KServe's paths on Ray Serve's proxy, against nbserve's own server on the
+same archive: same answers, same JSON shapes, same errors."""
+
+import base64
+import json
+
+from archives import not_images
+from helpers import assert_same_answer
+
+
+def test_predictions_equal_the_engines(ray_client, local_clients, photos):
+    for name in ("cat.jpg", "astronaut.jpg", "coffee.png", "camera-gray.png", "astronaut-rgba.png"):
+        ray_status, ray_answer = ray_client.json("POST", "/predictions/resnet18", photos[name])
+        local_status, local_answer = local_clients["inference"].json(
+            "PUT", "/predictions/resnet18/1.0", photos[name])
+        assert ray_status == local_status == 200, (name, ray_answer)
+        assert_same_answer(ray_answer, local_answer)
+
+
+def test_multipart_and_kserve_paths_equal_the_engines(ray_client, local_clients, photos):
+    boundary = "nbserve-test"
+    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"data\"; filename=\"cat.jpg\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n").encode() + photos["cat.jpg"] + f"\r\n--{boundary}--\r\n".encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    image = base64.b64encode(photos["coffee.png"]).decode()
+    calls = [
+        ("POST", "/predictions/resnet18", form, headers),
+        ("POST", "/v1/models/resnet18:predict", json.dumps({"instances": [{"data": image}]}), {}),
+        ("POST", "/v2/models/resnet18/infer", json.dumps(
+            {"id": "r1", "inputs": [{"name": "coffee", "shape": [1], "datatype": "BYTES",
+                                     "data": [image]}]}), {}),
+        ("GET", "/v1/models/resnet18", None, {}),
+        ("GET", "/v2/models/resnet18", None, {}),
+        ("GET", "/v2/models/resnet18/ready", None, {}),
+        ("GET", "/v2/health/ready", None, {}),
+        ("GET", "/ping", None, {}),
+    ]
+    for method, path, body, headers in calls:
+        ours = ray_client.json(method, path, body, headers)
+        theirs = local_clients["inference"].json(method, path, body, headers)
+        assert ours[0] == theirs[0] == 200, (path, ours)
+        assert_same_answer(ours[1], theirs[1])
+
+
+def test_models_are_listed_and_described_with_their_replicas(ray_client, local_clients):
+    assert ray_client.json("GET", "/models") == (
+        200, {"models": [{"modelName": "resnet18", "modelUrl": "resnet18.mar"}]})
+    status, described = ray_client.json("GET", "/models/resnet18")
+    _, local = local_clients["management"].json("GET", "/models/resnet18")
+    assert status == 200 and len(described) == 1
+    replicas = described[0].pop("replicas")
+    assert list(described[0]) == list(local[0])
+    assert described[0]["modelVersion"] == "1.0"
+    assert replicas["status"] == "HEALTHY" and replicas["replicaStates"] == {"RUNNING": 2}
+
+
+def test_errors_are_torchserves_json(ray_client, local_clients, photos):
+    for name, body in not_images(photos).items():
+        ours = ray_client.json("POST", "/predictions/resnet18", body)
+        theirs = local_clients["inference"].json("POST", "/predictions/resnet18", body)
+        assert ours == theirs and ours[0] == 400, name
+    cases = [
+        ("POST", "/predictions/nowhere", b"x", 404, "ModelNotFoundException"),
+        ("GET", "/models/nowhere", None, 404, "ModelNotFoundException"),
+        ("POST", "/predictions/resnet18/9.9", photos["cat.jpg"], 404, "ModelVersionNotFoundException"),
+        ("GET", "/predictions/resnet18", None, 405, "MethodNotAllowedException"),
+        ("POST", "/models?url=resnet18.mar", None, 405, "MethodNotAllowedException"),
+        ("DELETE", "/models/resnet18", None, 405, "MethodNotAllowedException"),
+        ("POST", "/predictions/resnet18", b"\0" * 7_000_000, 413, "RequestEntityTooLargeException"),
+        ("GET", "/nowhere", None, 404, "ModelNotFoundException"),
+    ]
+    for method, path, body, code, type_ in cases:
+        status, answer = ray_client.json(method, path, body)
+        assert (status, answer["code"], answer["type"]) == (code, code, type_), (path, answer)
+        assert answer["message"]
+    assert ray_client.json("GET", "/models/resnet18")[0] == 200  # and the model is still there
+
+
+def test_a_bad_input_does_not_fail_its_neighbours(ray_client, photos):
+    from concurrent.futures import ThreadPoolExecutor
+
+    bodies = [photos["cat.jpg"], b"not an image", photos["coffee.png"], b"", photos["noise.jpg"]] * 4
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda b: ray_client.call("POST", "/predictions/resnet18", b)[0], bodies))
+    assert statuses == [200, 400, 200, 400, 200] * 4

@@ -177,21 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve_command(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
     config = server_config(args)
     for key in config.unknown:
         print(f"nbserve serve: warning: unknown config.properties key {key!r} ignored",
               file=sys.stderr)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     if args.on == "ray":
-        return _serve_on_ray(args, config, stop)
+        return _serve_on_ray(args, config)
 
     from nbserve.serving import start_serving
 
+    stop = _stop_on_signals()
     engine, server = start_serving(config, args.models)
     for api, url in server.urls.items():
         print(f"nbserve: {api} API at {url}", file=sys.stderr, flush=True)
@@ -202,11 +197,12 @@ def _serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_on_ray(args: argparse.Namespace, config, stop) -> int:
+def _serve_on_ray(args: argparse.Namespace, config) -> int:
     from nbserve import ray_serve
 
     serving = ray_serve.connect(args.ray_address, http_address=args.inference_address,
                                 config=config)
+    stop = _stop_on_signals()  # after connecting: ray.init sets a SIGTERM handler of its own
     try:
         for model in serving.deploy_models(config, args.models, **ray_placement(args)):
             print(f"nbserve: {model.name} {model.version} on Ray ({model.describe_placement()}): "
@@ -218,6 +214,17 @@ def _serve_on_ray(args: argparse.Namespace, config, stop) -> int:
     finally:
         serving.shutdown()
     return 0
+
+
+def _stop_on_signals():
+    """An event set by Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
 
 
 def _archive_command(args: argparse.Namespace) -> int:

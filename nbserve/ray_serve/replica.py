@@ -29,14 +29,15 @@ RETRY_PAUSE = 0.2
 class ModelReplica:
     """One replica: the archive written to this node and an engine serving it.
 
-    The archive comes as an ObjectRef of its bytes (Ray's object store), so a replica placed
-    on any node of the cluster, or started again after a failure, can load it.
+    The archive comes as its bytes or an ObjectRef to them, so a replica placed on any node of
+    the cluster, or started again after a failure, can load it.
     """
 
-    def __init__(self, archive: ray.ObjectRef, filename: str, model_name: str, settings: dict):
+    def __init__(self, archive: ray.ObjectRef | bytes, filename: str, model_name: str,
+                 settings: dict):
         self._folder = Path(tempfile.mkdtemp(prefix="nbserve-replica-"))
         path = self._folder / filename
-        path.write_bytes(ray.get(archive))
+        path.write_bytes(archive if isinstance(archive, bytes) else ray.get(archive))
         self.engine = Engine()
         self.version = self.engine.register(path, model_name=model_name, **settings)
 

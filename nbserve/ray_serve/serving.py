@@ -50,7 +50,8 @@ class RayModel:
 
     name: str
     version: str
-    archive: ray.ObjectRef
+    #: The archive's bytes, or a reference to them in Ray's object store.
+    archive: ray.ObjectRef | bytes
     filename: str
     #: Engine settings for each replica (batch_size, max_batch_delay, ...).
     settings: dict
@@ -114,14 +115,17 @@ class RayServing:
         self._handles: dict[str, object] = {}
         self._calls = ThreadPoolExecutor(max_workers=16, thread_name_prefix="nbserve-ray")
         self._lock = threading.RLock()
-        if INGRESS_APP not in serve.status().applications:
-            ingress = Ingress.options(ray_actor_options={"num_cpus": 0},
-                                      max_ongoing_requests=int(config.job_queue_size),
-                                      logging_config=_LOGGING)
-            serve.run(ingress.bind(int(config.max_request_size), int(config.max_response_size),
-                                   self.response_timeout),
-                      name=INGRESS_APP, route_prefix="/")
+        self._ingress = Ingress.options(
+            ray_actor_options={"num_cpus": 0}, max_ongoing_requests=int(config.job_queue_size),
+            logging_config=_LOGGING,
+        ).bind(int(config.max_request_size), int(config.max_response_size), self.response_timeout)
+        self._ensure_ingress()
         atexit.register(self.shutdown)
+
+    def _ensure_ingress(self) -> None:
+        """Deploy the ingress unless it runs (another deployer's shutdown may have deleted it)."""
+        if INGRESS_APP not in serve.status().applications:
+            serve.run(self._ingress, name=INGRESS_APP, route_prefix="/")
 
     def deploy(self, source: str | os.PathLike, *, model_name: str | None = None,
                replicas: int = 1, min_replicas: int | None = None,
@@ -139,7 +143,7 @@ class RayServing:
             raise BadRequest(f"Invalid model name {name!r}: use letters, digits, '_', '-', '.'.")
         filename, data = _archive_bytes(path)
         model = RayModel(name, str(settings.pop("version", None) or archive.version or "1.0"),
-                         ray.put(data), filename,
+                         _shared(data), filename,
                          {k: v for k, v in settings.items() if v is not None},
                          replicas=replicas, min_replicas=min_replicas, max_replicas=max_replicas,
                          num_cpus=num_cpus, num_gpus=num_gpus)
@@ -159,6 +163,7 @@ class RayServing:
                                  min_replicas=min_replicas, max_replicas=max_replicas))
 
     def _run(self, model: RayModel) -> RayModel:
+        self._ensure_ingress()
         deployment = ModelReplica.options(**model.deployment_options())
         bound = deployment.bind(model.archive, model.filename, model.name,
                                 {"version": model.version, **model.settings})
@@ -253,6 +258,15 @@ def _archive_bytes(path: Path) -> tuple[str, bytes]:
         for file in sorted(p for p in path.rglob("*") if p.is_file()):
             zipped.write(file, file.relative_to(path).as_posix())
     return f"{path.name}.mar", buffer.getvalue()
+
+
+def _shared(data: bytes):
+    """The archive as replicas receive it: a reference into Ray's object store, so it crosses
+    the cluster once per node; through Ray Client (``ray://``), whose references replicas
+    cannot resolve, the bytes themselves, kept by Serve's controller."""
+    if ray.util.client.ray.is_connected():
+        return data
+    return ray.put(data)
 
 
 def _proxy_url() -> str:

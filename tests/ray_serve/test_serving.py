@@ -1,6 +1,8 @@
 """Deploying from a notebook or ``nbserve serve``: scaling, failures, shutting down, and what
 happens without Ray."""
 
+import os
+import signal
 import subprocess
 import sys
 
@@ -9,7 +11,7 @@ from ray import serve
 
 import archives
 from conftest import Stream
-from helpers import assert_same_answer
+from helpers import Client, assert_same_answer
 from nbserve import ray_serve
 from nbserve.errors import InferenceError, NBServeError
 
@@ -81,3 +83,32 @@ def test_a_model_without_room_on_the_cluster_says_so(on_ray, classifier_on_ray, 
     finally:
         on_ray.startup_timeout = 120
     assert "nbserve:echo" not in serve.status().applications
+
+
+def test_nbserve_serve_on_ray_through_ray_client_then_sigterm(ray_cluster, on_ray, classifier_mar,
+                                                              engine, photos):
+    command = [sys.executable, "-m", "nbserve", "serve", "--models", f"cli18={classifier_mar}",
+               "--on", "ray", "--ray-address", ray_cluster.client_address, "--replicas", "1",
+               "--num-cpus", "0"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        lines = []
+        while not any("management APIs at" in line for line in lines):
+            line = process.stderr.readline()
+            assert line, f"nbserve serve exited: {''.join(lines)}"
+            lines.append(line)
+        assert f"cli18 1.0 on Ray (1 replica, 0 CPU each): {on_ray.url}/predictions/cli18" in "".join(lines)
+        client = Client(on_ray.url)
+        status, answer = client.json("POST", "/predictions/cli18", photos["cat.jpg"])
+        if "resnet18" not in [m.name for m in engine.models()]:
+            engine.register(classifier_mar)
+        assert status == 200
+        assert_same_answer(answer, engine.predict("resnet18", photos["cat.jpg"]))
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "nbserve:cli18" not in serve.status().applications
+    assert client.call("POST", "/predictions/cli18", photos["cat.jpg"])[0] == 404

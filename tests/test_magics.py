@@ -221,3 +221,25 @@ def test_serve_stop_unregisters_a_model_then_frees_the_ports(kernel):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server binds it again
             s.bind(("127.0.0.1", port))
     assert "Nothing is being served" in text(kernel.ok("%serve"))
+
+
+def test_serve_on_ray_deploys_replicas_that_answer_as_this_kernel_does(ray_cluster, workdir, photos,
+                                                                        tmp_path_factory):
+    cache = tmp_path_factory.getbasetemp() / "nbserve-cache"
+    with Kernel(workdir, env={"NBSERVE_CACHE_DIR": str(cache)}) as k:
+        k.ok("%load_ext nbserve")
+        cell = k.ok(f"%serve store/resnet18.mar --model-name onray --on ray --replicas 2 "
+                    f"--num-cpus 0 --ray-address {ray_cluster.address} "
+                    f"--inference-address {ray_cluster.http_address}")
+        url = k.value("__import__('nbserve').session.current.ray.url")
+        shown = text(cell)
+        assert f"Serving onray 1.0 on Ray (2 replicas, 0 CPU each): {url}/predictions/onray" in shown
+        assert "2/2 replicas (HEALTHY)" in shown and "ray: 0 CPU each" in shown
+        k.ok("%serve store/resnet18.mar --model-name here")  # the same archive, in the kernel
+        on_ray = predicted(k, "onray cat.jpg")
+        assert_same_answer(on_ray, predicted(k, "here cat.jpg"))
+        assert_same_answer(Client(url).json("POST", "/predictions/onray", photos["cat.jpg"])[1], on_ray)
+        assert "not an image" in usage_error(k.run("bad = b'notes'\n%predict onray bad"))
+        assert "Stopped serving onray on Ray." in text(k.ok("%serve --stop onray"))
+        assert Client(url).call("POST", "/predictions/onray", photos["cat.jpg"])[0] == 404
+        k.ok("%serve --stop")

@@ -33,6 +33,13 @@ class ImageClassifier(MobileNetV3):
 
 MODELS = ("densenet161", "mobilenet_v3_small")
 
+#: A handler with no model: it answers each request with its size, so a server's own cost
+#: per request is all there is to measure.
+ECHO_HANDLER = """\
+def handle(data, context):
+    return None if data is None else [{"bytes": len(row.get("body") or b"")} for row in data]
+"""
+
 
 def build(name: str) -> Path:
     """``name``.mar in the cache, made on first use."""
@@ -41,6 +48,9 @@ def build(name: str) -> Path:
         return mar
     folder = CACHE / name
     folder.mkdir(parents=True, exist_ok=True)
+    if name == "echo":
+        (folder / "echo.py").write_text(ECHO_HANDLER)
+        return archive(name, "1.0", str(folder / "echo.py"), export_path=CACHE / "store", force=True)
     model_py = folder / "model.py"
     if name in MODEL_FILES:
         shutil.copy(MODEL_FILES[name], model_py)

@@ -18,7 +18,8 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
-from nbserve.errors import MethodNotAllowed, ModelNotFound, NBServeError, RequestTooLarge
+from nbserve.errors import (MethodNotAllowed, ModelNotFound, ModelVersionNotFound, NBServeError,
+                            RequestTooLarge)
 from nbserve.http.errors import describe as describe_error
 from nbserve.http.errors import error_body
 from nbserve.protocol import (kserve_metadata, kserve_v1_answer, kserve_v1_inputs,
@@ -98,9 +99,7 @@ class Ingress:
 
     async def kserve_model(self, request: Request, model: str, version: str | None = None,
                            ready: str | None = None) -> Response:
-        served = await self._call(model, "describe")
-        if version not in (None, served["modelVersion"]):
-            raise ModelNotFound(f"Model version: {version} does not exist for model: {model}")
+        served = await self._described(model, version)
         if ready or request.url.path.startswith("/v1/"):
             return _json({"name": model,
                           "ready": any(w["status"] == "READY" for w in served["workers"])})
@@ -117,11 +116,17 @@ class Ingress:
 
     async def describe(self, request: Request, model: str, version: str | None) -> Response:
         """TorchServe's describe JSON, from one replica, with the replicas Ray runs."""
-        served = await self._call(model, "describe")
-        if version not in (None, "all", served["modelVersion"]):
-            raise ModelNotFound(f"Model version: {version} does not exist for model: {model}")
+        served = await self._described(model, version)
         served["replicas"] = deployment_state(await _applications(), model)
         return _json([served])
+
+    async def _described(self, model: str, version: str | None) -> dict:
+        """One replica's describe JSON; a version other than the one deployed is not found."""
+        served = await self._call(model, "describe")
+        if version not in (None, "all", served["modelVersion"]):
+            raise ModelVersionNotFound(f"Model version: {version} does not exist for model: "
+                                       f"{model} (it has {served['modelVersion']})")
+        return served
 
     async def refuse_management(self, request: Request) -> Response:
         raise MethodNotAllowed(

@@ -2,6 +2,8 @@
 
 import http.client
 import json
+import threading
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -61,3 +63,35 @@ def start_server(engine, **settings):
     config.values.update(settings)
     server = Server(engine, config).start()
     return server, {api: Client(url) for api, url in server.urls.items()}
+
+
+class Stream:
+    """Closed-loop clients sending one photo until stopped; every answer is recorded."""
+
+    def __init__(self, client: Client, path: str, body: bytes, clients: int = 4):
+        self.client, self.path, self.body = client, path, body
+        self.statuses: list[int] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                status, _, raw = self.client.call("POST", self.path, self.body, timeout=120)
+                self.statuses.append(status)
+                if status != 200:
+                    self.failures.append(f"{status}: {raw[:300]!r}")
+            except OSError as e:  # a connection refused or dropped is a lost request too
+                self.failures.append(repr(e))
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        time.sleep(1)  # requests sent after the event are still in the count
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()

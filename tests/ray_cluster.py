@@ -21,7 +21,7 @@ def ray_cluster():
     """``address`` (host:port), ``client_address`` (ray://), and the ``http_address`` Ray
     Serve's proxy is to listen at."""
     ray = str(Path(sys.executable).with_name("ray"))
-    gcs, client, http = free_port(), free_port(), free_port()
+    gcs, client, http, runtime_env_agent = free_port(), free_port(), free_port(), free_port()
     # Ray 2.60's `ray start` and its drivers disagree on token authentication by default; the
     # cluster is on loopback and this machine's alone, so it is switched off for both.
     saved = os.environ.get("RAY_AUTH_MODE")
@@ -32,7 +32,9 @@ def ray_cluster():
            "RAY_SERVE_SLOW_STARTUP_WARNING_PERIOD_S": "5"}
     started = subprocess.run(
         [ray, "start", "--head", "--num-cpus", "2", "--port", str(gcs),
-         "--ray-client-server-port", str(client), "--min-worker-port", str(WORKER_PORTS[0]),
+         "--ray-client-server-port", str(client),
+         # Left to Ray, this agent's port was sometimes 0, and Ray Client's servers failed.
+         "--runtime-env-agent-port", str(runtime_env_agent), "--min-worker-port", str(WORKER_PORTS[0]),
          "--max-worker-port", str(WORKER_PORTS[1]), "--include-dashboard", "false",
          "--disable-usage-stats"], capture_output=True, text=True, env=env)
     assert started.returncode == 0, started.stderr

@@ -1,9 +1,6 @@
 """A classifier archive on the tests' local Ray cluster with 2 replicas, deployed from this
 process, and the same archive on nbserve's own engine and HTTP server to compare against."""
 
-import threading
-import time
-
 import pytest
 
 from helpers import Client, start_server
@@ -38,35 +35,3 @@ def local_clients(classifier_mar):
         server, clients = start_server(engine)
         yield clients
         server.stop(timeout=5)
-
-
-class Stream:
-    """Closed-loop clients sending one photo until stopped; every answer is recorded."""
-
-    def __init__(self, client: Client, path: str, body: bytes, clients: int = 4):
-        self.client, self.path, self.body = client, path, body
-        self.statuses: list[int] = []
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
-
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                status, _, raw = self.client.call("POST", self.path, self.body, timeout=120)
-                self.statuses.append(status)
-                if status != 200:
-                    self.failures.append(f"{status}: {raw[:300]!r}")
-            except OSError as e:  # a connection refused or dropped is a lost request too
-                self.failures.append(repr(e))
-
-    def __enter__(self):
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        time.sleep(1)  # requests sent after the event are still in the count
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()

@@ -4,7 +4,7 @@ import time
 
 import ray
 
-from conftest import Stream
+from helpers import Stream
 
 
 def replica_actors(model: str) -> list[str]:

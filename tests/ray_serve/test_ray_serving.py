@@ -10,8 +10,7 @@ import pytest
 from ray import serve
 
 import archives
-from conftest import Stream
-from helpers import Client, assert_same_answer
+from helpers import Client, Stream, assert_same_answer
 from nbserve import ray_serve
 from nbserve.errors import InferenceError, NBServeError
 

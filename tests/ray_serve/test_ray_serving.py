@@ -19,7 +19,7 @@ def echo_archive(folder):
     """A model with no weights: it answers each request with its body's length."""
     (folder / "echo.py").write_text(
         "def handle(data, context):\n"
-        "    return None if data is None else [len(row['body']) for row in data]\n")
+        "    return None if data is None else [{'bytes': len(row['body'])} for row in data]\n")
     return archives.make_archive(folder, "echo", "echo.py")
 
 
@@ -53,11 +53,13 @@ def test_a_model_that_cannot_load_is_an_error_and_leaves_nothing(on_ray, tmp_pat
     assert "broken" not in on_ray.models
 
 
-def test_shutdown_deletes_what_it_deployed(ray_cluster, classifier_on_ray, tiny_model_dir, tmp_path):
+def test_shutdown_deletes_what_it_deployed(ray_cluster, classifier_on_ray, tmp_path):
     echo = echo_archive(tmp_path)
     other = ray_serve.connect(ray_cluster.address)  # a second deployer, as a second kernel is
-    other.deploy(echo, model_name="echo", replicas=1, num_cpus=0)
-    assert "nbserve:echo" in serve.status().applications
+    model = other.deploy(echo, model_name="echo", min_replicas=1, max_replicas=2, num_cpus=0)
+    assert model.describe_placement() == "1-2 replicas, 0 CPU each"
+    assert other.state("echo")["replicaStates"] == {"RUNNING": 1}  # autoscaling, idle
+    assert Client(other.url).json("POST", "/predictions/echo", b"12345") == (200, {"bytes": 5})
     other.shutdown()
     applications = serve.status().applications
     assert "nbserve:echo" not in applications

@@ -72,8 +72,7 @@ class RayModel:
                        ray_actor_options={"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
                        logging_config=_LOGGING, max_constructor_retry_count=3)
         if self.autoscaling:
-            low = self.min_replicas if self.min_replicas is not None else 1
-            high = self.max_replicas if self.max_replicas is not None else max(low, 1)
+            low, high = self.autoscaling_bounds
             options["autoscaling_config"] = {"min_replicas": low, "max_replicas": high}
         else:
             options["num_replicas"] = self.replicas
@@ -84,9 +83,15 @@ class RayModel:
         """What each replica holds: ``1 CPU``, ``1 CPU, 1 GPU``."""
         return f"{self.num_cpus:g} CPU" + (f", {self.num_gpus:g} GPU" if self.num_gpus else "")
 
+    @property
+    def autoscaling_bounds(self) -> tuple[int, int]:
+        """Fewest and most replicas, where only one bound was given: 1, or the other bound."""
+        low = self.min_replicas if self.min_replicas is not None else 1
+        return low, self.max_replicas if self.max_replicas is not None else max(low, 1)
+
     def describe_placement(self) -> str:
         if self.autoscaling:
-            count = f"{self.min_replicas or 1}-{self.max_replicas or self.min_replicas} replicas"
+            count = "{}-{} replicas".format(*self.autoscaling_bounds)
         else:
             count = f"{self.replicas} replica{'s' * (self.replicas != 1)}"
         return f"{count}, {self.resources} each"

@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable, Iterable
 
-from nbserve.errors import ArchiveError
+from nbserve.errors import ArchiveError, NBServeError
 from nbserve.handlers import TORCHSERVE_HANDLERS
 
 MANIFEST_PATH = "MAR-INF/MANIFEST.json"
@@ -84,11 +84,7 @@ def archive(
     ...         export_path="model-store")                                   # doctest: +SKIP
     PosixPath('model-store/densenet161.mar')
     """
-    if not MODEL_NAME_PATTERN.match(model_name or ""):
-        raise ArchiveError(
-            f"Invalid model name {model_name!r}: use letters, digits, '_', '-' and '.', "
-            "starting with a letter or digit."
-        )
+    check_model_name(model_name)
     if not version:
         raise ArchiveError(f"Model {model_name!r} needs a version (--version, e.g. 1.0).")
     if runtime not in RUNTIMES:
@@ -122,6 +118,14 @@ def archive(
     export_dir.mkdir(parents=True, exist_ok=True)
     _write(target, archive_format, model_name, members, manifest, progress)
     return target
+
+
+def check_model_name(name: str | None, error: type[NBServeError] = ArchiveError) -> str:
+    """``name``, if TorchServe takes it as a model name; ``error`` saying the rule if not."""
+    if not MODEL_NAME_PATTERN.match(name or ""):
+        raise error(f"Invalid model name {name!r}: use letters, digits, '_', '-' and '.', "
+                    "starting with a letter or digit.")
+    return name
 
 
 def _handler_file(handler: str, runtime: str) -> Path | None:

@@ -97,7 +97,7 @@ class Session:
             if self.engine is None and self.ray is None:
                 return "Nothing is being served."
             if model_name:
-                if self.ray is not None and model_name in self.ray.models:
+                if self._on_ray(model_name):
                     self.ray.undeploy(model_name)
                     return f"Stopped serving {model_name} on Ray."
                 if self.engine is None:
@@ -124,9 +124,13 @@ class Session:
             return ServingStatus.of(self.engine, self.server.urls if self.server else {},
                                     self.ray)
 
+    def _on_ray(self, model_name: str) -> bool:
+        """Whether this kernel deployed ``model_name`` to Ray (rather than serving it here)."""
+        return self.ray is not None and model_name in self.ray.models
+
     def get(self, model_name: str, version: str | None = None):
         """A model version served here, or a model this kernel deployed to Ray."""
-        if self.ray is not None and model_name in self.ray.models:
+        if self._on_ray(model_name):
             return self.ray.model(model_name)
         if self.engine is None:
             raise ModelNotFound(f"Model not found: {model_name} (nothing is served yet: "
@@ -135,7 +139,7 @@ class Session:
 
     def submit(self, model_name: str, inputs: dict, *, version: str | None = None) -> Future:
         """Queue one request where the model is served; the future resolves to a Prediction."""
-        if self.ray is not None and model_name in self.ray.models:
+        if self._on_ray(model_name):
             return self.ray.submit(model_name, inputs, version=version)
         self.get(model_name, version)
         return self.engine.submit(model_name, inputs, version=version)

@@ -101,7 +101,7 @@ class BaseHandler:
     def initialize(self, context):
         """Load the model the manifest names onto the context's device, and the label map.
 
-Eager models (``modelFile`` plus a state dict) load with ``weights_only=True``: a
+        Eager models (``modelFile`` plus a state dict) load with ``weights_only=True``: a
         checkpoint that would run code when unpickled is refused. ``.pt`` files without a model
         file load as TorchScript, ``.pt2`` files as ``torch.export`` programs. A model served
         live from a notebook has no file: each worker copies it onto its device.

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import ray
 from ray import serve
 
-from nbserve.archive import MODEL_NAME_PATTERN, open_archive
+from nbserve.archive import ModelArchive, check_model_name, open_archive
 from nbserve.batching import Prediction
 from nbserve.config import ServerConfig
 from nbserve.errors import BadRequest, ModelNotFound, NBServeError
@@ -132,7 +132,7 @@ class RayServing:
         if INGRESS_APP not in serve.status().applications:
             serve.run(self._ingress, name=INGRESS_APP, route_prefix="/")
 
-    def deploy(self, source: str | os.PathLike, *, model_name: str | None = None,
+    def deploy(self, source: str | os.PathLike | ModelArchive, *, model_name: str | None = None,
                replicas: int = 1, min_replicas: int | None = None,
                max_replicas: int | None = None, num_cpus: float = 1, num_gpus: float = 0,
                **settings) -> RayModel:
@@ -141,12 +141,10 @@ class RayServing:
 
         ``settings`` are each replica's engine settings, as :meth:`Engine.register` takes them.
         """
-        path = Path(source)
-        archive = open_archive(path)  # a bad archive fails here, not in every replica
-        name = model_name or archive.model_name
-        if not MODEL_NAME_PATTERN.match(name or ""):
-            raise BadRequest(f"Invalid model name {name!r}: use letters, digits, '_', '-', '.'.")
-        filename, data = _archive_bytes(path)
+        # Opened here, so a bad archive fails once, not in every replica.
+        archive = source if isinstance(source, ModelArchive) else open_archive(source)
+        name = check_model_name(model_name or archive.model_name, BadRequest)
+        filename, data = _archive_bytes(archive.source)
         model = RayModel(name, str(settings.pop("version", None) or archive.version or "1.0"),
                          _shared(data), filename,
                          {k: v for k, v in settings.items() if v is not None},
@@ -157,7 +155,7 @@ class RayServing:
     def deploy_models(self, config: ServerConfig, models: list[str], **placement) -> list[RayModel]:
         """``--models`` (or ``load_models``) as ``nbserve serve`` reads them, each deployed with
         ``placement`` (replicas, num_cpus, ...)."""
-        return [self.deploy(archive.source, **settings, **placement)
+        return [self.deploy(archive, **settings, **placement)
                 for archive, settings in startup_archives(config, models)]
 
     def scale(self, model_name: str, replicas: int | None = None, *,

@@ -5,8 +5,12 @@ defaults, TorchServe with its defaults (a worker per core, no batching), and Tor
 (one worker, batching). The load comes from a separate process, clients on keep-alive
 connections, each sending the next request when its answer arrives.
 
+This machine's speed drifts by tens of percent within minutes, so with ``--rounds N`` every
+measurement (the limit included) is taken N times, the servers' order rotating from round to
+round, and each row gives the median and the range.
+
     python bench/rest.py                       # both models, 1/4/16 clients, 10 s a point
-    python bench/rest.py --models mobilenet_v3_small --clients 8 --seconds 5
+    python bench/rest.py --models mobilenet_v3_small --clients 8 --seconds 5 --rounds 3
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -135,6 +140,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(models.MODELS))
     parser.add_argument("--clients", default="1,4,16")
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--load", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
@@ -142,23 +148,39 @@ def main() -> None:
         print(json.dumps(load(int(port), path, models.photo(), int(clients), args.seconds)))
         return
 
-    print("| model | server | clients | req/s | of limit | p50 (ms) | errors |")
-    print("|---|---|---|---|---|---|---|")
+    clients = [int(c) for c in args.clients.split(",")]
+    print("| model | server | clients | req/s | range | of limit | p50 (ms) | errors |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
         mar = models.build(name)
-        limit = in_subprocess("limit", name, "--seconds", str(args.seconds))
-        print(f"| {name} | in-process limit (batch {limit['best_batch']}; batch-1 "
-              f"{limit['batch1_ms']:.1f} ms) | - | {limit['limit']:.1f} | 1.00 | - | - |", flush=True)
-        for server in (NBServe(mar), TorchServe(mar, tuned=False), TorchServe(mar, tuned=True)):
-            with server:
-                for clients in (int(c) for c in args.clients.split(",")):
-                    run = load_in_subprocess(server.port, f"/predictions/{mar.stem}", clients,
-                                             args.seconds)
-                    p50 = f"{run['p50_ms']:.1f}" if run["p50_ms"] is not None else "-"
-                    print(f"| {name} | {server.label} | {clients} | {run['throughput']:.1f} "
-                          f"| {run['throughput'] / limit['limit']:.2f} | {p50} | {run['errors']} |",
-                          flush=True)
+        servers = [lambda: NBServe(mar), lambda: TorchServe(mar, tuned=False),
+                   lambda: TorchServe(mar, tuned=True)]
+        limits, runs = [], defaultdict(list)
+        for round_ in range(args.rounds):
+            limits.append(in_subprocess("limit", name, "--seconds", str(args.seconds)))
+            for make in servers[round_ % 3:] + servers[:round_ % 3]:
+                with make() as server:
+                    for n in clients:
+                        runs[server.label, n].append(load_in_subprocess(
+                            server.port, f"/predictions/{mar.stem}", n, args.seconds))
+        limit = statistics.median(run["limit"] for run in limits)
+        best_batch = statistics.mode(run["best_batch"] for run in limits)
+        batch1_ms = statistics.median(run["batch1_ms"] for run in limits)
+        print(f"| {name} | in-process limit (batch {best_batch}; batch-1 {batch1_ms:.1f} ms) "
+              f"| - | {limit:.1f} | {spread(run['limit'] for run in limits)} | 1.00 | - | - |")
+        for (label, n), measured in runs.items():
+            throughput = statistics.median(run["throughput"] for run in measured)
+            p50s = [run["p50_ms"] for run in measured if run["p50_ms"] is not None]
+            p50 = f"{statistics.median(p50s):.1f}" if p50s else "-"
+            print(f"| {name} | {label} | {n} | {throughput:.1f} "
+                  f"| {spread(run['throughput'] for run in measured)} | {throughput / limit:.2f} "
+                  f"| {p50} | {sum(run['errors'] for run in measured)} |", flush=True)
 
+
+def spread(values) -> str:
+    """The range of a row's measurements, "-" for one."""
+    values = list(values)
+    return f"{min(values):.1f}-{max(values):.1f}" if len(values) > 1 else "-"
 
 if __name__ == "__main__":
     main()

@@ -60,6 +60,30 @@ def classifier(folder: Path) -> Path:
                         serialized_file="resnet18.pth", extra_files="index_to_name.json")
 
 
+HEADER_HANDLER_PY = '''\
+from ts.torch_handler.image_classifier import ImageClassifier
+
+
+class HeaderClassifier(ImageClassifier):
+    """Names each request in a header of its answer, through the context, as handlers do."""
+
+    def postprocess(self, data):
+        for index, request_id in self.context.request_ids.items():
+            self.context.set_response_header(index, "X-Request-Id", request_id)
+        return super().postprocess(data)
+'''
+
+
+def header_classifier(folder: Path) -> Path:
+    """The resnet18 classifier with a handler that subclasses TorchServe's ImageClassifier,
+    changing only ``postprocess``, which sets a header through ``self.context``."""
+    eager_files(folder, CLASSIFIER_PY, "ImageClassifier", "resnet18.pth")
+    (folder / "handler.py").write_text(HEADER_HANDLER_PY)
+    shutil.copy(IMAGENET_LABELS, folder / "index_to_name.json")
+    return make_archive(folder, "headers", "handler.py", model_file="model.py",
+                        serialized_file="resnet18.pth", extra_files="index_to_name.json")
+
+
 def scripted_classifier(folder: Path) -> Path:
     """The same resnet18 as TorchScript, without a model file."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import pytest
 
+import archives
 from archives import CONTROLLED, controlled
 from helpers import assert_same_answer
 from nbserve.archive import archive
@@ -44,6 +45,18 @@ def test_a_bad_image_fails_alone_in_its_batch(classifier_mar, photos):
     assert [f.exception() is None for f in futures] == [True, False, True, False, True]
     assert {f.exception().status for f in futures if f.exception()} == {400}
     assert all(len(f.result().value) == 5 for f in futures if f.exception() is None)
+
+
+def test_headers_a_pipelined_handler_sets_reach_their_own_answers(tmp_path, photos):
+    """Requests are preprocessed while the forward pass runs; the context postprocess sees
+    must still be its own batch's, or the headers it sets are lost."""
+    with Engine() as engine:
+        engine.register(archives.header_classifier(tmp_path), batch_size=4)
+        futures = submit_many(engine, "headers", [photos["cat.jpg"]] * 48)
+        predictions = [f.result() for f in futures]
+        assert max(engine.get("headers").stats.batch_sizes) > 1
+    assert [bool(p.headers.get("X-Request-Id")) for p in predictions] == [True] * 48
+    assert len({p.headers["X-Request-Id"] for p in predictions}) == 48
 
 
 def test_a_handler_exception_fails_only_its_request(ctl):

@@ -158,7 +158,8 @@ def main() -> None:
         limits, runs = [], defaultdict(list)
         for round_ in range(args.rounds):
             limits.append(in_subprocess("limit", name, "--seconds", str(args.seconds)))
-            for make in servers[round_ % 3:] + servers[:round_ % 3]:
+            turn = round_ % len(servers)
+            for make in servers[turn:] + servers[:turn]:
                 with make() as server:
                     for n in clients:
                         runs[server.label, n].append(load_in_subprocess(
@@ -181,6 +182,7 @@ def spread(values) -> str:
     """The range of a row's measurements, "-" for one."""
     values = list(values)
     return f"{min(values):.1f}-{max(values):.1f}" if len(values) > 1 else "-"
+
 
 if __name__ == "__main__":
     main()

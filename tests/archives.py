@@ -51,13 +51,18 @@ class ImageClassifier(ResNet):
 
 def classifier(folder: Path) -> Path:
     """resnet18, eager (model.py + state dict), with ImageNet's labels."""
+    classifier_files(folder)
+    return make_archive(folder, "resnet18", "image_classifier", model_file="model.py",
+                        serialized_file="resnet18.pth", extra_files="index_to_name.json")
+
+
+def classifier_files(folder: Path) -> None:
+    """The classifier's ``model.py``, seeded ``resnet18.pth`` and ``index_to_name.json``."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.py").write_text(CLASSIFIER_PY)
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), folder / "resnet18.pth")
     shutil.copy(IMAGENET_LABELS, folder / "index_to_name.json")
-    return make_archive(folder, "resnet18", "image_classifier", model_file="model.py",
-                        serialized_file="resnet18.pth", extra_files="index_to_name.json")
 
 
 HEADER_HANDLER_PY = '''\
@@ -77,9 +82,8 @@ class HeaderClassifier(ImageClassifier):
 def header_classifier(folder: Path) -> Path:
     """The resnet18 classifier with a handler that subclasses TorchServe's ImageClassifier,
     changing only ``postprocess``, which sets a header through ``self.context``."""
-    eager_files(folder, CLASSIFIER_PY, "ImageClassifier", "resnet18.pth")
+    classifier_files(folder)
     (folder / "handler.py").write_text(HEADER_HANDLER_PY)
-    shutil.copy(IMAGENET_LABELS, folder / "index_to_name.json")
     return make_archive(folder, "headers", "handler.py", model_file="model.py",
                         serialized_file="resnet18.pth", extra_files="index_to_name.json")
 

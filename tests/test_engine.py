@@ -7,8 +7,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import pytest
 
-import archives
-from archives import CONTROLLED, controlled
+from archives import CONTROLLED, controlled, header_classifier
 from helpers import assert_same_answer
 from nbserve.archive import archive
 from nbserve.engine import Engine
@@ -51,7 +50,7 @@ def test_headers_a_pipelined_handler_sets_reach_their_own_answers(tmp_path, phot
     """Requests are preprocessed while the forward pass runs; the context postprocess sees
     must still be its own batch's, or the headers it sets are lost."""
     with Engine() as engine:
-        engine.register(archives.header_classifier(tmp_path), batch_size=4)
+        engine.register(header_classifier(tmp_path), batch_size=4)
         futures = submit_many(engine, "headers", [photos["cat.jpg"]] * 48)
         predictions = [f.result() for f in futures]
         assert max(engine.get("headers").stats.batch_sizes) > 1

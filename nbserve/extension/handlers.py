@@ -91,7 +91,12 @@ class ProxyHandler(NBServeHandler):
     """Any other TorchServe path, streamed to the kernel that answers it and back."""
 
     async def prepare(self):
-        await super().prepare()  # Jupyter's authentication and XSRF checks
+        await super().prepare()  # Jupyter's identity, Host, Origin and XSRF checks
+        # Who may call is settled here, before anything reaches a kernel: with
+        # jupyter-server's defaults (allow_unauthenticated_access, AllowAllAuthorizer) a request
+        # without credentials would pass both checks below, were it not for the first.
+        if not self.current_user:
+            raise HTTPError(403, "Log in to Jupyter, or send its token, to call the models.")
         action = {"GET": "read", "HEAD": "read"}.get(self.request.method, "write")
         if not await ensure_async(self.authorizer.is_authorized(
                 self, self.current_user, action, AUTH_RESOURCE)):

@@ -31,7 +31,10 @@ def kernels(jupyter, classifier_mar):
 
 
 def own_client(kernel, api="inference") -> Client:
-    return Client(kernel.value("__import__('nbserve').session.current.server.urls")[api])
+    """A client of the kernel's own API, holding its key."""
+    current = "__import__('nbserve').session.current"
+    return Client(kernel.value(f"{current}.server.urls")[api],
+                  kernel.value(f"{current}.keys").get(api))
 
 
 def test_models_and_predictions_through_jupyter_equal_the_kernels_own(jupyter, kernels, photos):
@@ -72,14 +75,41 @@ def test_errors_come_back_as_torchserve_json(jupyter, kernels):
     assert status == 404 and "no-such-kernel" in body["message"]
 
 
-def test_without_credentials_nothing_is_answered(jupyter, kernels, photos):
-    for method, path, body in [("GET", "nbserve/models", None), ("GET", "nbserve/kernels", None),
-                               ("PUT", "nbserve/predictions/resnet18", photos["cat.jpg"]),
-                               ("GET", "nbserve/metrics", None), ("GET", "nbserve/", None)]:
-        for token in (None, "wrong-token"):
-            status, _, answer = jupyter.call(method, path, body, token=token)
-            assert status in (401, 403), (method, path, status)
-            assert b"resnet18" not in answer and b"tabby" not in answer
+#: Forged XSRF: one made-up value, in tornado's format, as both the cookie and the header,
+#: which any script can send.
+_FORGED = "2|00000000|6e6273657276652d666f72676564|1700000000"
+_FORGED_XSRF = {"Cookie": f"_xsrf={_FORGED}", "X-XSRFToken": _FORGED}
+
+
+def _kernel_state(kernel) -> dict:
+    """What a forwarded request would change in a kernel: its models, workers and requests."""
+    return kernel.value(
+        "{m.name: {v: [len(mv.workers), mv.stats.requests] for v, mv in m.versions.items()} "
+        "for m in __import__('nbserve').session.current.engine.models()}")
+
+
+def test_no_route_forwards_anything_without_credentials(jupyter, kernels, photos):
+    """Every method on every route, kernel-scoped too: without Jupyter's credentials nothing
+    reaches a kernel: no model is unregistered, scaled, registered, or run."""
+    older, newer = kernels
+    root = jupyter.runtime_dir.rsplit("/", 1)[0]
+    before = {k.id: _kernel_state(k) for k in kernels}
+    paths = ["nbserve/", "nbserve/kernels", "nbserve/models", "nbserve/metrics", "nbserve/ping",
+             "nbserve/predictions/resnet18", "nbserve/models/resnet18",
+             "nbserve/models/resnet18?min_worker=4&synchronous=true",
+             f"nbserve/models?url={root}/resnet18.mar&model_name=intruder&initial_workers=1",
+             "nbserve/v1/models/resnet18:predict", "nbserve/v2/models/resnet18/infer"]
+    paths += [p.replace("nbserve/", f"nbserve/kernels/{older.id}/", 1)
+              for p in paths if p.count("/") > 1 or "?" in p]
+    for path in paths:
+        for method in ("GET", "PUT", "POST", "DELETE"):
+            body = photos["cat.jpg"] if method in ("PUT", "POST") else None
+            for token, headers in ((None, {}), ("wrong-token", {}), (None, _FORGED_XSRF)):
+                status, _, answer = jupyter.call(method, path, body, token=token, headers=headers)
+                assert status in (403, 404, 405), (method, path, token, headers, status)
+                assert b"resnet18" not in answer and b"tabby" not in answer
+    assert {k.id: _kernel_state(k) for k in kernels} == before
+    assert "intruder" not in _kernel_state(older)
 
 
 def test_the_kernels_secret_never_leaves_the_server(jupyter, kernels):

@@ -43,7 +43,10 @@ class RayCluster:
 
 
 class OnRay:
-    """``nbserve serve --on ray`` with ``replicas`` replicas of one CPU each."""
+    """``nbserve serve --on ray`` with ``replicas`` replicas of one CPU each (Ray's proxy asks
+    for no key)."""
+
+    key = None
 
     def __init__(self, mar: Path, cluster: RayCluster, replicas: int):
         self.mar, self.cluster, self.replicas = mar, cluster, replicas
@@ -91,7 +94,7 @@ def main() -> None:
                 with server:
                     for clients in (int(c) for c in args.clients.split(",")):
                         run = load_in_subprocess(server.port, f"/predictions/{mar.stem}", clients,
-                                                 args.seconds)
+                                                 args.seconds, server.key)
                         share = f"{run['throughput'] / limit:.2f}" if limit else "-"
                         p50 = f"{run['p50_ms']:.1f}" if run["p50_ms"] is not None else "-"
                         print(f"| {name} | {server.label} | {clients} | {run['throughput']:.1f} "

@@ -45,25 +45,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(url: str, seconds: float = 120) -> None:
+def wait_for(url: str, seconds: float = 120, key: str | None = None) -> None:
     deadline = time.monotonic() + seconds
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2):
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2):
                 return
         except OSError:
             time.sleep(0.3)
     raise RuntimeError(f"{url} did not answer")
 
 
-def load(port: int, path: str, body: bytes, clients: int, seconds: float) -> dict:
-    """Closed-loop clients on keep-alive connections; throughput and latency."""
+def load(port: int, path: str, body: bytes, clients: int, seconds: float,
+         key: str | None = None) -> dict:
+    """Closed-loop clients on keep-alive connections; throughput and latency. ``key``: the
+    server's inference key, sent with each request."""
     local = threading.local()
+    headers = {"Content-Type": "application/octet-stream"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
 
     def call() -> bool:
         if not hasattr(local, "connection"):
             local.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-        local.connection.request("PUT", path, body, {"Content-Type": "application/octet-stream"})
+        local.connection.request("PUT", path, body, headers)
         response = local.connection.getresponse()
         response.read()
         return response.status == 200
@@ -73,35 +79,55 @@ def load(port: int, path: str, body: bytes, clients: int, seconds: float) -> dic
             "p50_ms": statistics.median(latencies) * 1000 if latencies else None}
 
 
-def load_in_subprocess(port: int, path: str, clients: int, seconds: float) -> dict:
+def load_in_subprocess(port: int, path: str, clients: int, seconds: float,
+                       key: str | None = None) -> dict:
     """The load generator in its own process, so it takes no CPU time from the server's GIL."""
     result = subprocess.run([sys.executable, __file__, "--load", str(port), path, str(clients),
-                             "--seconds", str(seconds)], capture_output=True, text=True, check=True)
+                             "--seconds", str(seconds)], capture_output=True, text=True, check=True,
+                            env={**os.environ, "NBSERVE_BENCH_KEY": key or ""})
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 class NBServe:
+    """``nbserve serve`` with its defaults, token authorization included: every request carries
+    the inference key from the key file it writes in its folder."""
+
     label = "nbserve (defaults)"
 
     def __init__(self, mar: Path):
-        self.port, self.mar = free_port(), mar
+        self.port, self.mar = free_port(), mar.absolute()
 
     def __enter__(self):
         ports = [self.port, free_port(), free_port()]
+        self.workdir = Path(tempfile.mkdtemp(prefix="bench-nbserve-"))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "nbserve", "serve", "--models", f"{self.mar.stem}={self.mar}",
              *[f"--{api}-address=http://127.0.0.1:{port}"
                for api, port in zip(("inference", "management", "metrics"), ports)]],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(f"http://127.0.0.1:{self.port}/ping")
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir)
+        key_file = self.workdir / "key_file.json"
+        deadline = time.monotonic() + 120
+        while not key_file.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("nbserve serve did not start")
+            time.sleep(0.2)
+        self.key = json.loads(key_file.read_text())["inference"]["key"]
+        wait_for(f"http://127.0.0.1:{self.port}/ping", key=self.key)
         return self
 
     def __exit__(self, *exc):
         self.process.terminate()
         self.process.wait(60)
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class TorchServe:
+    """TorchServe 0.12 with token authorization off (its key check is not what is measured; with
+    nbserve's left on, whatever checking costs falls on nbserve's side)."""
+
+    #: Requests carry no key.
+    key = None
+
     def __init__(self, mar: Path, tuned: bool):
         self.mar, self.tuned = mar, tuned
         self.label = "TorchServe (1 worker, batch 8, 5 ms)" if tuned else "TorchServe (defaults)"
@@ -145,7 +171,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.load:
         port, path, clients = args.load
-        print(json.dumps(load(int(port), path, models.photo(), int(clients), args.seconds)))
+        print(json.dumps(load(int(port), path, models.photo(), int(clients), args.seconds,
+                              key=os.environ.get("NBSERVE_BENCH_KEY") or None)))
         return
 
     clients = [int(c) for c in args.clients.split(",")]
@@ -163,7 +190,7 @@ def main() -> None:
                 with make() as server:
                     for n in clients:
                         runs[server.label, n].append(load_in_subprocess(
-                            server.port, f"/predictions/{mar.stem}", n, args.seconds))
+                            server.port, f"/predictions/{mar.stem}", n, args.seconds, server.key))
         limit = statistics.median(run["limit"] for run in limits)
         best_batch = statistics.mode(run["best_batch"] for run in limits)
         batch1_ms = statistics.median(run["batch1_ms"] for run in limits)

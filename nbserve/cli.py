@@ -107,6 +107,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-address", help="Default http://127.0.0.1:8082.")
     parser.add_argument("--enable-model-api", action="store_true",
                         help="Allow registering and unregistering models over HTTP.")
+    parser.add_argument("--disable-token-auth", action="store_true",
+                        help="Answer without TorchServe's keys (anyone who reaches the "
+                             "addresses may call them).")
     parser.add_argument("--on", choices=("local", "ray"), default="local",
                         help="Where the models run: local (this process: the kernel, or nbserve "
                              "serve) or ray (replicas on Ray Serve; pip install 'nbserve[ray]').")
@@ -126,13 +129,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     on_ray.add_argument("--num-cpus", type=float, default=1, help="CPUs per replica (default 1).")
     on_ray.add_argument("--num-gpus", type=float, default=0, help="GPUs per replica (default 0).")
     # TorchServe flags with nothing to do here: no snapshots, always in the foreground.
-    for ignored in ("--ncs", "--no-config-snapshots", "--foreground", "--start",
-                    "--disable-token-auth"):
+    for ignored in ("--ncs", "--no-config-snapshots", "--foreground", "--start"):
         parser.add_argument(ignored, action="store_true", help=argparse.SUPPRESS)
 
 
 def server_config(args: argparse.Namespace):
-    """The ServerConfig that parsed ``serve`` arguments describe: config.properties, then flags."""
+    """The ServerConfig that parsed ``serve`` arguments describe: config.properties, then flags,
+    then ``TS_*`` environment variables where config.properties enables them (TorchServe's
+    order)."""
+    import os
+
     from nbserve.config import ServerConfig
 
     config = ServerConfig.from_properties(args.ts_config) if args.ts_config else ServerConfig()
@@ -141,6 +147,9 @@ def server_config(args: argparse.Namespace):
             config.values[key] = getattr(args, key)
     if args.enable_model_api:
         config.values["enable_model_api"] = True
+    if args.disable_token_auth:
+        config.values["disable_token_authorization"] = True
+    config.apply_environment(os.environ)
     return config
 
 
@@ -184,10 +193,13 @@ def _serve_command(args: argparse.Namespace) -> int:
     if args.on == "ray":
         return _serve_on_ray(args, config)
 
+    from nbserve.http.access import serving_notices
     from nbserve.serving import start_serving
 
     stop = _stop_on_signals()
     engine, server = start_serving(config, args.models)
+    for notice in serving_notices(config, server.tokens):
+        print(f"nbserve: {notice}", file=sys.stderr, flush=True)
     for api, url in server.urls.items():
         print(f"nbserve: {api} API at {url}", file=sys.stderr, flush=True)
     stop.wait()

@@ -134,18 +134,30 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "default_response_timeout": 120,
     "enable_model_api": False,
     "allowed_urls": "file://.*|http(s)?://.*",
-    "disable_token_authorization": True,
-    "enable_token_authorization": False,
+    "disable_token_authorization": False,
+    "token_expiration_min": 60.0,
+    "cors_allowed_origin": None,
+    "cors_allowed_methods": None,
+    "cors_allowed_headers": None,
+    "certificate_file": None,
+    "private_key_file": None,
+    "enable_envvars_config": False,
+    # Jupyter's names: which Host names a server on loopback answers (see nbserve.http.access).
+    "allow_remote_access": False,
+    "local_hostnames": "localhost",
 }
 #: Keys TorchServe knows that change nothing here (JVM, Netty, metrics-mode settings).
 IGNORED_KEYS = {
     "number_of_netty_threads", "netty_client_threads", "vmargs", "default_service_handler",
     "metrics_mode", "metrics_config", "enable_metrics_api", "install_py_dep_per_model",
-    "number_of_gpu", "async_logging", "cors_allowed_origin", "cors_allowed_methods",
-    "cors_allowed_headers", "workflow_store", "plugins_path", "enable_envvars_config",
+    "number_of_gpu", "async_logging", "workflow_store", "plugins_path",
     "model_snapshot", "snapshot_store", "grpc_inference_port", "grpc_management_port",
     "enable_grpc_ssl", "keep_alive_timeout", "use_native_io", "io_ratio", "decode_input_request",
 }
+#: TorchServe's Java keystore settings; nbserve reads PEM files instead.
+KEYSTORE_KEYS = {"keystore", "keystore_pass", "keystore_type"}
+#: Environment variables that differ from ``TS_`` + the key in capitals.
+_ENV_NAMES = {"token_expiration_min": "TS_TOKEN_EXPIRATION_TIME_MIN"}
 
 
 @dataclass
@@ -166,11 +178,31 @@ class ServerConfig:
     def from_properties(cls, path) -> "ServerConfig":
         config = cls()
         for key, value in read_properties(path).items():
+            if key in KEYSTORE_KEYS:
+                raise BadRequest(f"config.properties: {key}: nbserve reads PEM files, not a Java "
+                                 "keystore; set certificate_file and private_key_file instead.")
             if key in SERVER_DEFAULTS:
                 config.values[key] = _server_value(key, value)
             elif key not in IGNORED_KEYS:
                 config.unknown.append(key)
         return config
+
+    def apply_environment(self, environ: dict[str, str]) -> None:
+        """With ``enable_envvars_config=true``, ``TS_<KEY>`` variables override the settings,
+        as in TorchServe (``TS_ALLOWED_URLS`` only with ``use_env_allowed_urls=true``)."""
+        if not self.enable_envvars_config:
+            return
+        for key in SERVER_DEFAULTS:
+            if key == "allowed_urls" and environ.get("USE_ENV_ALLOWED_URLS", "").lower() != "true":
+                continue
+            value = environ.get(_ENV_NAMES.get(key, f"TS_{key.upper()}"))
+            if value is not None:
+                self.values[key] = _server_value(key, value)
+
+    @property
+    def token_authorization(self) -> bool:
+        """Whether the APIs ask for TorchServe's keys (on unless disabled, as in 0.12)."""
+        return not self.disable_token_authorization
 
     def allows_url(self, url: str) -> bool:
         return any(re.fullmatch(p.strip(), url) for p in str(self.allowed_urls).split(","))
@@ -210,9 +242,9 @@ def _server_value(key: str, value: str) -> Any:
     default = SERVER_DEFAULTS[key]
     if isinstance(default, bool):
         return value.strip().lower() == "true"
-    if isinstance(default, int):
+    if isinstance(default, (int, float)):
         try:
-            return int(value)
+            return type(default)(value)
         except ValueError:
             raise BadRequest(f"config.properties: {key} must be a number, not {value!r}.") from None
     if key == "default_workers_per_model":

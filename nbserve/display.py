@@ -127,14 +127,18 @@ class ServingStatus:
 
     rows: list[dict]
     urls: dict[str, str]
+    #: A ``curl`` line that calls the first model served here, its key included.
+    curl: str = ""
 
     COLUMNS = ("model", "version", "device", "workers", "queue", "requests", "p50 ms", "p99 ms",
                "predictions URL")
 
     @classmethod
-    def of(cls, engine, urls: dict[str, str], ray=None) -> ServingStatus:
+    def of(cls, engine, urls: dict[str, str], ray=None,
+           inference_key: str | None = None) -> ServingStatus:
         """The versions ``engine`` serves, and the models deployed to Ray through ``ray`` (a
-        :class:`~nbserve.ray_serve.serving.RayServing`), with their replicas' states."""
+        :class:`~nbserve.ray_serve.serving.RayServing`), with their replicas' states;
+        ``inference_key`` goes in the curl line where token authorization is on."""
         rows = []
         for model in engine.models() if engine is not None else []:
             for name, version in sorted(model.versions.items()):
@@ -168,7 +172,13 @@ class ServingStatus:
                     "queue": "-", "requests": "-", "p50 ms": "-", "p99 ms": "-",
                     "predictions URL": f"{ray.url}/predictions/{model.name}",
                 })
-        return cls(rows, urls)
+        curl = ""
+        if rows:
+            url = rows[0]["predictions URL"]
+            here = inference_key and "inference" in urls and url.startswith(urls["inference"])
+            header = f' -H "Authorization: Bearer {inference_key}"' if here else ""
+            curl = f"curl {url} -T INPUT{header}"
+        return cls(rows, urls, curl)
 
     def __str__(self) -> str:
         if not self.rows:
@@ -178,6 +188,7 @@ class ServingStatus:
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in table]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines += [""] + [f"{api:<10} {url}" for api, url in self.urls.items()]
+        lines += ["", self.curl]
         return "\n".join(lines)
 
     def _repr_pretty_(self, printer, cycle) -> None:
@@ -192,4 +203,4 @@ class ServingStatus:
         urls = "".join(f'<li>{html.escape(api)}: <a href="{html.escape(url)}" target="_blank">'
                        f"{html.escape(url)}</a></li>" for api, url in self.urls.items())
         return (f'<table class="nbserve-status"><thead><tr>{head}</tr></thead><tbody>{body}'
-                f"</tbody></table><ul>{urls}</ul>")
+                f"</tbody></table><ul>{urls}</ul><pre>{html.escape(self.curl)}</pre>")

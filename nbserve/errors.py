@@ -11,6 +11,8 @@ class NBServeError(Exception):
 
     status = 500
     type = "InternalServerException"
+    #: HTTP headers the answer carries beside the error JSON.
+    headers: dict[str, str] = {}
 
     def __reduce__(self):
         # Errors cross into other processes (Ray replicas answer through the ingress); keep
@@ -50,8 +52,21 @@ class ModelAlreadyRegistered(NBServeError):
     type = "ConflictStatusException"
 
 
+class InvalidKey(NBServeError):
+    """A request without the key its API asks for (TorchServe 0.12's token authorization).
+
+    TorchServe answers 400; 401 with ``WWW-Authenticate`` is what HTTP clients and proxies
+    understand as "send credentials", and the type stays TorchServe's.
+    """
+
+    status = 401
+    type = "InvalidKeyException"
+    headers = {"WWW-Authenticate": 'Bearer realm="nbserve"'}
+
+
 class Forbidden(NBServeError):
-    """A request that proves nothing it claims (a wrong secret from the Jupyter extension)."""
+    """A request refused whoever sends it: a foreign Host or Origin, or a wrong secret from the
+    Jupyter extension."""
 
     status = 403
     type = "ForbiddenException"
@@ -79,6 +94,7 @@ class QueueFull(NBServeError):
 
     status = 503
     type = "ServiceUnavailableException"
+    headers = {"Retry-After": "1"}
 
 
 class RequestTimeout(NBServeError):

@@ -6,9 +6,13 @@ model that every later cell, ``curl`` and browser sees.
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import Future
+from pathlib import Path
 from urllib.parse import urlsplit
+
+from jupyter_core.paths import jupyter_runtime_dir
 
 from nbserve import announce
 from nbserve.config import SERVER_DEFAULTS, ServerConfig
@@ -16,6 +20,7 @@ from nbserve.display import ServingStatus
 from nbserve.engine import Engine, ModelVersion
 from nbserve.errors import ModelNotFound
 from nbserve.http import Server
+from nbserve.http.access import serving_notices
 from nbserve.http.server import API_ROUTES
 from nbserve.serving import engine_for, register_startup_models
 
@@ -43,14 +48,23 @@ class Session:
             if self.server is not None:
                 return self._unchanged(config)
             engine = self.engine or engine_for(config)
-            server = Server(engine, config, secret=announce.new_secret())
+            kernel_id = announce.current_kernel_id()
+            server = Server(engine, config, secret=announce.new_secret(),
+                            key_file=_key_file(kernel_id))
             server.start(fallback=frozenset(API_ROUTES) - _named(config))
             self.engine, self.server = engine, server
-            kernel_id = announce.current_kernel_id()
             if kernel_id:
                 self.announcement = announce.announce(kernel_id, server.urls, server.secret)
-        return [f"Port {urlsplit(address).port} is taken (another kernel serving?): the {api} API "
-                f"is at {server.urls[api]} instead." for api, address in server.moved.items()]
+        moved = [f"Port {urlsplit(address).port} is taken (another kernel serving?): the {api} API "
+                 f"is at {server.urls[api]} instead." for api, address in server.moved.items()]
+        return moved + serving_notices(config, server.tokens)
+
+    @property
+    def keys(self) -> dict[str, str]:
+        """TorchServe's keys for this kernel's APIs (``inference``, ``management``, ``API``);
+        empty while nothing is served or with token authorization off."""
+        server = self.server
+        return server.tokens.keys if server is not None and server.tokens is not None else {}
 
     def _unchanged(self, config: ServerConfig) -> list[str]:
         changed = [api for api in _named(config)
@@ -122,7 +136,7 @@ class Session:
     def status(self) -> ServingStatus:
         with self._lock:
             return ServingStatus.of(self.engine, self.server.urls if self.server else {},
-                                    self.ray)
+                                    self.ray, inference_key=self.keys.get("inference"))
 
     def _on_ray(self, model_name: str) -> bool:
         """Whether this kernel deployed ``model_name`` to Ray (rather than serving it here)."""
@@ -143,6 +157,13 @@ class Session:
             return self.ray.submit(model_name, inputs, version=version)
         self.get(model_name, version)
         return self.engine.submit(model_name, inputs, version=version)
+
+
+def _key_file(kernel_id: str | None) -> Path:
+    """Where a kernel keeps its keys: Jupyter's runtime dir, private to the user, one file per
+    kernel (TorchServe's ``key_file.json`` in the notebook's folder would be shared by every
+    kernel started there, and committed with it)."""
+    return Path(jupyter_runtime_dir()) / f"nbserve-key_file-{kernel_id or os.getpid()}.json"
 
 
 def _named(config: ServerConfig) -> set[str]:

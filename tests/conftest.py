@@ -66,6 +66,27 @@ def classifier_mar(tmp_path_factory):
     return archives.classifier(tmp_path_factory.mktemp("classifier"))
 
 
+@pytest.fixture
+def server_factory():
+    """Start nbserve HTTP servers (and engines) on free loopback ports, stopped after the test:
+    ``make(engine=None, **config_properties)`` -> (engine, server, a client per API)."""
+    from helpers import start_server
+    from nbserve.engine import Engine
+
+    running = []
+
+    def make(engine=None, **settings):
+        engine = engine or Engine()
+        server, clients = start_server(engine, **settings)
+        running.append((server, engine))
+        return engine, server, clients
+
+    yield make
+    for server, engine in running:
+        server.stop(timeout=5)
+        engine.close()
+
+
 @pytest.fixture(scope="session")
 def engine():
     """One engine for a test module's models; each test registers what it serves."""

@@ -30,15 +30,21 @@ def assert_same_answer(ours, theirs, tolerance=1e-5):
 
 
 class Client:
-    """Real HTTP on loopback: ``call("PUT", "/predictions/m", body)`` -> (status, headers, body)."""
+    """Real HTTP on loopback: ``call("PUT", "/predictions/m", body)`` -> (status, headers, body).
 
-    def __init__(self, base: str):
+    ``key``: sent as ``Authorization: Bearer <key>`` unless a call names its own.
+    """
+
+    def __init__(self, base: str, key: str | None = None):
         self.host, self.port = urlsplit(base).hostname, urlsplit(base).port
+        self.key = key
 
     def call(self, method, path, body=None, headers=None, timeout=60):
         connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
-            headers = headers or {}
+            headers = dict(headers or {})
+            if self.key and "Authorization" not in headers:
+                headers["Authorization"] = f"Bearer {self.key}"
             connection.request(method, path, body=body, headers=headers,
                                encode_chunked=headers.get("Transfer-Encoding") == "chunked")
             response = connection.getresponse()
@@ -52,8 +58,11 @@ class Client:
 
 
 def start_server(engine, **settings):
-    """nbserve's HTTP server for ``engine`` on free loopback ports, and a client per API;
-    ``settings`` are config.properties keys."""
+    """nbserve's HTTP server for ``engine`` on free loopback ports, its keys in a private
+    folder, and a client per API holding that API's key; ``settings`` are config.properties
+    keys."""
+    import tempfile
+
     from nbserve.config import ServerConfig
     from nbserve.http import Server
 
@@ -61,8 +70,14 @@ def start_server(engine, **settings):
     config.values.update({f"{api}_address": "http://127.0.0.1:0"
                           for api in ("inference", "management", "metrics")})
     config.values.update(settings)
-    server = Server(engine, config).start()
-    return server, {api: Client(url) for api, url in server.urls.items()}
+    key_file = Path(tempfile.mkdtemp(prefix="nbserve-keys-")) / "key_file.json"
+    server = Server(engine, config, key_file=key_file).start()
+    return server, clients_of(server.urls, server.tokens.keys if server.tokens else {})
+
+
+def clients_of(urls: dict[str, str], keys: dict[str, str]) -> dict[str, Client]:
+    """A client per API, each holding its API's key (the metrics API takes none)."""
+    return {api: Client(url, keys.get(api)) for api, url in urls.items()}
 
 
 class Stream:

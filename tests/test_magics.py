@@ -10,7 +10,7 @@ from http.server import HTTPServer, SimpleHTTPRequestHandler
 import pytest
 
 import archives
-from helpers import Client, assert_same_answer
+from helpers import Client, assert_same_answer, clients_of
 from kernel import Kernel, error, html, text, traceback, usage_error
 
 
@@ -44,8 +44,9 @@ def predicted(kernel, args: str):
 
 
 def clients(kernel) -> dict[str, Client]:
-    urls = kernel.value("nbserve.session.current.server.urls")
-    return {api: Client(url) for api, url in urls.items()}
+    """A client of each of the kernel's APIs, holding its key."""
+    return clients_of(kernel.value("nbserve.session.current.server.urls"),
+                      kernel.value("nbserve.session.current.keys"))
 
 
 def test_archive_returns_the_path_of_an_archive_torchserve_reads(kernel, workdir):
@@ -66,6 +67,9 @@ def test_serve_an_archive_and_call_it_over_http_while_a_cell_runs(kernel, workdi
     assert "Serving resnet18 1.0" in text(cell)
     assert "resnet18" in html(cell) and "<table" in html(cell)
     http = clients(kernel)
+    key_file = kernel.value("str(nbserve.session.current.server.tokens.key_file)")
+    assert f"the keys are in {key_file}" in text(cell)
+    assert f'-H "Authorization: Bearer {http["inference"].key}"' in text(cell)
 
     busy = threading.Thread(target=kernel.run, args=("import time; time.sleep(4)",))
     started = time.monotonic()
@@ -79,8 +83,12 @@ def test_serve_an_archive_and_call_it_over_http_while_a_cell_runs(kernel, workdi
     assert status_p == 200 and len(answer) == 5
     assert answered_after < 3.5, "the HTTP API waited for the busy cell"
 
-    curl = text(kernel.ok(f"!curl -s {http['management'].host}:{http['management'].port}/models"))
+    management = http["management"]
+    curl = text(kernel.ok(f"!curl -s {management.host}:{management.port}/models "
+                          f"-H 'Authorization: Bearer {management.key}'"))
     assert json.loads(curl)["models"][0]["modelName"] == "resnet18"
+    refused = text(kernel.ok(f"!curl -s {management.host}:{management.port}/models"))
+    assert json.loads(refused)["type"] == "InvalidKeyException"
 
 
 def test_predict_takes_files_variables_and_urls_and_answers_as_http_does(kernel, workdir, photos):

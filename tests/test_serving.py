@@ -27,10 +27,11 @@ def rss_kib(pid: int) -> int:
         return int(next(line for line in f if line.startswith("VmRSS")).split()[1])
 
 
-@pytest.fixture
-def serving(tmp_path):
+def start(tmp_path, *flags, config_lines="", env=None):
+    """``nbserve serve`` with a config.properties, in ``tmp_path`` (where its key file goes);
+    returns the process, its ports and what it printed up to serving."""
     store = tmp_path / "store"
-    store.mkdir()
+    store.mkdir(exist_ok=True)
     shutil.copy(controlled(tmp_path / "ctl"), store / "ctl.mar")
     ports = {api: free_port() for api in ("inference", "management", "metrics")}
     config = tmp_path / "config.properties"
@@ -41,66 +42,121 @@ def serving(tmp_path):
         "number_of_netty_threads=4\n"
         "frobnicate=1\n"
         'models={\\\n  "ctl": {"1.0": {"batchSize": 2, "maxBatchDelay": 5}}\\\n}\n'
+        + config_lines
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "nbserve", "serve", "--ts-config", str(config), "--ncs",
-         "--models", "ctl=ctl.mar"],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+         "--models", "ctl=ctl.mar", *flags],
+        stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     lines = []
     while not any("metrics API at" in line for line in lines):
         line = process.stderr.readline()
         assert line, f"nbserve serve exited: {''.join(lines)}"
         lines.append(line)
-    yield process, ports, "".join(lines)
+    return process, ports, "".join(lines)
+
+
+@pytest.fixture
+def serving(tmp_path):
+    process, ports, log = start(tmp_path)
+    keys = {kind: entry["key"] for kind, entry in
+            json.loads((tmp_path / "key_file.json").read_text()).items()}
+    yield process, ports, log, keys
     if process.poll() is None:
         process.kill()
         process.wait()
 
 
-def request(port, method, path, body=None, headers=None):
+def request(port, method, path, body=None, headers=None, key=None):
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    connection.request(method, path, body=body, headers=headers or {})
+    headers = dict(headers or {})
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    connection.request(method, path, body=body, headers=headers)
     response = connection.getresponse()
     return response.status, response.read()
 
 
 def test_serves_the_models_and_warns_of_unknown_keys(serving):
-    process, ports, log = serving
+    process, ports, log, keys = serving
     assert "unknown config.properties key 'frobnicate'" in log
     assert "number_of_netty_threads" not in log
-    status, body = request(ports["management"], "GET", "/models/ctl")
+    status, body = request(ports["management"], "GET", "/models/ctl", key=keys["management"])
     described = json.loads(body)[0]
     assert (described["batchSize"], described["maxBatchDelay"]) == (2, 5)
     status, body = request(ports["inference"], "PUT", "/predictions/ctl", b"hi",
-                           {"Content-Type": "text/plain"})
+                           {"Content-Type": "text/plain"}, key=keys["inference"])
     assert status == 200 and json.loads(body)["echo"] == "hi"
+
+
+def test_tokens_are_on_and_the_key_file_is_private_and_where_it_says(serving, tmp_path):
+    import stat
+
+    process, ports, log, keys = serving
+    key_file = tmp_path / "key_file.json"
+    assert f"the keys are in {key_file}" in log
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    status, body = request(ports["inference"], "PUT", "/predictions/ctl", b"hi",
+                           {"Content-Type": "text/plain"})
+    answer = json.loads(body)
+    assert (status, answer["type"]) == (401, "InvalidKeyException")
+    assert not any(key.encode() in body for key in keys.values())
+
+
+def test_disable_token_auth_turns_tokens_off_and_an_open_address_is_warned_of(tmp_path):
+    process, ports, log = start(tmp_path, "--disable-token-auth",
+                                "--inference-address", f"http://0.0.0.0:{free_port()}")
+    try:
+        assert "listens on http://0.0.0.0" in log and "token authorization off" in log
+        assert not (tmp_path / "key_file.json").exists()
+        assert request(ports["management"], "GET", "/models")[0] == 200
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_the_environment_turns_tokens_off_only_where_config_properties_allows(tmp_path):
+    off = {"TS_DISABLE_TOKEN_AUTHORIZATION": "true"}
+    for allowed, expected in (("false", 401), ("true", 200)):
+        workdir = tmp_path / allowed
+        workdir.mkdir()
+        process, ports, _ = start(workdir, config_lines=f"enable_envvars_config={allowed}\n",
+                                  env=off)
+        try:
+            assert request(ports["management"], "GET", "/models")[0] == expected
+        finally:
+            process.kill()
+            process.wait()
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_and_a_64_mb_body_refused_without_the_server_growing(serving, tmp_path):
-    process, ports, _ = serving
+    process, ports, _, keys = serving
     big = tmp_path / "big.bin"
     with open(big, "wb") as f:
         f.truncate(64 * 2**20)
     before = rss_kib(process.pid)
-    result = subprocess.run(["curl", "-s", "-w", "\\n%{http_code}", "-T", str(big),
+    bearer = f"Authorization: Bearer {keys['inference']}"
+    result = subprocess.run(["curl", "-s", "-w", "\\n%{http_code}", "-T", str(big), "-H", bearer,
                              f"http://127.0.0.1:{ports['inference']}/predictions/ctl"],
                             capture_output=True, text=True, timeout=60)
     body, _, code = result.stdout.rpartition("\n")
     assert code == "413" and json.loads(body)["type"] == "RequestEntityTooLargeException"
     assert rss_kib(process.pid) - before < 16 * 1024
-    result = subprocess.run(["curl", "-s", f"http://127.0.0.1:{ports['inference']}/ping"],
+    result = subprocess.run(["curl", "-s", "-H", bearer, f"http://127.0.0.1:{ports['inference']}/ping"],
                             capture_output=True, text=True, timeout=30)
     assert json.loads(result.stdout) == {"status": "Healthy"}
 
 
-def test_sigterm_answers_what_is_in_flight_then_exits(serving):
-    process, ports, _ = serving
+def test_sigterm_answers_what_is_in_flight_then_exits_removing_the_key_file(serving, tmp_path):
+    process, ports, _, keys = serving
     answers = []
 
     def slow():
         answers.append(request(ports["inference"], "POST", "/predictions/ctl",
-                               json.dumps({"sleep": 1.5}), {"Content-Type": "application/json"}))
+                               json.dumps({"sleep": 1.5}), {"Content-Type": "application/json"},
+                               key=keys["inference"]))
 
     thread = threading.Thread(target=slow)
     thread.start()
@@ -109,3 +165,4 @@ def test_sigterm_answers_what_is_in_flight_then_exits(serving):
     thread.join(timeout=30)
     assert answers and answers[0][0] == 200
     assert process.wait(timeout=30) == 0
+    assert not (tmp_path / "key_file.json").exists()

@@ -32,7 +32,7 @@ def test_a_default_port_taken_moves_to_a_free_one_and_says_so(classifier_mar):
         inference = session.server.urls["inference"]
         assert not inference.endswith(":8080")
         session.serve(classifier_mar)
-        status, body = Client(inference).json("GET", "/ping")
+        status, body = Client(inference, session.keys["inference"]).json("GET", "/ping")
         assert status == 200 and body == {"status": "Healthy"}
         assert "resnet18" in str(session.status())
     finally:
@@ -73,3 +73,22 @@ def test_stop_frees_every_port():
         assert s is not None, f"port {port} is still bound"
         s.close()
     assert session.stop() == "Nothing is being served."
+
+
+def test_the_keys_are_the_kernels_own_private_and_gone_when_serving_stops():
+    import stat
+
+    session = Session()
+    notices = session.start(ServerConfig())
+    key_file = session.server.tokens.key_file
+    try:
+        assert any(str(key_file) in n for n in notices)
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert set(session.keys) == {"management", "inference", "API"}
+        management = Client(session.server.urls["management"])
+        assert management.call("GET", "/models")[0] == 401
+        management.key = session.keys["management"]
+        assert management.call("GET", "/models")[0] == 200
+    finally:
+        session.stop()
+    assert not key_file.exists() and session.keys == {}

@@ -11,6 +11,7 @@ from tornado.web import HTTPError, RequestHandler
 
 from nbserve.announce import SECRET_HEADER
 from nbserve.errors import Forbidden, MethodNotAllowed, NBServeError
+from nbserve.http.access import check_token
 from nbserve.http.errors import describe, error_body
 
 if TYPE_CHECKING:
@@ -20,17 +21,42 @@ if TYPE_CHECKING:
 class APIHandler(RequestHandler):
     """Base of nbserve's handlers; every answer and every error is JSON as TorchServe's is."""
 
-    def initialize(self, server: Server) -> None:
+    def initialize(self, server: Server, api: str) -> None:
         self.server = server
         self.engine = server.engine
+        #: Which of the three APIs this handler answers for: its key, its Host and CORS rules.
+        self.api = api
+
+    #: The key this handler asks for; the API's own by default (the metrics API asks none).
+    @property
+    def token_kind(self) -> str | None:
+        return None if self.api == "metrics" else self.api
 
     def prepare(self):
+        """Who may call, checked before anything runs: see :mod:`nbserve.http.access`."""
         self.server.request_started()
         secret = self.request.headers.get(SECRET_HEADER)
-        #: Forwarded by the jupyter-server extension, for a user Jupyter authenticated.
+        #: Forwarded by the jupyter-server extension, for a user Jupyter authenticated and
+        #: authorized; Jupyter has checked its Host, Origin and credentials.
         self.via_jupyter = secret is not None
-        if self.via_jupyter and not (self.server.secret and hmac.compare_digest(secret, self.server.secret)):
-            raise Forbidden(f"Wrong {SECRET_HEADER}.")
+        if self.via_jupyter:
+            expected = (self.server.secret or "").encode()
+            if not (expected and hmac.compare_digest(secret.encode(), expected)):
+                raise Forbidden(f"Wrong {SECRET_HEADER}.")
+            return
+        access = self.server.access[self.api]
+        access.check_host(self.request.host)
+        origin = access.cross_origin(self.request)
+        preflight = self.request.method == "OPTIONS" and origin is not None and \
+            "Access-Control-Request-Method" in self.request.headers
+        if origin is not None:
+            for name, value in access.cors_headers(origin, preflight).items():
+                self.set_header(name, value)
+        if preflight:
+            self.set_status(200)
+            self.finish()
+            return
+        check_token(self.server.tokens, self.token_kind, self.request.headers.get("Authorization"))
 
     def require_model_api(self, what: str) -> None:
         """Registering and unregistering: with enable_model_api, or for a Jupyter user."""
@@ -75,4 +101,5 @@ class NotFoundHandler(APIHandler):
 
     def prepare(self):
         super().prepare()
-        raise HTTPError(404)
+        if not self._finished:
+            raise HTTPError(404)

@@ -6,7 +6,7 @@ import json
 
 from tornado.web import HTTPError
 
-from nbserve.errors import NBServeError, QueueFull
+from nbserve.errors import NBServeError
 
 #: What TorchServe calls the errors tornado raises by status.
 HTTP_ERROR_TYPES = {
@@ -27,8 +27,7 @@ def error_body(code: int, type_: str, message: str) -> str:
 def describe(error: BaseException | None, status: int) -> tuple[int, str, str, dict]:
     """``(status, type, message, extra headers)`` for an exception raised while answering."""
     if isinstance(error, NBServeError):
-        headers = {"Retry-After": "1"} if isinstance(error, QueueFull) else {}
-        return error.status, error.type, str(error), headers
+        return error.status, error.type, str(error), dict(error.headers)
     if isinstance(error, HTTPError):
         status = error.status_code
         type_, message = HTTP_ERROR_TYPES.get(status, ("InternalServerException", ""))

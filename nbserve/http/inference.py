@@ -35,6 +35,8 @@ class BodyHandler(APIHandler):
 
     def prepare(self):
         super().prepare()
+        if self._finished:  # a CORS preflight, answered
+            return
         self._chunks: list[bytes] = []
         self._size = 0
         self._limit = int(self.server.config.max_request_size)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from nbserve.errors import BadRequest, ModelNotFound
 from nbserve.http.base import APIHandler
+from nbserve.tokens import API_KEY, ROTATING
 
 
 class ModelsHandler(APIHandler):
@@ -99,6 +100,21 @@ class SetDefaultHandler(APIHandler):
         self.engine.set_default(model, version)
         self.write_json({"status": f'Default version successfully updated for model "{model}" '
                                    f'to "{version}"'})
+
+
+class TokenHandler(APIHandler):
+    """``GET /token?type=management|inference``, with the API key: replaces that key (in the
+    key file too) and answers its new entry, as TorchServe 0.12's token API."""
+
+    token_kind = API_KEY
+
+    def get(self):
+        kind = self.get_query_argument("type", None)
+        if self.server.tokens is None:
+            raise BadRequest("Token authorization is off: there is no key to replace.")
+        if kind not in ROTATING:
+            raise BadRequest(f"Parameter type must be management or inference, not {kind!r}.")
+        self.write_json({kind: self.server.tokens.rotate(kind)})
 
 
 def _off_loop(function, *args, **kwargs):

@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import inspect
+import os
+import ssl
 import threading
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from tornado.httpserver import HTTPServer
@@ -20,8 +23,11 @@ from tornado.web import Application
 
 from nbserve import __version__
 from nbserve.config import ServerConfig
+from nbserve.errors import BadRequest
 from nbserve.http import inference, management, metrics
+from nbserve.http.access import Access
 from nbserve.http.base import NotFoundHandler
+from nbserve.tokens import TokenAuthorization
 
 API_ROUTES = {
     "inference": [
@@ -36,6 +42,7 @@ API_ROUTES = {
     ],
     "management": [
         (r"/", inference.ApiDescriptionHandler),
+        (r"/token", management.TokenHandler),
         (r"/models", management.ModelsHandler),
         (r"/models/([^/]+)/([^/]+)/set-default", management.SetDefaultHandler),
         (r"/models/([^/]+)(?:/([^/]+))?", management.ModelHandler),
@@ -52,12 +59,20 @@ _UNLIMITED = 2**40
 class Server:
     """TorchServe's inference, management and metrics APIs over an engine."""
 
-    def __init__(self, engine, config: ServerConfig | None = None, secret: str | None = None):
+    def __init__(self, engine, config: ServerConfig | None = None, secret: str | None = None,
+                 key_file: str | os.PathLike = "key_file.json"):
+        """``key_file``: where the keys are written when token authorization is on (TorchServe
+        writes ``key_file.json`` in the folder it starts in)."""
         self.engine = engine
         self.config = config or ServerConfig()
         #: Proves a request was forwarded by the jupyter-server extension, whose user is
         #: authenticated by Jupyter (and may run code in the kernel anyway).
         self.secret = secret
+        self.key_file = Path(key_file)
+        #: The keys, once started with token authorization on; None when it is off.
+        self.tokens: TokenAuthorization | None = None
+        #: The Host, Origin and CORS checks of each API, from its address.
+        self.access: dict[str, Access] = {}
         self.urls: dict[str, str] = {}
         self._in_flight = 0
         self._thread: threading.Thread | None = None
@@ -73,6 +88,7 @@ class Server:
         free port on the same host instead, and is named in :attr:`moved`.
         """
         sockets = {}
+        tls = _tls_context(self.config)
         try:
             for api in API_ROUTES:
                 address = self.config.values[f"{api}_address"]
@@ -88,25 +104,32 @@ class Server:
                 for sock in socks:
                     sock.close()
             raise
+        self.access = {api: Access(self.config, self.config.values[f"{api}_address"])
+                       for api in API_ROUTES}
+        if self.config.token_authorization:
+            self.tokens = TokenAuthorization(self.key_file, self.config.token_expiration_min)
         started = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(sockets, started),
+        self._thread = threading.Thread(target=self._run, args=(sockets, tls, started),
                                         name="nbserve-http", daemon=True)
         self._thread.start()
         started.wait()
         return self
 
-    def _run(self, sockets: dict, started: threading.Event) -> None:
+    def _run(self, sockets: dict, tls: dict[str, ssl.SSLContext], started: threading.Event) -> None:
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
         for api, socks in sockets.items():
-            app = Application([(pattern, handler, {"server": self}) for pattern, handler in API_ROUTES[api]],
+            arguments = {"server": self, "api": api}
+            app = Application([(pattern, handler, arguments) for pattern, handler in API_ROUTES[api]],
                               default_handler_class=NotFoundHandler,
-                              default_handler_args={"server": self})
-            server = HTTPServer(app, max_body_size=_UNLIMITED, max_buffer_size=_UNLIMITED)
+                              default_handler_args=arguments)
+            server = HTTPServer(app, max_body_size=_UNLIMITED, max_buffer_size=_UNLIMITED,
+                                ssl_options=tls.get(api))
             server.add_sockets(socks)
             self._servers.append(server)
             host, port = socks[0].getsockname()[:2]
-            self.urls[api] = f"http://{host}:{port}"
+            host = f"[{host}]" if ":" in host else host
+            self.urls[api] = f"{'https' if api in tls else 'http'}://{host}:{port}"
         started.set()
         self._loop.run_forever()
         self._loop.close()
@@ -129,6 +152,8 @@ class Server:
         self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(close()))
         self._thread.join(timeout=10)
         self._thread = None
+        if self.tokens is not None:
+            self.tokens.remove()
 
     def request_started(self) -> None:
         self._in_flight += 1
@@ -173,12 +198,31 @@ def _with_port(address: str, port: int) -> str:
     return parts._replace(netloc=f"{host}:{port}").geturl()
 
 
+def _tls_context(config: ServerConfig) -> dict[str, ssl.SSLContext]:
+    """A TLS context for each API whose address is ``https://``, from TorchServe's PEM
+    settings (``certificate_file``, ``private_key_file``)."""
+    https = [api for api in API_ROUTES if urlsplit(config.values[f"{api}_address"]).scheme == "https"]
+    if not https:
+        return {}
+    if not (config.certificate_file and config.private_key_file):
+        raise BadRequest(f"The {https[0]} address is https:// but certificate_file and "
+                         "private_key_file (PEM) are not both set in config.properties.")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.certificate_file, config.private_key_file)
+    except (OSError, ssl.SSLError) as e:
+        raise BadRequest(f"Cannot use certificate_file {config.certificate_file} with "
+                         f"private_key_file {config.private_key_file}: {e}. Both must be PEM "
+                         "files, the key unencrypted.") from None
+    return {api: context for api in https}
+
+
 def _bind(api: str, address: str):
     parts = urlsplit(address)
-    if parts.scheme == "https":
-        raise ValueError(f"{api}_address {address}: HTTPS is not supported yet; use http:// "
-                         "behind a TLS proxy.")
-    host, port = parts.hostname or "127.0.0.1", parts.port if parts.port is not None else 80
+    if parts.scheme not in ("http", "https"):
+        raise BadRequest(f"{api}_address {address}: use http:// or https://.")
+    default_port = 443 if parts.scheme == "https" else 80
+    host, port = parts.hostname or "127.0.0.1", parts.port if parts.port is not None else default_port
     try:
         return bind_sockets(port, host, reuse_port=False)
     except OSError as e:

@@ -127,8 +127,9 @@ def test_an_oversized_body_is_a_413_before_it_is_sent(served):
 
     _, client = served
     with socket.create_connection((client.host, client.port), timeout=10) as sock:
-        sock.sendall(b"PUT /predictions/resnet18 HTTP/1.1\r\nHost: x\r\n"
-                     b"Content-Type: application/octet-stream\r\n"
+        sock.sendall(b"PUT /predictions/resnet18 HTTP/1.1\r\nHost: localhost\r\n"
+                     + f"Authorization: Bearer {client.key}\r\n".encode()
+                     + b"Content-Type: application/octet-stream\r\n"
                      b"Content-Length: 67108864\r\nExpect: 100-continue\r\n\r\n")
         response = sock.makefile("rb").read()
     head, _, body = response.partition(b"\r\n\r\n")
@@ -172,7 +173,8 @@ def test_a_thousand_concurrent_requests_are_all_answered(served):
         http = AsyncHTTPClient(force_instance=True, max_clients=1000)
         url = f"http://{client.host}:{client.port}/predictions/ctl"
         requests = [HTTPRequest(url, "POST", body=json.dumps(i), request_timeout=120,
-                                connect_timeout=60, headers={"Content-Type": "application/json"})
+                                connect_timeout=60, headers={"Content-Type": "application/json",
+                                                             "Authorization": f"Bearer {client.key}"})
                     for i in range(1000)]
         responses = await asyncio.gather(*(http.fetch(r, raise_error=False) for r in requests))
         http.close()

@@ -55,6 +55,7 @@ def test_runs_top_to_bottom_offline(path, tmp_path, monkeypatch):
     NotebookClient(notebook, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(folder)}}).execute(env=env)  # a failing cell raises
     text = outputs(notebook)
+    assert "InvalidKeyException" not in text  # every call carries its key
     if path.name.startswith("01"):
         assert "OFFLINE: could not download" in text
         assert '"modelName": "densenet161"' in text  # curl of the management API

@@ -10,6 +10,7 @@ write outside their folder or unpack to an absurd size.
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import hashlib
 import io
@@ -22,7 +23,7 @@ import tarfile
 import tempfile
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable, Iterable
@@ -38,6 +39,11 @@ RUNTIMES = ("python", "python3", "LSP")
 
 #: TorchServe's rule for model names (the frontend and the archiver both apply it).
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
+#: Versions as people write them (1.0, 2.1.3-rc1, 1.0+cpu): they go into URLs, file names and
+#: metrics labels, so nothing else.
+MODEL_VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.+]*$")
+#: Manifest keys that name files in the archive.
+_FILE_KEYS = ("serializedFile", "modelFile", "handler", "requirementsFile", "configFile")
 
 #: Folders torch-model-archiver leaves out when it copies a folder of extra files.
 _SKIPPED_DIRS = {"__MACOSX", "__pycache__"}
@@ -87,6 +93,7 @@ def archive(
     check_model_name(model_name)
     if not version:
         raise ArchiveError(f"Model {model_name!r} needs a version (--version, e.g. 1.0).")
+    check_model_version(version)
     if runtime not in RUNTIMES:
         raise ArchiveError(f"Unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}.")
     if archive_format not in ARCHIVE_FORMATS:
@@ -126,6 +133,14 @@ def check_model_name(name: str | None, error: type[NBServeError] = ArchiveError)
         raise error(f"Invalid model name {name!r}: use letters, digits, '_', '-' and '.', "
                     "starting with a letter or digit.")
     return name
+
+
+def check_model_version(version: str | None, error: type[NBServeError] = ArchiveError) -> str:
+    """``version``, if it is a version (``1.0``); ``error`` saying the rule if not."""
+    if not MODEL_VERSION_PATTERN.match(version or ""):
+        raise error(f"Invalid model version {version!r}: use letters, digits, '_', '-', '.' "
+                    "and '+', starting with a letter or digit.")
+    return version
 
 
 def _handler_file(handler: str, runtime: str) -> Path | None:
@@ -305,6 +320,8 @@ class ModelArchive:
     source: Path
     path: Path
     manifest: dict
+    #: The shared lock that keeps the unpacked folder out of eviction while this is alive.
+    in_use: object = field(default=None, compare=False, repr=False)
 
     @property
     def model(self) -> dict:
@@ -338,14 +355,19 @@ def open_archive(
     cache_dir: str | os.PathLike | None = None,
     max_unpacked_bytes: int = MAX_UNPACKED_BYTES,
     max_compression_ratio: float = MAX_COMPRESSION_RATIO,
+    max_cache_bytes: int | None = None,
 ) -> ModelArchive:
     """Open a ``.mar``, a ``.tar.gz`` or an unpacked folder.
 
     Archives are unpacked once into ``cache_dir`` (default: :func:`default_cache_dir`) under
     their content's SHA-256, so opening the same archive again costs one read, not one unpack.
+    The bytes unpacked are the bytes hashed (one open file, refused if it changes meanwhile);
+    an unpacked folder is used only if this user owns it and no one else may write to it.
     Members with absolute paths or ``..``, links and devices, and archives that would unpack to
     more than ``max_unpacked_bytes`` or more than ``max_compression_ratio`` times their size are
     refused with :class:`~nbserve.errors.ArchiveError`; nothing is written outside the cache.
+    The cache keeps at most ``max_cache_bytes`` (default ``$NBSERVE_CACHE_MAX_BYTES``, else
+    20 GiB), dropping the least recently opened archives that no process has open.
     """
     source = Path(source)
     if source.is_dir():
@@ -354,27 +376,26 @@ def open_archive(
         raise ArchiveError(f"Model archive {str(source)!r} not found.")
 
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    unpacked = cache / _sha256(source)
-    if not unpacked.is_dir():  # unpacked folders appear whole, by rename
-        cache.mkdir(parents=True, exist_ok=True)
-        temp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=cache))
-        try:
-            limits = _Limits(source.stat().st_size, max_unpacked_bytes, max_compression_ratio)
-            if zipfile.is_zipfile(source):
-                _unpack_zip(source, temp, limits)
-            elif tarfile.is_tarfile(source):
-                _unpack_tar(source, temp, limits)
-            else:
-                raise ArchiveError(
-                    f"{source} is neither a .mar (zip) nor a .tar.gz archive."
-                )
-            try:
-                os.replace(temp, unpacked)
-            except OSError:  # another process unpacked the same archive first
-                pass
-        finally:
-            shutil.rmtree(temp, ignore_errors=True)
-    return ModelArchive(source, *_root_and_manifest(unpacked, source))
+    cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(source, "rb") as f:
+        read = os.fstat(f.fileno())
+        digest = _sha256(f, source, read)
+        unpacked = cache / digest
+        if unpacked.is_dir():  # unpacked folders appear whole, by rename
+            _check_private(unpacked)
+            in_use = _hold(cache / f"{digest}.lock")  # released when the archive is dropped
+            os.utime(unpacked)  # most recently used
+        else:
+            _unpack(f, source, cache, unpacked,
+                    _Limits(read.st_size, max_unpacked_bytes, max_compression_ratio))
+            after = os.fstat(f.fileno())
+            if (after.st_size, after.st_mtime_ns) != (read.st_size, read.st_mtime_ns):
+                shutil.rmtree(unpacked, ignore_errors=True)
+                raise ArchiveError(f"{source} changed while it was read; open it again once "
+                                   "it is written.")
+            in_use = _hold(cache / f"{digest}.lock")
+            _evict(cache, _cache_limit(max_cache_bytes), keep=digest)
+    return ModelArchive(source, *_root_and_manifest(unpacked, source), in_use=in_use)
 
 
 def default_cache_dir() -> Path:
@@ -385,21 +406,89 @@ def default_cache_dir() -> Path:
     return Path(base) / "nbserve" / "archives"
 
 
+def _cache_limit(max_cache_bytes: int | None) -> int:
+    if max_cache_bytes is not None:
+        return max_cache_bytes
+    return int(os.environ.get("NBSERVE_CACHE_MAX_BYTES", 20 * 2**30))
+
+
 #: Digests already computed in this process, by (path, size, mtime): registering or replacing
 #: a multi-GB archive again reads it once, not once per open.
 _digests: dict[tuple[str, int, int], str] = {}
 
 
-def _sha256(path: Path) -> str:
-    stat_result = path.stat()
-    key = (str(path.resolve()), stat_result.st_size, stat_result.st_mtime_ns)
+def _sha256(f: BinaryIO, path: Path, read: os.stat_result) -> str:
+    key = (str(path.resolve()), read.st_size, read.st_mtime_ns)
     if key not in _digests:
         digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
         _digests[key] = digest.hexdigest()
     return _digests[key]
+
+
+def _unpack(f: BinaryIO, source: Path, cache: Path, unpacked: Path, limits: "_Limits") -> None:
+    """Unpack the open archive ``f`` into ``unpacked``, whole or not at all."""
+    temp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=cache))
+    try:
+        f.seek(0)
+        if zipfile.is_zipfile(f):
+            _unpack_zip(f, source, temp, limits)
+        else:
+            f.seek(0)
+            try:
+                tarfile.open(fileobj=f, mode="r:*").close()
+            except (tarfile.TarError, EOFError, zlib.error, OSError):
+                raise ArchiveError(
+                    f"{source} is neither a .mar (zip) nor a .tar.gz archive.") from None
+            f.seek(0)
+            _unpack_tar(f, source, temp, limits)
+        try:
+            os.replace(temp, unpacked)
+        except OSError:  # another process unpacked the same archive first
+            _check_private(unpacked)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _check_private(folder: Path) -> None:
+    """Refuse an unpacked folder another user owns or may write to: its code would run here."""
+    info = folder.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise ArchiveError(f"The unpacked archive {folder} is not private to this user (owner "
+                           f"{info.st_uid}, mode {oct(info.st_mode & 0o777)}): remove it, or "
+                           "set NBSERVE_CACHE_DIR to a folder of your own.")
+
+
+def _hold(lock_path: Path):
+    """A shared lock on ``lock_path``, held while the returned file is open: eviction skips
+    archives some process holds."""
+    handle = open(lock_path, "a")
+    fcntl.flock(handle, fcntl.LOCK_SH)
+    return handle
+
+
+def _evict(cache: Path, limit: int, keep: str) -> None:
+    """Delete the least recently opened unpacked archives until the cache fits ``limit``;
+    archives any process holds, and ``keep``, stay."""
+    entries = []
+    for folder in cache.iterdir():
+        if re.fullmatch(r"[0-9a-f]{64}", folder.name) and folder.is_dir():
+            size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+            entries.append((folder.stat().st_mtime, size, folder))
+    total = sum(size for _, size, _ in entries)
+    for _, size, folder in sorted(entries):
+        if total <= limit:
+            return
+        if folder.name == keep:
+            continue
+        with open(cache / f"{folder.name}.lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # open in some process
+            shutil.rmtree(folder, ignore_errors=True)
+            total -= size
 
 
 def _root_and_manifest(unpacked: Path, source: Path) -> tuple[Path, dict]:
@@ -421,7 +510,25 @@ def _read_manifest(root: Path, source: Path) -> dict:
         raise ArchiveError(f"{source}: {MANIFEST_PATH} is not valid JSON ({e}).") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("model"), dict):
         raise ArchiveError(f"{source}: {MANIFEST_PATH} has no \"model\" object.")
+    _check_manifest(manifest["model"], source)
     return manifest
+
+
+def _check_manifest(model: dict, source: Path) -> None:
+    """Refuse a manifest whose files lie outside the archive, or whose version is no version."""
+    if "modelVersion" in model:
+        check_model_version(str(model["modelVersion"]))
+    for key in _FILE_KEYS:
+        name = model.get(key)
+        if not name:
+            continue
+        if not isinstance(name, str):
+            raise ArchiveError(f"{source}: {MANIFEST_PATH}'s {key} is not a file name.")
+        if key == "handler" and ":" in name:
+            name = name.split(":", 1)[0]  # file.py:function
+        if name.startswith(("/", "\\")) or ".." in PurePosixPath(name.replace("\\", "/")).parts:
+            raise ArchiveError(f"{source}: {MANIFEST_PATH}'s {key} {name!r} points outside "
+                               "the archive; refused.")
 
 
 @dataclass
@@ -461,15 +568,15 @@ def _member_path(source: Path, name: str) -> PurePosixPath:
     return path
 
 
-def _unpack_zip(source: Path, dest: Path, limits: _Limits) -> None:
+def _unpack_zip(f: BinaryIO, source: Path, dest: Path, limits: _Limits) -> None:
     try:
-        _unpack_zip_members(source, dest, limits)
+        _unpack_zip_members(f, source, dest, limits)
     except (zipfile.BadZipFile, EOFError, zlib.error) as e:
         raise ArchiveError(f"{source} is not a readable .mar (zip) archive ({e}).") from None
 
 
-def _unpack_zip_members(source: Path, dest: Path, limits: _Limits) -> None:
-    with zipfile.ZipFile(source) as zf:
+def _unpack_zip_members(f: BinaryIO, source: Path, dest: Path, limits: _Limits) -> None:
+    with zipfile.ZipFile(f) as zf:
         infos = zf.infolist()
         for info in infos:  # check every header before writing anything
             _member_path(source, info.filename)
@@ -486,9 +593,9 @@ def _unpack_zip_members(source: Path, dest: Path, limits: _Limits) -> None:
                 _copy_at_most(src, out, info.file_size, source, info.filename)
 
 
-def _unpack_tar(source: Path, dest: Path, limits: _Limits) -> None:
+def _unpack_tar(f: BinaryIO, source: Path, dest: Path, limits: _Limits) -> None:
     try:
-        with tarfile.open(source, "r|*") as tar:  # streamed: headers are checked as they come
+        with tarfile.open(fileobj=f, mode="r|*") as tar:  # streamed: headers are checked as they come
             for member in tar:
                 path = _member_path(source, member.name)
                 if member.isdir():

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nbserve import config as model_config
-from nbserve.archive import ModelArchive, check_model_name, open_archive
+from nbserve.archive import ModelArchive, check_model_name, check_model_version, open_archive
 from nbserve.batching import DeadlineWatcher, Prediction, Request, RequestQueue
 from nbserve.errors import (BadRequest, ModelAlreadyRegistered, ModelNotFound,
                             ModelVersionNotFound, QueueFull)
@@ -190,6 +190,7 @@ class Engine:
         name = model_name or archive.model_name
         version = str(version or archive.version or "1.0")
         check_model_name(name, BadRequest)
+        check_model_version(version, BadRequest)
         config_file = archive.file("configFile")
         model_yaml = get_yaml_config(config_file) if config_file and config_file.is_file() else {}
         config = model_config.resolve(

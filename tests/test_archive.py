@@ -231,3 +231,42 @@ def test_an_archive_without_a_manifest_is_refused(tmp_path):
         zf.writestr("weights.pth", b"\0")
     with pytest.raises(ArchiveError, match="no MAR-INF/MANIFEST.json"):
         open_archive(path)
+
+
+def _manifest_zip(path: Path, model: dict) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(MANIFEST_PATH, json.dumps({"model": {"modelName": "x", "handler": "h.py",
+                                                         "modelVersion": "1.0", **model}}))
+        zf.writestr("h.py", "def handle(data, context):\n    return data\n")
+    return path
+
+
+@pytest.mark.parametrize("model,message", [
+    ({"serializedFile": "/etc/passwd"}, "points outside"),
+    ({"modelFile": "../../model.py"}, "points outside"),
+    ({"handler": "../evil.py:handle"}, "points outside"),
+    ({"configFile": "sub/../../x.yaml"}, "points outside"),
+    ({"modelVersion": '1.0"} 1\nevil_metric{a="'}, "Invalid model version"),
+])
+def test_manifests_that_point_outside_or_carry_no_version_are_refused(tmp_path, model, message):
+    with pytest.raises(ArchiveError, match=message):
+        open_archive(_manifest_zip(tmp_path / "m.mar", model), cache_dir=tmp_path / "cache")
+
+
+def test_a_cached_folder_someone_else_may_write_is_not_used(tmp_path):
+    made = _manifest_zip(tmp_path / "m.mar", {})
+    opened = open_archive(made, cache_dir=tmp_path / "cache")
+    opened.path.chmod(0o777)
+    with pytest.raises(ArchiveError, match="not private to this user"):
+        open_archive(made, cache_dir=tmp_path / "cache")
+
+
+def test_the_cache_drops_the_least_recently_used_archive_no_one_holds(tmp_path):
+    cache = tmp_path / "cache"
+    archives = [_manifest_zip(tmp_path / f"{i}.mar", {"modelVersion": f"{i}.0"}) for i in range(3)]
+    held = open_archive(archives[0], cache_dir=cache, max_cache_bytes=1)
+    dropped = open_archive(archives[1], cache_dir=cache, max_cache_bytes=1).path
+    open_archive(archives[2], cache_dir=cache, max_cache_bytes=1)
+    assert held.path.is_dir()  # held by this process: stays, though least recently used
+    assert not dropped.is_dir()  # nothing holds it any more
+    assert held.manifest["model"]["modelVersion"] == "0.0"

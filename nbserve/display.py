@@ -15,6 +15,8 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from nbserve.handlers.vision import IMAGE_FORMATS
+
 #: Longest side of the thumbnail shown beside an image's predictions, in pixels.
 THUMBNAIL_SIZE = 160
 _BAR_WIDTH = 24
@@ -23,7 +25,7 @@ _BAR_WIDTH = 24
 def thumbnail_png(data: Any) -> bytes | None:
     """A small PNG of ``data`` (image bytes or a PIL image), or None if it is not an image."""
     try:
-        image = data if isinstance(data, Image.Image) else Image.open(io.BytesIO(data))
+        image = data if isinstance(data, Image.Image) else Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
         image = image.copy()
         image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
         if image.mode not in ("RGB", "RGBA", "L"):

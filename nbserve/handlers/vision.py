@@ -19,6 +19,12 @@ from nbserve.handlers.base import BaseHandler, timed
 from nbserve.handlers.util import PredictionException, request_body
 
 
+#: The raster formats Pillow may open for a request. The rest are refused before Pillow looks
+#: at them: EPS and PostScript run Ghostscript where it is installed, and none of the others is
+#: a photo a model is served.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+
+
 def decode_image(value) -> Image.Image:
     """A request's image (bytes, base64 text, or a PIL image) as an RGB PIL image.
 
@@ -38,13 +44,14 @@ def decode_image(value) -> Image.Image:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                image = Image.open(io.BytesIO(value))
+                image = Image.open(io.BytesIO(value), formats=IMAGE_FORMATS)
                 image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise PredictionException(f"Image refused: {e}", 400) from None
         except UnidentifiedImageError:
             raise PredictionException(
-                "Input is not an image that PIL can read (JPEG, PNG, ...).", 400) from None
+                f"Input is not an image in a format served here ({', '.join(IMAGE_FORMATS)}); "
+                "convert it to one of them.", 400) from None
         except (OSError, SyntaxError, ValueError) as e:
             raise PredictionException(f"Image could not be decoded: {e}", 400) from None
     if image.mode != "RGB":

@@ -229,3 +229,19 @@ def test_answers_and_errors_match_torchserve(served, torchserve, classifier_mar,
         their_status, their_raw = torchserve.request("inference", path, "PUT", b"x", OCTETS)
         their_answer = json.loads(their_raw)
         assert (status, list(answer), answer["type"]) == (their_status, list(their_answer), their_answer["type"])
+
+
+@pytest.mark.parametrize("kind", ["EPS", "PDF", "ICO"])
+def test_only_raster_formats_a_model_takes_are_opened(served, photos, kind):
+    """EPS would run Ghostscript where it is installed: it, and every format but JPEG, PNG,
+    WebP, BMP, GIF and TIFF, is refused before Pillow opens it."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.open(io.BytesIO(photos["cat.jpg"])).convert("RGB").resize((32, 32)).save(out, format=kind)
+    engine, client = served
+    status, answer = client.json("PUT", "/predictions/resnet18", out.getvalue(), OCTETS)
+    assert status == 400 and "JPEG, PNG, WEBP, BMP, GIF, TIFF" in answer["message"]
+    assert client.json("PUT", "/predictions/resnet18", photos["cat.jpg"], OCTETS)[0] == 200

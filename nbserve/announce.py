@@ -61,17 +61,34 @@ def current_kernel_id() -> str | None:
 def announce(kernel_id: str, urls: dict[str, str], secret: str,
              runtime_dir: str | os.PathLike | None = None) -> Path:
     """Write this kernel's announcement; it is withdrawn at exit if not before."""
-    folder = Path(runtime_dir or jupyter_runtime_dir())
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_folder(runtime_dir or jupyter_runtime_dir())
     path = folder / f"{_PREFIX}{kernel_id}.json"
     record = Announcement(kernel_id, os.getpid(), dict(urls), secret, time.time())
-    partial = path.with_suffix(".tmp")
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as f:
-        json.dump(asdict(record), f)
-    os.replace(partial, path)
+    write_private(path, json.dumps(asdict(record)))
     atexit.register(withdraw, path)
     return path
+
+
+def private_folder(folder: str | os.PathLike) -> Path:
+    """``folder``, created readable by its owner only if it is new (as Jupyter makes its
+    runtime dir); refused if another user owns it or may write to it."""
+    folder = Path(folder)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = folder.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise PermissionError(f"{folder} is not private to this user (owner {info.st_uid}, mode "
+                              f"{oct(info.st_mode & 0o777)}): nbserve keeps secrets there.")
+    return folder
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``path`` whole, mode 0600, through a new file that no link can redirect."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.unlink(missing_ok=True)
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(descriptor, "w") as f:
+        f.write(text)
+    os.replace(partial, path)
 
 
 def withdraw(path: Path) -> None:

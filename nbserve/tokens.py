@@ -23,6 +23,8 @@ import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from nbserve.announce import write_private
+
 #: The keys the token API can replace; each opens the API of the same name.
 ROTATING = ("management", "inference")
 API_KEY = "API"
@@ -82,13 +84,9 @@ class TokenAuthorization:
 
     def _write(self) -> None:
         """Write the key file whole, readable by its owner only, never through a link."""
-        self.key_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.key_file.with_name(f".{self.key_file.name}.{os.getpid()}.tmp")
-        partial.unlink(missing_ok=True)
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(descriptor, "w") as f:
-            json.dump({kind: self._entry(kind) for kind in (*ROTATING, API_KEY)}, f, indent=2)
-        os.replace(partial, self.key_file)
+        self.key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_private(self.key_file, json.dumps(
+            {kind: self._entry(kind) for kind in (*ROTATING, API_KEY)}, indent=2))
 
 
 def _new_key() -> str:

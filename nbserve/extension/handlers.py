@@ -27,7 +27,15 @@ _PAGE = Path(__file__).with_name("page.html")
 #: Headers that belong to one hop (or to Jupyter) and are not forwarded.
 _REQUEST_ONLY = {"host", "authorization", "cookie", "x-xsrftoken", "connection", "keep-alive",
                  "transfer-encoding", "te", "upgrade", "proxy-authorization"}
-_RESPONSE_ONLY = {"connection", "keep-alive", "transfer-encoding", "server", "date"}
+#: Answer headers kept from Jupyter's origin: they belong to one hop, or would let a handler's
+#: answer set cookies, security policy or redirects for the whole Jupyter server.
+_RESPONSE_ONLY = {"connection", "keep-alive", "transfer-encoding", "server", "date", "set-cookie",
+                  "set-cookie2", "content-security-policy", "strict-transport-security",
+                  "x-frame-options", "x-content-type-options", "location", "refresh", "link",
+                  "clear-site-data", "www-authenticate"}
+#: Content types a browser would run as a page on Jupyter's origin; sent as text instead.
+_ACTIVE_CONTENT = {"text/html", "application/xhtml+xml", "image/svg+xml", "text/xml",
+                   "application/xml", "text/javascript", "application/javascript"}
 
 
 class NBServeHandler(ExtensionHandlerMixin, APIHandler):
@@ -115,6 +123,7 @@ class ProxyHandler(NBServeHandler):
         self._upstream = asyncio.ensure_future(
             AsyncHTTPClient().fetch(request, raise_error=False))
         self._content_type = "application/json"
+        self.set_header("X-Content-Type-Options", "nosniff")
 
     async def data_received(self, chunk: bytes) -> None:
         self._body.put_nowait(chunk)
@@ -130,10 +139,14 @@ class ProxyHandler(NBServeHandler):
                 self.set_status(start.code, start.reason)
         elif line.strip():
             name, _, value = (part.strip() for part in line.partition(":"))
-            if name.lower() not in _RESPONSE_ONLY:
-                self.set_header(name, value)
-            if name.lower() == "content-type":
+            lower = name.lower()
+            if lower.startswith("access-control-") or lower in _RESPONSE_ONLY:
+                return
+            if lower == "content-type":
+                if value.split(";")[0].strip().lower() in _ACTIVE_CONTENT:
+                    value = "text/plain; charset=utf-8"
                 self._content_type = value  # APIHandler.finish would set its own otherwise
+            self.set_header(name, value)
 
     def _on_chunk(self, chunk: bytes) -> None:
         self.write(chunk)

@@ -34,7 +34,8 @@ def render(engine) -> str:
     handler_samples: dict[str, list[str]] = {}
     for model in engine.models():
         for version in model.versions.values():
-            labels = f'model_name="{model.name}",model_version="{version.version}",hostname="{hostname}"'
+            labels = (f'model_name="{_label(model.name)}",model_version="{_label(version.version)}",'
+                      f'hostname="{_label(hostname)}"')
             stats = version.stats
             samples["ts_inference_requests_total"].append(f"{{{labels}}} {stats.requests}")
             samples["ts_inference_latency_microseconds"].append(f"{{{labels}}} {stats.inference_latency_us:.3f}")
@@ -57,7 +58,8 @@ def render(engine) -> str:
                     samples["nbserve_worker_threads"].append(f"{{{worker_labels}}} {tuner.threads}")
             for name, (value, unit, _) in version.handler_metrics.values.items():
                 metric = re.sub(r"[^a-zA-Z0-9_:]", "_", name)
-                handler_samples.setdefault(metric, []).append(f'{{{labels},unit="{unit}"}} {value}')
+                handler_samples.setdefault(metric, []).append(
+                    f'{{{labels},unit="{_label(str(unit))}"}} {value}')
     lines = []
     for name, kind, help_text in _FAMILIES:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
@@ -66,6 +68,11 @@ def render(engine) -> str:
         lines += [f"# HELP {name} Added by the handler.", f"# TYPE {name} gauge"]
         lines += [name + sample for sample in values]
     return "\n".join(lines) + "\n"
+
+
+def _label(value: str) -> str:
+    """A Prometheus label value, escaped: a quote or a newline cannot start another sample."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class MetricsHandler(APIHandler):

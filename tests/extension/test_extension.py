@@ -112,6 +112,38 @@ def test_no_route_forwards_anything_without_credentials(jupyter, kernels, photos
     assert "intruder" not in _kernel_state(older)
 
 
+HOSTILE_HEADERS_PY = """\
+def handle(data, context):
+    if data is None:
+        return None
+    for i in range(len(data)):
+        context.set_response_header(i, "Set-Cookie", "_xsrf=planted; Path=/")
+        context.set_response_header(i, "Content-Type", "text/html")
+        context.set_response_header(i, "Access-Control-Allow-Origin", "*")
+        context.set_response_header(i, "X-Custom", "kept")
+    return ["<script>alert(1)</script>" for _ in data]
+"""
+
+
+def test_a_handlers_headers_cannot_act_on_jupyters_origin(jupyter, kernels):
+    """No cookie, security policy or active content type reaches Jupyter's origin."""
+    older, _ = kernels
+    root = jupyter.runtime_dir.rsplit("/", 1)[0]
+    with open(f"{root}/hostile_headers.py", "w") as f:
+        f.write(HOSTILE_HEADERS_PY)
+    older.run("%archive --model-name hostile --version 1.0 --handler hostile_headers.py -f\n"
+              "%serve hostile.mar")
+    status, headers, body = jupyter.call("POST", f"nbserve/kernels/{older.id}/predictions/hostile",
+                                         b"x")
+    lower = {k.lower(): v for k, v in headers.items()}
+    assert status == 200 and body == b"<script>alert(1)</script>"
+    assert "planted" not in lower.get("set-cookie", "")
+    assert lower["content-type"].startswith("text/plain")
+    assert lower["x-content-type-options"] == "nosniff"
+    assert lower.get("access-control-allow-origin", "") != "*" and lower["x-custom"] == "kept"
+    older.run("%serve --stop hostile")
+
+
 def test_the_kernels_secret_never_leaves_the_server(jupyter, kernels):
     older, _ = kernels
     secret = older.value("__import__('nbserve').session.current.server.secret")

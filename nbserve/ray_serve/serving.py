@@ -108,8 +108,13 @@ class RayServing:
         config = config or ServerConfig()
         self._started_ray = False
         if not ray.is_initialized():
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-            self._started_ray = address is None and "RAY_ADDRESS" not in os.environ
+            local = address is None and "RAY_ADDRESS" not in os.environ
+            # A local cluster starts without Ray's dashboard: its Jobs API on 127.0.0.1:8265
+            # takes no credentials, so any local user could run code there as this user.
+            options = {"include_dashboard": False} if local else {}
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
+                     **options)
+            self._started_ray = local
         parts = urlsplit(http_address or DEFAULT_HTTP_ADDRESS)
         serve.start(http_options={"host": parts.hostname, "port": parts.port})
         self.url = _proxy_url()

@@ -52,6 +52,20 @@ class ModelAlreadyRegistered(NBServeError):
     type = "ConflictStatusException"
 
 
+class ArchiveConflict(NBServeError):
+    """An archive of that name is already in the model store; it is never overwritten."""
+
+    status = 409
+    type = "ConflictStatusException"
+
+
+class DownloadArchiveError(NBServeError):
+    """An archive URL could not be fetched whole: the message names the URL, not the network."""
+
+    status = 400
+    type = "DownloadArchiveException"
+
+
 class InvalidKey(NBServeError):
     """A request without the key its API asks for (TorchServe 0.12's token authorization).
 

@@ -45,7 +45,10 @@ def _form_fields(content_type: str, media_type: str, body: bytes) -> dict:
             return {}
     arguments: dict[str, list[bytes]] = {}
     files: dict[str, list[httputil.HTTPFile]] = {}
-    httputil.parse_body_arguments(content_type, body, arguments, files)
+    try:
+        httputil.parse_body_arguments(content_type, body, arguments, files)
+    except httputil.HTTPInputError as e:
+        raise BadRequest(f"The {media_type} body cannot be read: {e}.") from None
     fields: dict[str, Any] = {}
     for name, values in arguments.items():
         fields[name] = _decode("text/plain", values[0])
@@ -76,25 +79,25 @@ def prediction_answer(prediction: Prediction, max_response_size: int) -> tuple[i
         raise NBServeError(f"The answer of {len(body)} bytes is larger than "
                            f"max_response_size ({max_response_size}).")
     headers = dict(prediction.headers)
-    if content_type and "content-type" not in {k.lower() for k in headers}:
+    if "content-type" not in {k.lower() for k in headers}:
         headers["Content-Type"] = content_type
     return prediction.status, headers, body
 
 
-def encode_answer(value: Any) -> tuple[bytes, str | None]:
+def encode_answer(value: Any) -> tuple[bytes, str]:
     """An answer as TorchServe sends it: bytes and text as they are, tensors saved, the rest
-    as indented JSON."""
+    as indented JSON; each with a content type that no browser renders as a page."""
     if isinstance(value, (bytes, bytearray)):
-        return bytes(value), None
+        return bytes(value), "application/octet-stream"
     if isinstance(value, str):
-        return value.encode(), None
+        return value.encode(), "text/plain; charset=utf-8"
     try:
         import torch
 
         if isinstance(value, torch.Tensor):
             buffer = io.BytesIO()
             torch.save(value, buffer)
-            return buffer.getvalue(), None
+            return buffer.getvalue(), "application/octet-stream"
     except ImportError:
         pass
     try:
@@ -103,26 +106,37 @@ def encode_answer(value: Any) -> tuple[bytes, str | None]:
         raise NBServeError(f"The handler's answer cannot be sent as JSON: {e}") from None
 
 
-def kserve_v1_inputs(body: bytes) -> list[dict]:
-    """``{"instances": [...]}``: each instance is one request to the model."""
+def kserve_v1_inputs(body: bytes, max_instances: int) -> list[dict]:
+    """``{"instances": [...]}``: each instance is one request to the model, at most
+    ``max_instances`` of them."""
     instances = json_object(body).get("instances")
     if not isinstance(instances, list):
         raise BadRequest('A KServe v1 request needs "instances": a list.')
+    _check_count(len(instances), max_instances, "instances")
     return [instance if isinstance(instance, dict) else {"body": instance}
             for instance in instances]
+
+
+def _check_count(count: int, limit: int, what: str) -> None:
+    # Each item becomes a request of its own: a body of a million tiny items would queue a
+    # million requests.
+    if count > limit:
+        raise BadRequest(f"The request has {count} {what}; at most {limit} are taken at once "
+                         "(max_kserve_instances): send them in several requests.")
 
 
 def kserve_v1_answer(predictions: list[Prediction]) -> dict:
     return {"predictions": [p.value for p in predictions]}
 
 
-def kserve_v2_inputs(body: bytes) -> tuple[dict, list[dict]]:
+def kserve_v2_inputs(body: bytes, max_instances: int) -> tuple[dict, list[dict]]:
     """An Open Inference Protocol request, and one model input per input tensor (``BYTES``
-    data is base64, as the protocol's JSON form sends it)."""
+    data is base64, as the protocol's JSON form sends it), at most ``max_instances``."""
     request = json_object(body)
     tensors = request.get("inputs")
     if not isinstance(tensors, list) or not tensors:
         raise BadRequest('An inference request needs "inputs": a list of tensors.')
+    _check_count(len(tensors), max_instances, "input tensors")
     inputs = []
     for tensor in tensors:
         value = _v2_data(tensor)

@@ -2,24 +2,44 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from tornado.web import HTTPError, RequestHandler
+from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from nbserve.announce import SECRET_HEADER
 from nbserve.errors import Forbidden, MethodNotAllowed, NBServeError
 from nbserve.http.access import check_token
 from nbserve.http.errors import describe, error_body
+from nbserve.http.limits import RequestBody
 
 if TYPE_CHECKING:
     from nbserve.http.server import Server
 
 
+@stream_request_body
 class APIHandler(RequestHandler):
-    """Base of nbserve's handlers; every answer and every error is JSON as TorchServe's is."""
+    """Base of nbserve's handlers; every answer and every error is JSON as TorchServe's is.
+
+    Every route streams its body (:class:`~nbserve.http.limits.RequestBody`): routes that take
+    one (``takes_body``) keep it up to ``max_request_size``, the others keep none of it, and a
+    request refused before its body arrived is answered once the body is read, so the client
+    sees the answer. Each HTTP method runs after the body is in, and only if nothing refused
+    the request (:func:`_after_checks`).
+    """
+
+    #: Whether this route reads a request body (predictions, KServe); others keep none.
+    takes_body = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in (m.lower() for m in cls.SUPPORTED_METHODS):
+            method = getattr(cls, name)
+            if not getattr(method, "after_checks", False):
+                setattr(cls, name, _after_checks(method))
 
     def initialize(self, server: Server, api: str) -> None:
         self.server = server
@@ -33,8 +53,20 @@ class APIHandler(RequestHandler):
         return None if self.api == "metrics" else self.api
 
     def prepare(self):
-        """Who may call, checked before anything runs: see :mod:`nbserve.http.access`."""
+        """Who may call, and how much it may send, checked before anything runs."""
         self.server.request_started()
+        config = self.server.config
+        self.request_body = RequestBody(
+            self.request.headers, limit=config.max_request_size, keep=self.takes_body,
+            lingering_size=config.lingering_size, lingering_time=config.lingering_time)
+        try:
+            self._check_caller()
+            self.request_body.check_declared()
+        except NBServeError as refusal:
+            self.request_body.refuse(refusal)
+
+    def _check_caller(self) -> None:
+        """See :mod:`nbserve.http.access`; a CORS preflight is answered here."""
         secret = self.request.headers.get(SECRET_HEADER)
         #: Forwarded by the jupyter-server extension, for a user Jupyter authenticated and
         #: authorized; Jupyter has checked its Host, Origin and credentials.
@@ -58,6 +90,16 @@ class APIHandler(RequestHandler):
             return
         check_token(self.server.tokens, self.token_kind, self.request.headers.get("Authorization"))
 
+    def data_received(self, chunk: bytes) -> None:
+        if not self.request_body.add(chunk) and not self._finished:
+            refusal = self.request_body.refusal
+            self.send_error(refusal.status, exc_info=(type(refusal), refusal, None))
+
+    @property
+    def body(self) -> bytes:
+        """The request body, for routes that take one."""
+        return self.request_body.value
+
     def require_model_api(self, what: str) -> None:
         """Registering and unregistering: with enable_model_api, or for a Jupyter user."""
         if not (self.via_jupyter or self.server.config.enable_model_api):
@@ -71,6 +113,7 @@ class APIHandler(RequestHandler):
         self.set_header("Pragma", "no-cache")
         self.set_header("Cache-Control", "no-cache; no-store, must-revalidate, private")
         self.set_header("Expires", "Thu, 01 Jan 1970 00:00:00 UTC")
+        self.set_header("X-Content-Type-Options", "nosniff")
 
     def write_json(self, value: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -96,10 +139,23 @@ def refuse_model_api(what: str) -> MethodNotAllowed:
                             "config.properties to allow it.")
 
 
+def _after_checks(method):
+    """``method``, run only if the request was not answered or refused while it came in."""
+    @functools.wraps(method)
+    def checked(self, *args, **kwargs):
+        if self._finished:
+            return None
+        self.request_body.check()
+        return method(self, *args, **kwargs)
+
+    checked.after_checks = True
+    return checked
+
+
 class NotFoundHandler(APIHandler):
     """Any path the API does not have: TorchServe's 404 JSON."""
 
-    def prepare(self):
-        super().prepare()
-        if not self._finished:
-            raise HTTPError(404)
+    def get(self, *args, **kwargs):
+        raise HTTPError(404)
+
+    head = post = put = delete = patch = options = get

@@ -1,8 +1,8 @@
 """The inference API: ``/ping``, ``/predictions/{model}[/{version}]``, the API description, and
 the KServe v1 and v2 (Open Inference Protocol) routes.
 
-A prediction's path: the body streams in (refused with 413 past ``max_request_size`` before it
-is read whole), becomes the handler's input as TorchServe builds it (:mod:`nbserve.protocol`),
+A prediction's path: the body streams in (refused with 413 past ``max_request_size``, see
+:mod:`nbserve.http.limits`), becomes the handler's input as TorchServe builds it (:mod:`nbserve.protocol`),
 is submitted to the engine, and the engine's answer is written back, as TorchServe writes it.
 """
 
@@ -11,9 +11,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tornado.web import stream_request_body
-
-from nbserve.errors import RequestTooLarge
 from nbserve.http.base import APIHandler
 from nbserve.protocol import (kserve_metadata, kserve_v1_answer, kserve_v1_inputs,
                               kserve_v2_answer, kserve_v2_inputs, prediction_answer,
@@ -29,37 +26,10 @@ class PingHandler(APIHandler):
     post = put = delete = get
 
 
-@stream_request_body
 class BodyHandler(APIHandler):
-    """Reads the request body in chunks, keeping at most ``max_request_size`` bytes of it."""
+    """A route whose request body is the model's input."""
 
-    def prepare(self):
-        super().prepare()
-        if self._finished:  # a CORS preflight, answered
-            return
-        self._chunks: list[bytes] = []
-        self._size = 0
-        self._limit = int(self.server.config.max_request_size)
-        declared = self.request.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > self._limit:
-            raise self._too_large(int(declared))
-
-    def data_received(self, chunk: bytes) -> None:
-        self._size += len(chunk)
-        if self._size <= self._limit:
-            self._chunks.append(chunk)
-        else:
-            self._chunks = []  # keep reading to the end, keep nothing
-
-    @property
-    def body(self) -> bytes:
-        if self._size > self._limit:
-            raise self._too_large(self._size)
-        return b"".join(self._chunks)
-
-    def _too_large(self, size: int) -> RequestTooLarge:
-        return RequestTooLarge(f"Request body of {size} bytes is larger than max_request_size "
-                               f"({self._limit} bytes); raise max_request_size to send it.")
+    takes_body = True
 
     async def predict(self, model: str, version: str | None, inputs: dict) -> Any:
         """Submit one request; its answer, or the engine's error raised here."""
@@ -88,7 +58,7 @@ class KServeV1Handler(BodyHandler):
 
     async def post(self, model: str):
         answers = await asyncio.gather(*(self.predict(model, None, inputs)
-                                         for inputs in kserve_v1_inputs(self.body)))
+                                         for inputs in kserve_v1_inputs(self.body, self.server.config.max_kserve_instances)))
         self.write_json(kserve_v1_answer(answers))
 
 
@@ -96,7 +66,7 @@ class KServeV2InferHandler(BodyHandler):
     """``POST /v2/models/{model}[/versions/{version}]/infer`` (Open Inference Protocol)."""
 
     async def post(self, model: str, version: str | None = None):
-        request, inputs = kserve_v2_inputs(self.body)
+        request, inputs = kserve_v2_inputs(self.body, self.server.config.max_kserve_instances)
         answers = await asyncio.gather(*(self.predict(model, version, i) for i in inputs))
         served = self.engine.get(model, version)
         self.write_json(kserve_v2_answer(request, model, served.version, answers))

@@ -1,20 +1,16 @@
 """The management API: list, describe, register, scale, unregister, set the default version.
 
 Registering and unregistering over HTTP need ``enable_model_api=true``, as in TorchServe since
-its 2023 fixes; an archive ``url`` must be in the model store or match ``allowed_urls``.
+its 2023 fixes; an archive ``url`` must be in the model store or match ``allowed_urls``
+(:mod:`nbserve.model_store`).
 Calls that load or unload a model run off the event loop, so inference keeps flowing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import shutil
-import urllib.request
-from pathlib import Path
 
-from nbserve.errors import BadRequest, ModelNotFound
+from nbserve.errors import BadRequest
 from nbserve.http.base import APIHandler
 from nbserve.tokens import API_KEY, ROTATING
 
@@ -39,7 +35,8 @@ class ModelsHandler(APIHandler):
         url = self.get_query_argument("url", None)
         if not url:
             raise BadRequest("Parameter url is required: the archive's name in the model store.")
-        source = self.server.resolve_archive(url)
+        store = self.server.model_store
+        source = await asyncio.get_running_loop().run_in_executor(store.downloads, store.resolve, url)
         options = {
             "model_name": self.get_query_argument("model_name", None),
             "handler": self.get_query_argument("handler", None),
@@ -119,33 +116,3 @@ class TokenHandler(APIHandler):
 
 def _off_loop(function, *args, **kwargs):
     return asyncio.get_running_loop().run_in_executor(None, lambda: function(*args, **kwargs))
-
-
-def resolve_archive(url: str, model_store: str | None, allows_url) -> Path:
-    """The local archive a registration's ``url`` names: a file or folder in the model store,
-    or a ``file://``/``http(s)://`` URL that ``allowed_urls`` admits (downloaded to the store)."""
-    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", url):
-        if not allows_url(url):
-            raise BadRequest(f"Given URL {url} does not match any allowed URL(s); "
-                             "add it to allowed_urls in config.properties.")
-        if url.startswith("file://"):
-            return _existing(Path(url[len("file://"):]), url)
-        if not model_store:
-            raise BadRequest("Downloading an archive needs a model store (--model-store).")
-        target = Path(model_store) / os.path.basename(url.split("?")[0])
-        with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out:
-            shutil.copyfileobj(response, out)
-        return target
-    if not model_store:
-        raise ModelNotFound(f"Model not found at: {url} (no model store is set).")
-    store = Path(model_store).resolve()
-    path = (store / url).resolve()
-    if store not in path.parents:
-        raise BadRequest(f"Archive {url} is outside the model store.")
-    return _existing(path, url)
-
-
-def _existing(path: Path, url: str) -> Path:
-    if not path.exists():
-        raise ModelNotFound(f"Model not found at: {url}")
-    return path

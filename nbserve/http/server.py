@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application
 
@@ -27,6 +26,8 @@ from nbserve.errors import BadRequest
 from nbserve.http import inference, management, metrics
 from nbserve.http.access import Access
 from nbserve.http.base import NotFoundHandler
+from nbserve.http.limits import LimitedHTTPServer, allow_open_files
+from nbserve.model_store import ModelStore
 from nbserve.tokens import TokenAuthorization
 
 API_ROUTES = {
@@ -52,7 +53,7 @@ API_ROUTES = {
     ],
 }
 
-#: tornado's own body limit is set out of the way: BodyHandler answers 413 itself, as JSON.
+#: tornado's own body limit is set out of the way: APIHandler answers 413 itself, as JSON.
 _UNLIMITED = 2**40
 
 
@@ -73,11 +74,16 @@ class Server:
         self.tokens: TokenAuthorization | None = None
         #: The Host, Origin and CORS checks of each API, from its address.
         self.access: dict[str, Access] = {}
+        #: Where registrations' archives come from (``POST /models?url=``).
+        self.model_store = ModelStore(
+            self.config.model_store, self.config.allows_url,
+            max_download_size=self.config.max_download_size,
+            download_timeout=self.config.download_timeout)
         self.urls: dict[str, str] = {}
         self._in_flight = 0
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._servers: list[HTTPServer] = []
+        self._servers: list[LimitedHTTPServer] = []
         #: ``{api: address}`` for each API that found its address taken and took a free port.
         self.moved: dict[str, str] = {}
 
@@ -108,6 +114,7 @@ class Server:
                        for api in API_ROUTES}
         if self.config.token_authorization:
             self.tokens = TokenAuthorization(self.key_file, self.config.token_expiration_min)
+        allow_open_files(len(API_ROUTES) * self.config.max_connections + 256)
         started = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(sockets, tls, started),
                                         name="nbserve-http", daemon=True)
@@ -123,8 +130,11 @@ class Server:
             app = Application([(pattern, handler, arguments) for pattern, handler in API_ROUTES[api]],
                               default_handler_class=NotFoundHandler,
                               default_handler_args=arguments)
-            server = HTTPServer(app, max_body_size=_UNLIMITED, max_buffer_size=_UNLIMITED,
-                                ssl_options=tls.get(api))
+            server = LimitedHTTPServer(
+                app, max_body_size=_UNLIMITED, max_buffer_size=_UNLIMITED, ssl_options=tls.get(api),
+                max_connections=self.config.max_connections,
+                idle_connection_timeout=self.config.idle_connection_timeout,
+                body_timeout=self.config.body_timeout)
             server.add_sockets(socks)
             self._servers.append(server)
             host, port = socks[0].getsockname()[:2]
@@ -154,6 +164,7 @@ class Server:
         self._thread = None
         if self.tokens is not None:
             self.tokens.remove()
+        self.model_store.close()
 
     def request_started(self) -> None:
         self._in_flight += 1
@@ -161,8 +172,6 @@ class Server:
     def request_finished(self) -> None:
         self._in_flight -= 1
 
-    def resolve_archive(self, url: str):
-        return management.resolve_archive(url, self.config.model_store, self.config.allows_url)
 
     def openapi(self, application: Application) -> dict:
         """An OpenAPI 3 document of the paths ``application`` answers."""

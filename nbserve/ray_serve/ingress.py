@@ -18,6 +18,7 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
+from nbserve.config import SERVER_DEFAULTS
 from nbserve.errors import (MethodNotAllowed, ModelNotFound, ModelVersionNotFound, NBServeError,
                             RequestTooLarge)
 from nbserve.http.errors import describe as describe_error
@@ -29,6 +30,7 @@ from nbserve.ray_serve import MODEL_APP_PREFIX, app_name, deployment_state
 from nbserve.ray_serve.replica import call_replica
 
 _ANY = ("GET", "POST", "PUT", "DELETE")
+_MAX_INSTANCES = SERVER_DEFAULTS["max_kserve_instances"]
 
 
 @serve.deployment
@@ -84,12 +86,12 @@ class Ingress:
         return Response(content, status, headers)
 
     async def kserve_v1(self, request: Request, model: str) -> Response:
-        inputs = kserve_v1_inputs(await self._body(request))
+        inputs = kserve_v1_inputs(await self._body(request), _MAX_INSTANCES)
         answers = await asyncio.gather(*(self._predict(model, None, i) for i in inputs))
         return _json(kserve_v1_answer(answers))
 
     async def kserve_v2(self, request: Request, model: str, version: str | None) -> Response:
-        body, inputs = kserve_v2_inputs(await self._body(request))
+        body, inputs = kserve_v2_inputs(await self._body(request), _MAX_INSTANCES)
         answers = await asyncio.gather(*(self._predict(model, version, i) for i in inputs))
         served = await self._call(model, "describe")
         return _json(kserve_v2_answer(body, model, served["modelVersion"], answers))

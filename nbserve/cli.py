@@ -198,6 +198,14 @@ def _serve_command(args: argparse.Namespace) -> int:
 
     stop = _stop_on_signals()
     engine, server = start_serving(config, args.models)
+    for failure in engine.failures.values():
+        print(f"nbserve: {failure.name} ({failure.source}) failed to load; serving the others.\n"
+              f"{failure.traceback}", file=sys.stderr, flush=True)
+    if engine.failures and not engine.models():
+        print("nbserve serve: error: no model could be loaded", file=sys.stderr)
+        server.stop()
+        engine.close()
+        return 1
     for notice in serving_notices(config, server.tokens):
         print(f"nbserve: {notice}", file=sys.stderr, flush=True)
     for api, url in server.urls.items():

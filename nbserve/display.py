@@ -160,6 +160,11 @@ class ServingStatus:
                     "p99 ms": "-" if p99 is None else f"{p99:.1f}",
                     "predictions URL": urls.get("inference", "") + path,
                 })
+        for failure in engine.failures.values() if engine is not None else []:
+            rows.append({"model": failure.name, "version": "-", "device": "-",
+                         "workers": "failed to load", "queue": "-", "requests": "-",
+                         "p50 ms": "-", "p99 ms": "-",
+                         "predictions URL": failure.error.splitlines()[0]})
         urls = dict(urls)
         if ray is not None:
             urls["ray"] = ray.url
@@ -175,8 +180,9 @@ class ServingStatus:
                     "predictions URL": f"{ray.url}/predictions/{model.name}",
                 })
         curl = ""
-        if rows:
-            url = rows[0]["predictions URL"]
+        served = [row["predictions URL"] for row in rows if row["workers"] != "failed to load"]
+        if served:
+            url = served[0]
             here = inference_key and "inference" in urls and url.startswith(urls["inference"])
             header = f' -H "Authorization: Bearer {inference_key}"' if here else ""
             curl = f"curl {url} -T INPUT{header}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import traceback
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,7 +21,7 @@ from typing import Any
 from nbserve import config as model_config
 from nbserve.archive import ModelArchive, check_model_name, check_model_version, open_archive
 from nbserve.batching import DeadlineWatcher, Prediction, Request, RequestQueue
-from nbserve.errors import (BadRequest, ModelAlreadyRegistered, ModelNotFound,
+from nbserve.errors import (BadRequest, ModelAlreadyRegistered, ModelLoadFailed, ModelNotFound,
                             ModelVersionNotFound, QueueFull)
 from nbserve.handlers.context import HandlerMetrics
 from nbserve.handlers.util import get_yaml_config
@@ -147,6 +148,16 @@ class Model:
         return self.versions[self.default_version]
 
 
+@dataclass(frozen=True)
+class LoadFailure:
+    """A model that was asked for and could not be loaded: from where, and why."""
+
+    name: str
+    source: str
+    error: str
+    traceback: str
+
+
 class Engine:
     """Serves models in this process.
 
@@ -160,6 +171,8 @@ class Engine:
         #: The settings a model gets where neither its model-config.yaml nor its registration says.
         self.defaults = defaults or model_config.machine_defaults()
         self._models: dict[str, Model] = {}
+        #: Models that failed to load (:meth:`record_failure`), until one of that name loads.
+        self.failures: dict[str, LoadFailure] = {}
         self._lock = threading.RLock()
         self._deadlines = DeadlineWatcher()
 
@@ -217,11 +230,20 @@ class Engine:
                 self._models[name] = Model(name, {version: loaded}, version)
             else:
                 model.versions[version] = loaded
+            self.failures.pop(name, None)
             if old is not None:
                 old.close(wait=False)  # under the lock: no request can reach it after this
         if old is not None:
             threading.Thread(target=old.join, name=f"nbserve-drain-{name}", daemon=True).start()
         return loaded
+
+    def record_failure(self, name: str, source: str | os.PathLike, error: BaseException) -> LoadFailure:
+        """Keep why ``name`` did not load, so asking for it says so rather than "not found"."""
+        failure = LoadFailure(name, str(source), f"{type(error).__name__}: {error}",
+                              "".join(traceback.format_exception(error)))
+        with self._lock:
+            self.failures[name] = failure
+        return failure
 
     def unregister(self, model_name: str, version: str | None = None, wait: bool = True) -> None:
         """Stop serving a version (the default one if none given) after answering its queue."""
@@ -277,6 +299,10 @@ class Engine:
         """A served model and its versions; ModelNotFound if none."""
         model = self._models.get(model_name)
         if model is None:
+            failure = self.failures.get(model_name)
+            if failure is not None:
+                raise ModelLoadFailed(f"Model {model_name} ({failure.source}) failed to load: "
+                                      f"{failure.error}\n{failure.traceback}")
             raise ModelNotFound(f"Model not found: {model_name} (served: "
                                 f"{', '.join(sorted(self._models)) or 'none'})")
         return model

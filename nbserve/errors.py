@@ -47,6 +47,13 @@ class ModelVersionNotFound(ModelNotFound):
     type = "ModelVersionNotFoundException"
 
 
+class ModelLoadFailed(NBServeError):
+    """A model asked for at start-up that could not be loaded; its message holds why."""
+
+    status = 500
+    type = "WorkerInitializationException"
+
+
 class ModelAlreadyRegistered(NBServeError):
     status = 409
     type = "ConflictStatusException"

@@ -117,8 +117,12 @@ class NBServeMagics(Magics):
     def _serve_here(self, args, config) -> None:
         for notice in session.current.start(config):
             print(notice)
+        failed_before = dict(session.current.engine.failures)
         served = session.current.serve_models(config, args.models) if (
             args.models or config.load_models) else []
+        for name, failure in session.current.engine.failures.items():
+            if failed_before.get(name) is not failure:
+                print(f"{name} ({failure.source}) failed to load:\n{failure.traceback}")
         if args.source:
             served.append(self._serve_source(args))
         urls = session.current.server.urls

@@ -53,27 +53,40 @@ def startup_models(config: ServerConfig, models: list[str]) -> list[tuple[str | 
     return loads
 
 
-def startup_archives(config: ServerConfig, models: list[str]) -> list[tuple[ModelArchive, dict]]:
-    """Each startup model's archive and its registration settings: its name, and what
+def startup_archive(config: ServerConfig, name: str | None, path: Path) -> tuple[ModelArchive, dict]:
+    """A startup model's archive and its registration settings: its name, and what
     config.properties' ``models`` sets for it (batchSize, maxBatchDelay, minWorkers, ...)."""
-    loads = []
-    for name, path in startup_models(config, models):
-        archive = open_archive(path)
-        name = name or archive.model_name
-        settings = config.model_settings().get(name, {}).get(archive.version, {})
-        loads.append((archive, {"model_name": name,
-                                "batch_size": settings.get("batchSize"),
-                                "max_batch_delay": settings.get("maxBatchDelay"),
-                                "initial_workers": settings.get("minWorkers"),
-                                "response_timeout": settings.get("responseTimeout")}))
-    return loads
+    archive = open_archive(path)
+    name = name or archive.model_name
+    settings = config.model_settings().get(name, {}).get(archive.version, {})
+    return archive, {"model_name": name,
+                     "batch_size": settings.get("batchSize"),
+                     "max_batch_delay": settings.get("maxBatchDelay"),
+                     "initial_workers": settings.get("minWorkers"),
+                     "response_timeout": settings.get("responseTimeout")}
+
+
+def startup_archives(config: ServerConfig, models: list[str]) -> list[tuple[ModelArchive, dict]]:
+    """Each startup model's archive and registration settings."""
+    return [startup_archive(config, name, path) for name, path in startup_models(config, models)]
 
 
 def register_startup_models(engine: Engine, config: ServerConfig, models: list[str], *,
                             replace: bool = False) -> list[ModelVersion]:
-    """Load ``--models`` (or ``load_models``) with the settings config.properties gives each."""
-    return [engine.register(archive, replace=replace, **settings)
-            for archive, settings in startup_archives(config, models)]
+    """Load ``--models`` (or ``load_models``) with the settings config.properties gives each.
+
+    As TorchServe does, a model that fails to load does not stop the others: it is recorded in
+    ``engine.failures`` with its traceback, and asking for it answers why.
+    """
+    loaded = []
+    for name, path in startup_models(config, models):
+        try:
+            archive, settings = startup_archive(config, name, path)
+            name = settings["model_name"]
+            loaded.append(engine.register(archive, replace=replace, **settings))
+        except Exception as error:  # noqa: BLE001 - recorded, and shown by the caller
+            engine.record_failure(name or path.name.split(".")[0], path, error)
+    return loaded
 
 
 def start_serving(config: ServerConfig, models: list[str]) -> tuple[Engine, Server]:

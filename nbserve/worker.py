@@ -33,7 +33,7 @@ from nbserve.batching import Prediction, Request, wait_to_fill
 from nbserve.errors import InferenceError
 from nbserve.handlers.base import BaseHandler
 from nbserve.handlers.context import Context, RequestProcessor
-from nbserve.handlers.loader import load_handler
+from nbserve.handlers.loader import archive_imports, load_handler
 from nbserve.live import LiveModel
 
 if TYPE_CHECKING:
@@ -73,14 +73,17 @@ class Worker:
     def _serve(self) -> None:
         version = self.version
         try:
-            self.entry = load_handler(version.handler, version.model_dir)
-            self.context = Context(
-                version.name, str(version.model_dir), version.manifest, version.config.batch_size,
-                self.gpu_id, limit_max_image_pixels=version.config.limit_max_image_pixels,
-                metrics=version.handler_metrics, model_yaml_config=version.config.yaml,
-                live_module=version.archive.module if isinstance(version.archive, LiveModel) else None,
-            )
-            self.entry.initialize(self.context)
+            with archive_imports(version.model_dir):
+                self.entry = load_handler(version.handler, version.model_dir)
+                self.context = Context(
+                    version.name, str(version.model_dir), version.manifest,
+                    version.config.batch_size, self.gpu_id,
+                    limit_max_image_pixels=version.config.limit_max_image_pixels,
+                    metrics=version.handler_metrics, model_yaml_config=version.config.yaml,
+                    live_module=version.archive.module if isinstance(version.archive, LiveModel)
+                    else None,
+                )
+                self.entry.initialize(self.context)
         except BaseException as error:  # noqa: BLE001 - handed to start()'s caller
             self._load_error = error
             self._loaded.set()
@@ -252,6 +255,7 @@ def _pipelines(handler) -> bool:
 
     cls = type(handler)
     return (isinstance(handler, BaseHandler) and cls.handle is BaseHandler.handle
+            and "handle" not in vars(handler)  # replaced on the instance (MicroBatching)
             and cls.preprocess in (BaseHandler.preprocess, VisionHandler.preprocess,
                                    ObjectDetector.preprocess))
 

@@ -305,3 +305,137 @@ def controlled(folder, tag="v1", name="ctl"):
     handler = folder / f"controlled_{tag}.py"
     handler.write_text(CONTROLLED.format(tag=tag))
     return archive(name, "1.0", str(handler), export_path=folder, force=True)
+
+
+# Handlers that do what TorchServe's examples do (examples/image_classifier/mnist, vgg_16,
+# examples/micro_batching), written here.
+
+DIGITS_PY = '''\
+import torch
+from torch import nn
+
+
+class DigitNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.fc = nn.Linear(4 * 26 * 26, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+'''
+
+DIGITS_HANDLER_PY = '''\
+from torchvision import transforms
+from ts.torch_handler.image_classifier import ImageClassifier
+
+
+class DigitClassifier(ImageClassifier):
+    """28x28 grayscale digits: one-channel transforms of its own."""
+
+    image_processing = transforms.Compose([transforms.ToTensor(),
+                                           transforms.Normalize((0.5,), (0.25,))])
+
+    def postprocess(self, data):
+        return [{"digit": int(row.argmax()), "scores": row.tolist()} for row in data]
+'''
+
+
+def digits(folder: Path) -> Path:
+    """A one-channel digit classifier whose handler brings its own transforms (as mnist)."""
+    eager_files(folder, DIGITS_PY, "DigitNet", "digits.pth")
+    (folder / "digits_handler.py").write_text(DIGITS_HANDLER_PY)
+    return make_archive(folder, "digits", "digits_handler.py", model_file="model.py",
+                        serialized_file="digits.pth")
+
+
+BY_NAME_HANDLER_PY = '''\
+import importlib
+import json
+
+import torch
+from ts.torch_handler.base_handler import BaseHandler
+from ts.utils.util import list_classes_from_module
+
+
+class ByNameHandler(BaseHandler):
+    """Loads its model module by name, which needs the model's folder on sys.path (as vgg_16)."""
+
+    def preprocess(self, data):
+        rows = [row.get("data") or row.get("body") for row in data]
+        return torch.tensor([json.loads(r) if isinstance(r, (bytes, bytearray)) else r
+                             for r in rows], dtype=torch.float32)
+
+    def _load_pickled_model(self, model_dir, model_file, model_pt_path):
+        module = importlib.import_module(model_file.split(".")[0])
+        [model_class] = list_classes_from_module(module)
+        model = model_class()
+        model.load_state_dict(torch.load(model_pt_path, weights_only=True))
+        return model
+'''
+
+NET_PY = '''\
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    """{outputs} outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, {outputs})
+
+    def forward(self, x):
+        return self.fc(x)
+'''
+
+
+def by_name(folder: Path, name: str, outputs: int) -> Path:
+    """A handler that imports ``model`` by name, over a ``model.py`` whose ``Net`` has
+    ``outputs`` outputs: two of these with other ``outputs`` must not share a module."""
+    eager_files(folder, NET_PY.format(outputs=outputs), "Net", "net.pth")
+    (folder / "by_name.py").write_text(BY_NAME_HANDLER_PY)
+    return make_archive(folder, name, "by_name.py", model_file="model.py",
+                        serialized_file="net.pth")
+
+
+MICRO_BATCHING_HANDLER_PY = '''\
+from ts.handler_utils.micro_batching import MicroBatching
+from ts.torch_handler.image_classifier import ImageClassifier
+
+
+class MicroBatchingClassifier(ImageClassifier):
+    """Replaces its handle with MicroBatching, without calling super().__init__()."""
+
+    def __init__(self):
+        self.handle = MicroBatching(self)
+
+    def initialize(self, context):
+        super().initialize(context)
+        settings = context.model_yaml_config.get("micro_batching", {})
+        if settings.get("parallelism"):
+            self.handle.parallelism = settings["parallelism"]
+        self.handle.micro_batch_size = settings.get("micro_batch_size", 1)
+'''
+
+MICRO_BATCHING_YAML = """\
+batchSize: 6
+maxBatchDelay: 500
+micro_batching:
+  micro_batch_size: 2
+  parallelism:
+    preprocess: 2
+    inference: 1
+    postprocess: 2
+"""
+
+
+def micro_batching(folder: Path) -> Path:
+    """resnet18 behind a MicroBatching handler, with its model-config.yaml settings."""
+    classifier_files(folder)
+    (folder / "mb_handler.py").write_text(MICRO_BATCHING_HANDLER_PY)
+    (folder / "model-config.yaml").write_text(MICRO_BATCHING_YAML)
+    return make_archive(folder, "micro", "mb_handler.py", model_file="model.py",
+                        serialized_file="resnet18.pth", extra_files="index_to_name.json",
+                        config_file="model-config.yaml")

@@ -51,3 +51,20 @@ def test_status_table_reads_the_same_in_text_and_html(engine, classifier_mar):
     finally:
         engine.unregister("display_model")
     assert "Nothing is being served" in str(ServingStatus([], {}))
+
+
+def test_a_model_that_failed_to_load_shows_why(engine, classifier_mar, tmp_path):
+    engine.record_failure("broken", tmp_path / "broken.mar", ImportError("no such package"))
+    engine.register(classifier_mar, model_name="served_model")
+    try:
+        status = ServingStatus.of(engine, {"inference": "http://127.0.0.1:8080"},
+                                  inference_key="k3y")
+        row = next(r for r in status.rows if r["model"] == "broken")
+        assert row["workers"] == "failed to load"
+        assert row["predictions URL"] == "ImportError: no such package"
+        assert status.curl.startswith("curl http://127.0.0.1:8080/predictions/")
+        assert status.curl.endswith('-T INPUT -H "Authorization: Bearer k3y"')
+        assert "failed to load" in str(status) and "k3y" in status._repr_html_()
+    finally:
+        engine.unregister("served_model")
+        engine.failures.clear()

@@ -69,34 +69,39 @@ def timed(func):
 class BaseHandler:
     """Loads an eager, TorchScript or ``torch.export`` model and runs it; see the module doc."""
 
-    def __init__(self):
-        self.model = None
-        self.mapping = None
-        self.device = None
-        self.initialized = False
-        self.context = None
-        self.model_pt_path = None
-        self.manifest = None
-        self.map_location = None
-        self.explain = False
-        self.target = 0
-        self.model_yaml_config = {}
+    # Class-level defaults, not set in __init__: TorchServe's examples subclass without calling
+    # super().__init__() (micro_batching's handler, for one), and still initialize.
+    model = None
+    mapping = None
+    device = None
+    initialized = False
+    model_pt_path = None
+    manifest = None
+    map_location = None
+    explain = False
+    target = 0
+    model_yaml_config: dict = {}
 
     @property
     def context(self):
         """The context of the batch this thread is working on.
 
         Per thread, because the engine preprocesses the next batch while this one runs through
-        ``inference`` and ``postprocess``, and each step must see its own batch's headers.
+        ``inference`` and ``postprocess``, and each step must see its own batch's headers. A
+        thread that never set one (a handler's own helper threads, as TorchServe's
+        ``MicroBatching`` runs) sees the latest set by any thread.
         """
         local = self.__dict__.get("_context_local")
-        return getattr(local, "context", None) if local is not None else None
+        if local is not None and hasattr(local, "context"):
+            return local.context
+        return self.__dict__.get("_context_latest")
 
     @context.setter
     def context(self, context):
         if "_context_local" not in self.__dict__:
             self.__dict__["_context_local"] = threading.local()
         self.__dict__["_context_local"].context = context
+        self.__dict__["_context_latest"] = context
 
     def initialize(self, context):
         """Load the model the manifest names onto the context's device, and the label map.
@@ -206,16 +211,20 @@ class BaseHandler:
 
     def handle(self, data, context):
         """Answer one batch: ``postprocess(inference(preprocess(data)))``."""
+        return self.answer(data, context,
+                           lambda rows: self.postprocess(self.inference(self.preprocess(rows))))
+
+    def answer(self, data, context, predict):
+        """A batch's answers: ``describe_handle`` or ``explain_handle`` where the request asks
+        (headers ``describe``/``explain``), else ``predict(data)``; timed as HandlerTime."""
         start = time.time()
         self.context = context
         if self._is_describe():
             output = [self.describe_handle()]
+        elif self._is_explain():
+            output = self.explain_handle(self.preprocess(data), data)
         else:
-            data_preprocess = self.preprocess(data)
-            if self._is_explain():
-                output = self.explain_handle(data_preprocess, data)
-            else:
-                output = self.postprocess(self.inference(data_preprocess))
+            output = predict(data)
         context.metrics.add_time("HandlerTime", round((time.time() - start) * 1000, 2), None, "ms")
         return output
 

@@ -2,9 +2,13 @@
 
 ``--handler`` names a default handler (``image_classifier``), a file in the archive
 (``my_handler.py``), or a function in one (``my_handler.py:handle``). A module is used through its
-function (``handle`` unless named) or, failing that, through the one class it defines. Files
-from an archive are imported under names of their own, so two models' ``model.py`` or
-``handler.py`` never collide in one process.
+function (``handle`` unless named) or, failing that, through the one class it defines.
+
+TorchServe runs each model in processes of its own, with the model's folder on ``sys.path``. Here
+models share a process, so a handler loads inside :func:`archive_imports`: its folder first on
+``sys.path`` (``import model`` and ``importlib.import_module("model")`` work as under
+TorchServe), and its archive's modules imported fresh for it and taken out of ``sys.modules``
+after, so two models' ``model.py`` never stand for each other.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import importlib.util
 import os
 import sys
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -69,6 +74,36 @@ def import_file(path: str | os.PathLike) -> ModuleType:
         finally:
             sys.path.remove(folder)
     return module
+
+
+@contextmanager
+def archive_imports(model_dir: str | os.PathLike):
+    """While a model's handler loads and initializes: ``model_dir`` first on ``sys.path``, and
+    the top-level modules it holds (``model.py``, packages) imported for this archive alone.
+
+    Imports are serialised meanwhile. What the handler imported stays referenced by the handler;
+    ``sys.modules`` gets back whatever those names meant before.
+    """
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        yield
+        return
+    own = {p.stem for p in folder.glob("*.py")} | {
+        p.name for p in folder.iterdir() if (p / "__init__.py").is_file()}
+
+    def owned() -> list[str]:
+        return [name for name in sys.modules if name.split(".")[0] in own]
+
+    with _import_lock:
+        saved = {name: sys.modules.pop(name) for name in owned()}
+        sys.path.insert(0, str(folder))
+        try:
+            yield
+        finally:
+            sys.path.remove(str(folder))
+            for name in owned():
+                del sys.modules[name]
+            sys.modules.update(saved)
 
 
 def load_handler(handler: Any, model_dir: str | os.PathLike) -> LoadedHandler:

@@ -28,6 +28,7 @@ ALIASES = {
     "ts.torch_handler.text_classifier": "nbserve.handlers.text_classifier",
     "ts.utils.util": "nbserve.handlers.util",
     "ts.handler_utils.timer": "nbserve.handlers.base",
+    "ts.handler_utils.micro_batching": "nbserve.handlers.micro_batching",
 }
 PACKAGES = ("ts", "ts.torch_handler", "ts.utils", "ts.handler_utils")
 
@@ -56,3 +57,6 @@ def install() -> None:
         for name in list(PACKAGES[1:]) + list(ALIASES):
             parent, _, child = name.rpartition(".")
             setattr(sys.modules[parent], child, sys.modules[name])
+        # ``from ts.handler_utils import MicroBatching``, as its package exports it.
+        sys.modules["ts.handler_utils"].MicroBatching = sys.modules[
+            "ts.handler_utils.micro_batching"].MicroBatching

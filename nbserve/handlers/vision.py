@@ -1,9 +1,12 @@
 """``VisionHandler``: images in, as TorchServe's vision handlers read them, but never refused for
-their mode.
+their mode by nbserve's own transforms.
 
 TorchServe feeds a grayscale, RGBA or palette image straight to a 3-channel normalisation and
-answers 503 "Prediction failed". Here every image PIL opens is converted to RGB first, and an
-input that is not an image at all is answered 400 with the reason, for that request alone.
+answers 503 "Prediction failed". Here an image bound for nbserve's own ``image_processing`` (the
+default handlers', and subclasses that keep it) is converted to RGB first. A handler with
+transforms of its own gets the image as decoded, as TorchServe gives it: an MNIST handler's
+one-channel transforms get the digit's one channel. An input that is not an image at all is
+answered 400 with the reason, for that request alone.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from nbserve.handlers.util import PredictionException, request_body
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 
 
-def decode_image(value) -> Image.Image:
-    """A request's image (bytes, base64 text, or a PIL image) as an RGB PIL image.
+def decode_image(value, rgb: bool = True) -> Image.Image:
+    """A request's image (bytes, base64 text, or a PIL image), as RGB if ``rgb``.
 
     Raises PredictionException(400) for anything that is not a readable image; Pillow's
     decompression-bomb limit stays on unless the worker was started with it off.
@@ -54,7 +57,7 @@ def decode_image(value) -> Image.Image:
                 "convert it to one of them.", 400) from None
         except (OSError, SyntaxError, ValueError) as e:
             raise PredictionException(f"Image could not be decoded: {e}", 400) from None
-    if image.mode != "RGB":
+    if rgb and image.mode != "RGB":
         if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
             background = Image.new("RGB", image.size, (255, 255, 255))
             background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
@@ -83,7 +86,16 @@ class VisionHandler(BaseHandler):
         value = request_body(row)
         if isinstance(value, (list, tuple)):
             return torch.FloatTensor(value)
-        return self.image_processing(decode_image(value))
+        return self.image_processing(decode_image(value, rgb=self.converts_to_rgb))
+
+    @property
+    def converts_to_rgb(self) -> bool:
+        """Whether images become RGB before ``image_processing``: only for nbserve's own
+        transforms, which take three channels; never for a handler's own."""
+        if "image_processing" in vars(self):
+            return False
+        owner = next(c for c in type(self).__mro__ if "image_processing" in vars(c))
+        return owner.__module__.startswith("nbserve.handlers.")
 
     def get_insights(self, tensor_data, _, target=0):
         try:

@@ -125,8 +125,9 @@ def _check_count(count: int, limit: int, what: str) -> None:
                          "(max_kserve_instances): send them in several requests.")
 
 
-def kserve_v1_answer(predictions: list[Prediction]) -> dict:
-    return {"predictions": [p.value for p in predictions]}
+def kserve_v1_answer(predictions: list[Prediction], key: str = "predictions") -> dict:
+    """``{"predictions": [...]}`` (or ``{"explanations": [...]}``), one per instance."""
+    return {key: [p.value for p in predictions]}
 
 
 def kserve_v2_inputs(body: bytes, max_instances: int) -> tuple[dict, list[dict]]:

@@ -31,7 +31,7 @@ import torch
 
 from nbserve.batching import Prediction, Request, wait_to_fill
 from nbserve.errors import InferenceError
-from nbserve.handlers.base import BaseHandler
+from nbserve.handlers.base import BaseHandler, asks_for_handle
 from nbserve.handlers.context import Context, RequestProcessor
 from nbserve.handlers.loader import archive_imports, load_handler
 from nbserve.live import LiveModel
@@ -158,7 +158,7 @@ class Worker:
             for request in arrived:
                 if request.settled:
                     continue
-                if request.headers.get("explain") == "True" or request.headers.get("describe") == "True":
+                if asks_for_handle(request.headers):
                     self._ready.put(request, _RUN_HANDLE)
                     continue
                 handler.context = self._batch_context([request])

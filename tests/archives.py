@@ -439,3 +439,34 @@ def micro_batching(folder: Path) -> Path:
     return make_archive(folder, "micro", "mb_handler.py", model_file="model.py",
                         serialized_file="resnet18.pth", extra_files="index_to_name.json",
                         config_file="model-config.yaml")
+
+
+DESCRIBED_HANDLER_PY = '''\
+from ts.torch_handler.base_handler import BaseHandler
+
+
+class DescribedHandler(BaseHandler):
+    """No model: answers each request with its length, and describes itself."""
+
+    def initialize(self, context):
+        self.initialized = True
+
+    def preprocess(self, data):
+        return [row.get("data") or row.get("body") for row in data]
+
+    def inference(self, data):
+        return [len(item or b"") for item in data]
+
+    def postprocess(self, data):
+        return data
+
+    def describe_handle(self):
+        return {"data1": "1", "data2": "2"}
+'''
+
+
+def described(folder: Path) -> Path:
+    """A handler whose ``describe_handle`` gives TorchServe's customized metadata."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "described.py").write_text(DESCRIBED_HANDLER_PY)
+    return make_archive(folder, "described", "described.py")

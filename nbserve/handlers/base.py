@@ -38,6 +38,7 @@ import time
 
 import torch
 
+from nbserve.handlers.context import RequestProcessor
 from nbserve.handlers.loader import import_file
 from nbserve.handlers.util import list_classes_from_module, load_label_mapping, request_body
 
@@ -64,6 +65,14 @@ def timed(func):
         return result
 
     return wrapper
+
+
+def asks_for_handle(headers: dict) -> bool:
+    """Whether a request asks for an explanation or a description (TorchServe's headers
+    ``explain: True`` and ``describe: True``, any case), which ``handle`` answers."""
+    processor = RequestProcessor(headers)
+    return "True" in (processor.get_request_property("explain"),
+                      processor.get_request_property("describe"))
 
 
 class BaseHandler:

@@ -30,11 +30,16 @@ class BodyHandler(APIHandler):
     """A route whose request body is the model's input."""
 
     takes_body = True
+    #: Whether the route asks for explanations: TorchServe's ``explain: True`` header, which
+    #: the handler's ``explain_handle`` answers.
+    explains = False
 
     async def predict(self, model: str, version: str | None, inputs: dict) -> Any:
         """Submit one request; its answer, or the engine's error raised here."""
-        future = self.engine.submit(model, inputs, version=version or None,
-                                    headers=dict(self.request.headers.get_all()))
+        headers = dict(self.request.headers.get_all())
+        if self.explains:
+            headers["explain"] = "True"
+        future = self.engine.submit(model, inputs, version=version or None, headers=headers)
         return await asyncio.wrap_future(future)
 
 
@@ -52,14 +57,27 @@ class PredictionHandler(BodyHandler):
     put = post
 
 
+class ExplanationHandler(PredictionHandler):
+    """``POST``/``PUT /explanations/{model}[/{version}]``: the handler's explanation of one
+    request (captum's Integrated Gradients for nbserve's vision and text handlers)."""
+
+    explains = True
+
+
 class KServeV1Handler(BodyHandler):
     """``POST /v1/models/{model}:predict``: ``{"instances": [...]}`` in, ``{"predictions": [...]}``
-    out, each instance one request to the model."""
+    out, each instance one request to the model; ``:explain`` answers ``{"explanations": ...}``."""
 
     async def post(self, model: str):
-        answers = await asyncio.gather(*(self.predict(model, None, inputs)
-                                         for inputs in kserve_v1_inputs(self.body, self.server.config.max_kserve_instances)))
-        self.write_json(kserve_v1_answer(answers))
+        instances = kserve_v1_inputs(self.body, self.server.config.max_kserve_instances)
+        answers = await asyncio.gather(*(self.predict(model, None, i) for i in instances))
+        self.write_json(kserve_v1_answer(answers, "explanations" if self.explains else "predictions"))
+
+
+class KServeV1ExplainHandler(KServeV1Handler):
+    """``POST /v1/models/{model}:explain``."""
+
+    explains = True
 
 
 class KServeV2InferHandler(BodyHandler):

@@ -9,9 +9,11 @@ Calls that load or unload a model run off the event loop, so inference keeps flo
 from __future__ import annotations
 
 import asyncio
+import json
 
 from nbserve.errors import BadRequest
 from nbserve.http.base import APIHandler
+from nbserve.protocol import encode_answer
 from nbserve.tokens import API_KEY, ROTATING
 
 
@@ -62,12 +64,27 @@ class ModelsHandler(APIHandler):
 class ModelHandler(ModelsHandler):
     """``GET``/``PUT``/``DELETE /models/{model}[/{version}|/all]``."""
 
-    def get(self, model: str, version: str | None = None):
+    async def get(self, model: str, version: str | None = None):
         if version == "all":
             versions = list(self.engine.model(model).versions.values())
         else:
             versions = [self.engine.get(model, version)]
-        self.write_json([v.describe() for v in versions])
+        described = [v.describe() for v in versions]
+        if self.get_query_argument("customized", "false").lower() == "true":
+            for entry, served in zip(described, versions):
+                entry["customizedMetadata"] = await self._customized(served)
+        self.write_json(described)
+
+    async def _customized(self, served):
+        """The handler's ``describe_handle`` answer, as TorchServe's ``customizedMetadata``: a
+        request with its ``describe: True`` header; JSON as JSON, other text as text."""
+        future = self.engine.submit(served.name, {"body": b""}, version=served.version,
+                                    headers={"describe": "True"})
+        text = encode_answer((await asyncio.wrap_future(future)).value)[0]
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text.decode(errors="replace")
 
     async def put(self, model: str, version: str | None = None):
         target = self.engine.get(model, version)

@@ -45,7 +45,9 @@ class Ingress:
         self._routes = [
             (_ANY, r"/ping", self.ping),
             (("POST", "PUT"), r"/predictions/([^/]+)(?:/([^/]+))?", self.prediction),
+            (("POST", "PUT"), r"/explanations/([^/]+)(?:/([^/]+))?", self.explanation),
             (("POST",), r"/v1/models/([^/:]+):predict", self.kserve_v1),
+            (("POST",), r"/v1/models/([^/:]+):explain", self.kserve_v1_explain),
             (("GET",), r"/v1/models/([^/:]+)", self.kserve_model),
             (("GET",), r"/v2/health/(live|ready)", self.kserve_health),
             (("POST",), r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer", self.kserve_v2),
@@ -78,17 +80,26 @@ class Ingress:
     async def ping(self, request: Request) -> Response:
         return _json({"status": "Healthy"})
 
-    async def prediction(self, request: Request, model: str, version: str | None) -> Response:
+    async def prediction(self, request: Request, model: str, version: str | None,
+                         explain: bool = False) -> Response:
         body = await self._body(request)
+        headers = {**request.headers, **({"explain": "True"} if explain else {})}
         prediction = await self._predict(model, version, request_inputs(request.headers, body),
-                                         dict(request.headers))
+                                         headers)
         status, headers, content = prediction_answer(prediction, self.max_response_size)
         return Response(content, status, headers)
 
-    async def kserve_v1(self, request: Request, model: str) -> Response:
+    async def explanation(self, request: Request, model: str, version: str | None) -> Response:
+        return await self.prediction(request, model, version, explain=True)
+
+    async def kserve_v1(self, request: Request, model: str, explain: bool = False) -> Response:
         inputs = kserve_v1_inputs(await self._body(request), _MAX_INSTANCES)
-        answers = await asyncio.gather(*(self._predict(model, None, i) for i in inputs))
-        return _json(kserve_v1_answer(answers))
+        headers = {"explain": "True"} if explain else None
+        answers = await asyncio.gather(*(self._predict(model, None, i, headers) for i in inputs))
+        return _json(kserve_v1_answer(answers, "explanations" if explain else "predictions"))
+
+    async def kserve_v1_explain(self, request: Request, model: str) -> Response:
+        return await self.kserve_v1(request, model, explain=True)
 
     async def kserve_v2(self, request: Request, model: str, version: str | None) -> Response:
         body, inputs = kserve_v2_inputs(await self._body(request), _MAX_INSTANCES)

@@ -1,6 +1,7 @@
 """nbserve's default handlers answer what TorchServe's answer, for the same archive and input."""
 
 import io
+import json
 
 import pytest
 from PIL import Image
@@ -89,3 +90,15 @@ def test_what_is_not_an_image_is_a_400_naming_the_problem(engine, classifier_mar
     error = raised.value
     assert (error.status, error.stage, error.model_name) == (400, "preprocess", "resnet18")
     assert "resnet18" in str(error) and ("image" in str(error) or "empty" in str(error))
+
+
+def test_text_classifier_explanations(engine, torchserve, served, tmp_path_factory):
+    """captum's Layer Integrated Gradients over the embedding, as TorchServe answers them."""
+    name = served(archives.text(tmp_path_factory.mktemp("text-explained")))
+    text = b"The movie was GREAT, I loved it"
+    status, raw = torchserve.request("inference", f"explanations/{name}", "POST", text,
+                                     {"Content-Type": "text/plain"})
+    assert status == 200, raw
+    ours = engine.predict(name, text.decode(), headers={"explain": "True"})
+    assert_same_answer(ours, json.loads(raw), tolerance=1e-4)
+    assert ours["words"] == ["the", "movie", "was", "great", "i", "loved", "it"]

@@ -245,3 +245,36 @@ def test_only_raster_formats_a_model_takes_are_opened(served, photos, kind):
     status, answer = client.json("PUT", "/predictions/resnet18", out.getvalue(), OCTETS)
     assert status == 400 and "JPEG, PNG, WEBP, BMP, GIF, TIFF" in answer["message"]
     assert client.json("PUT", "/predictions/resnet18", photos["cat.jpg"], OCTETS)[0] == 200
+
+
+def test_explanations_are_torchserves_integrated_gradients(server_factory, torchserve, tmp_path):
+    """POST /explanations/{model} and KServe v1 :explain, against TorchServe on the same
+    archive (a one-channel digit classifier: captum's Integrated Gradients, 15 steps)."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    import archives
+
+    image = Image.new("L", (28, 28), 0)
+    ImageDraw.Draw(image).line([(6, 6), (22, 6), (12, 24)], fill=255, width=3)
+    digit = io.BytesIO()
+    image.save(digit, format="PNG")
+    engine, _, clients = server_factory()
+    mar = archives.digits(tmp_path)
+    engine.register(mar)
+    name = torchserve.register(mar)
+    status, ours = clients["inference"].json("POST", "/explanations/digits", digit.getvalue(), OCTETS)
+    their_status, raw = torchserve.request("inference", f"explanations/{name}", "POST",
+                                           digit.getvalue(), OCTETS)
+    assert status == their_status == 200, (ours, raw[:300])
+    assert_same_answer(ours, json.loads(raw), tolerance=1e-4)
+    assert len(ours) == 1 and len(ours[0]) == 28  # one channel of 28 rows
+    status, predicted = clients["inference"].json("POST", "/predictions/digits", digit.getvalue(), OCTETS)
+    assert status == 200 and "digit" in predicted  # the same request, not explained
+    import base64
+
+    instances = json.dumps({"instances": [{"data": base64.b64encode(digit.getvalue()).decode()}]})
+    status, kserve = clients["inference"].json("POST", "/v1/models/digits:explain", instances)
+    assert status == 200 and list(kserve) == ["explanations"]
+    assert_same_answer(kserve["explanations"][0], ours, tolerance=1e-4)

@@ -107,3 +107,19 @@ def test_shapes_match_torchserve(server_factory, store, torchserve):
     assert {"modelName": name, "modelUrl": "resnet18.mar"} in their_list["models"]
     assert list(our_list) == list(their_list) == ["models"]
     assert list(our_list["models"][0]) == list(their_list["models"][0])
+
+
+def test_customized_describe_is_the_handlers_describe_handle(server_factory, torchserve, tmp_path):
+    import archives
+
+    engine, _, clients = server_factory()
+    mar = archives.described(tmp_path)
+    engine.register(mar)
+    name = torchserve.register(mar)
+    status, ours = clients["management"].json("GET", "/models/described?customized=true")
+    their_status, raw = torchserve.request("management", f"models/{name}?customized=true")
+    theirs = json.loads(raw)
+    assert status == their_status == 200
+    assert ours[0]["customizedMetadata"] == theirs[0]["customizedMetadata"]
+    assert ours[0]["customizedMetadata"] == {"data1": "1", "data2": "2"}
+    assert "customizedMetadata" not in clients["management"].json("GET", "/models/described")[1][0]

@@ -187,9 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _serve_command(args: argparse.Namespace) -> int:
     config = server_config(args)
-    for key in config.unknown:
-        print(f"nbserve serve: warning: unknown config.properties key {key!r} ignored",
-              file=sys.stderr)
+    for warning in config.warnings:
+        print(f"nbserve serve: warning: {warning}", file=sys.stderr)
     if args.on == "ray":
         return _serve_on_ray(args, config)
 

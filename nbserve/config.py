@@ -11,6 +11,7 @@ lone caller latency.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -18,6 +19,8 @@ from typing import Any
 import torch
 
 from nbserve.errors import BadRequest
+
+logger = logging.getLogger(__name__)
 
 #: model-config.yaml keys, by the ModelConfig field they set.
 YAML_KEYS = {
@@ -29,6 +32,27 @@ YAML_KEYS = {
     "job_queue_size": "jobQueueSize",
     "device_type": "deviceType",
     "device_ids": "deviceIds",
+}
+
+
+#: model-config.yaml keys of TorchServe's frontend that nbserve does not apply, and why; each
+#: one set is named in a warning when the model loads. Other keys are the handler's own.
+YAML_NOT_APPLIED = {
+    "startupTimeout": "a model's workers load without a time limit",
+    "maxRetryTimeoutInSec": "workers are threads, not restarted processes",
+    "clientTimeoutInMills": "responseTimeout bounds a request",
+    "parallelType": "models are not split across devices (pipeline or tensor parallelism)",
+    "parallelLevel": "models are not split across devices",
+    "deployType": "models are not split across devices",
+    "torchrun": "models are not launched with torchrun",
+    "useJobTicket": "requests wait in the queue up to jobQueueSize",
+    "useVenv": "handlers run in this process's environment",
+    "asyncCommunication": "workers are threads of this process",
+    "stateful": "sequence batching is not supported",
+    "sequenceMaxIdleMSec": "sequence batching is not supported",
+    "sequenceTimeoutMSec": "sequence batching is not supported",
+    "maxNumSequence": "sequence batching is not supported",
+    "maxSequenceJobQueueSize": "sequence batching is not supported",
 }
 
 
@@ -61,11 +85,17 @@ class ModelConfig:
         return list(self.device_ids) if self.device_ids else list(range(torch.cuda.device_count()))
 
 
-def machine_defaults() -> ModelConfig:
-    """nbserve's defaults for the hardware this process sees."""
+def machine_defaults(number_of_gpu: int | None = None) -> ModelConfig:
+    """nbserve's defaults for the hardware this process sees, on at most ``number_of_gpu``
+    GPUs (config.properties' key; 0 keeps every model on the CPU)."""
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if number_of_gpu is not None:
+        gpus = min(gpus, number_of_gpu)
+        if gpus == 0:
+            return ModelConfig(batch_size=4, min_workers=1, max_workers=1, device_type="cpu")
     if gpus:
-        return ModelConfig(batch_size=32, min_workers=gpus, max_workers=gpus)
+        return ModelConfig(batch_size=32, min_workers=gpus, max_workers=gpus,
+                           device_ids=tuple(range(gpus)))
     # Batches of 4 measured best for both densenet161 and mobilenet_v3_small in a worker on a
     # 2-core CPU (bench/RESULTS.md).
     return ModelConfig(batch_size=4, min_workers=1, max_workers=1)
@@ -77,6 +107,12 @@ def resolve(base: ModelConfig, model_yaml: dict | None, **overrides: Any) -> Mod
     for name, key in YAML_KEYS.items():
         if model_yaml and key in model_yaml:
             values[name] = model_yaml[key]
+    if (model_yaml or {}).get("continuousBatching"):
+        raise BadRequest("model-config.yaml: continuousBatching is not supported: nbserve batches "
+                         "requests, but does not stream a batch's requests through a model one "
+                         "step at a time. Remove it to serve the model with dynamic batching.")
+    for key in set(model_yaml or {}) & set(YAML_NOT_APPLIED):
+        logger.warning("model-config.yaml key %r is not applied: %s.", key, YAML_NOT_APPLIED[key])
     values.update({k: v for k, v in overrides.items() if v is not None})
     if "min_workers" in values and "max_workers" not in values:
         values["max_workers"] = max(values["min_workers"], base.max_workers)
@@ -151,17 +187,59 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "certificate_file": None,
     "private_key_file": None,
     "enable_envvars_config": False,
+    "use_env_allowed_urls": False,
+    "number_of_gpu": None,
+    "limit_max_image_pixels": True,
     # Jupyter's names: which Host names a server on loopback answers (see nbserve.http.access).
     "allow_remote_access": False,
     "local_hostnames": "localhost",
 }
-#: Keys TorchServe knows that change nothing here (JVM, Netty, metrics-mode settings).
-IGNORED_KEYS = {
-    "number_of_netty_threads", "netty_client_threads", "vmargs", "default_service_handler",
-    "metrics_mode", "metrics_config", "enable_metrics_api", "install_py_dep_per_model",
-    "number_of_gpu", "async_logging", "workflow_store", "plugins_path",
-    "model_snapshot", "snapshot_store", "grpc_inference_port", "grpc_management_port",
-    "enable_grpc_ssl", "keep_alive_timeout", "use_native_io", "io_ratio", "decode_input_request",
+#: TorchServe 0.12 keys nbserve does not apply, and why: each one set is named in a warning.
+_NO_NETTY = "nbserve has no Netty: each API is a tornado server"
+_NO_GRPC = "gRPC is not served yet"
+NOT_APPLIED = {
+    **dict.fromkeys(("number_of_netty_threads", "netty_client_threads", "use_native_io",
+                     "io_ratio", "prefer_direct_buffer"), _NO_NETTY),
+    **dict.fromkeys(("grpc_inference_port", "grpc_management_port", "grpc_inference_address",
+                     "grpc_management_address", "enable_grpc_ssl",
+                     "grpc_inference_max_connection_age_ms",
+                     "grpc_management_max_connection_age_ms",
+                     "grpc_inference_max_connection_age_grace_ms",
+                     "grpc_management_max_connection_age_grace_ms"), _NO_GRPC),
+    **dict.fromkeys(("metrics_mode", "metrics_config", "model_metrics_auto_detect",
+                     "metric_time_interval"),
+                    "the metrics API always answers Prometheus text, with the metrics handlers "
+                    "add; there are no metrics logs to configure"),
+    **dict.fromkeys(("ipex_enable", "ipex_gpu_enable", "cpu_launcher_enable",
+                     "cpu_launcher_args"),
+                    "nbserve runs models in this process; it does not launch workers with IPEX "
+                    "or a CPU launcher"),
+    **dict.fromkeys(("model_snapshot", "snapshot_store"),
+                    "nbserve keeps no snapshots: it serves what --models and config.properties "
+                    "name at start"),
+    **dict.fromkeys(("ts_header_key_sequence_id", "ts_header_key_sequence_start",
+                     "ts_header_key_sequence_end"), "sequence batching is not supported"),
+    **dict.fromkeys(("initial_worker_port", "initial_distribution_port"),
+                    "workers are threads of this process and listen on no port"),
+    "vmargs": "nbserve has no Java VM",
+    "enable_metrics_api": "the metrics API is always on (loopback, read-only, no key)",
+    "disable_system_metrics": "nbserve reports no system metrics",
+    "system_metrics_cmd": "nbserve reports no system metrics",
+    "async_logging": "nbserve logs through Python's logging",
+    "workflow_store": "workflows are not supported",
+    "plugins_path": "TorchServe's Java plugins cannot run here",
+    "default_service_handler": "a model without a handler is refused rather than given one",
+    "service_envelope": "requests and answers are TorchServe's default (body) envelope",
+    "decode_input_request": "bodies are always decoded as TorchServe decodes them by default",
+    "default_startup_timeout": "a model's workers load without a time limit",
+    "unregister_model_timeout": "unregistering answers the queued requests first, unbounded",
+    "install_py_dep_per_model": "per-model requirements are not installed yet: install them "
+                                "into this environment",
+    "model_server_home": "nbserve needs no home folder",
+    "cpp_log_config": "the C++ backend is not supported",
+    "ts_open_inference_protocol": "the KServe v1/v2 routes are always served",
+    "blacklist_env_vars": "workers are threads of this process: they share its environment",
+    "debug": "nbserve has no Java debugger to attach",
 }
 #: TorchServe's Java keystore settings; nbserve reads PEM files instead.
 KEYSTORE_KEYS = {"keystore", "keystore_pass", "keystore_type"}
@@ -174,8 +252,9 @@ class ServerConfig:
     """The server's settings, as TorchServe's ``config.properties`` names them."""
 
     values: dict = field(default_factory=lambda: dict(SERVER_DEFAULTS))
-    #: Keys read from the file that nbserve does not know; named in a warning, not fatal.
-    unknown: list[str] = field(default_factory=list)
+    #: One line for each key read that nbserve does not apply: TorchServe keys with the reason,
+    #: and keys neither knows.
+    warnings: list[str] = field(default_factory=list)
 
     def __getattr__(self, name: str) -> Any:
         values = self.__dict__.get("values", {})
@@ -192,17 +271,20 @@ class ServerConfig:
                                  "keystore; set certificate_file and private_key_file instead.")
             if key in SERVER_DEFAULTS:
                 config.values[key] = _server_value(key, value)
-            elif key not in IGNORED_KEYS:
-                config.unknown.append(key)
+            elif key in NOT_APPLIED:
+                config.warnings.append(f"config.properties key {key!r} is not applied: "
+                                       f"{NOT_APPLIED[key]}.")
+            else:
+                config.warnings.append(f"unknown config.properties key {key!r} ignored.")
         return config
 
     def apply_environment(self, environ: dict[str, str]) -> None:
         """With ``enable_envvars_config=true``, ``TS_<KEY>`` variables override the settings,
-        as in TorchServe (``TS_ALLOWED_URLS`` only with ``use_env_allowed_urls=true``)."""
+        as in TorchServe (``TS_ALLOWED_URLS`` only with ``use_env_allowed_urls=true`` too)."""
         if not self.enable_envvars_config:
             return
         for key in SERVER_DEFAULTS:
-            if key == "allowed_urls" and environ.get("USE_ENV_ALLOWED_URLS", "").lower() != "true":
+            if key == "allowed_urls" and not self.use_env_allowed_urls:
                 continue
             value = environ.get(_ENV_NAMES.get(key, f"TS_{key.upper()}"))
             if value is not None:
@@ -256,6 +338,9 @@ def _server_value(key: str, value: str) -> Any:
             return type(default)(value)
         except ValueError:
             raise BadRequest(f"config.properties: {key} must be a number, not {value!r}.") from None
-    if key == "default_workers_per_model":
-        return int(value)
+    if key in ("default_workers_per_model", "number_of_gpu"):
+        try:
+            return int(value)
+        except ValueError:
+            raise BadRequest(f"config.properties: {key} must be a number, not {value!r}.") from None
     return value

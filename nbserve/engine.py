@@ -188,6 +188,7 @@ class Engine:
         batch_size: int | None = None,
         max_batch_delay: float | None = None,
         initial_workers: int | None = None,
+        max_workers: int | None = None,
         response_timeout: float | None = None,
         job_queue_size: int | None = None,
         replace: bool = False,
@@ -208,7 +209,7 @@ class Engine:
         model_yaml = get_yaml_config(config_file) if config_file and config_file.is_file() else {}
         config = model_config.resolve(
             self.defaults, model_yaml, batch_size=batch_size, max_batch_delay=max_batch_delay,
-            min_workers=initial_workers, response_timeout=response_timeout,
+            min_workers=initial_workers, max_workers=max_workers, response_timeout=response_timeout,
             job_queue_size=job_queue_size,
         )
         with self._lock:

@@ -104,8 +104,8 @@ class NBServeMagics(Magics):
             return session.current.status()
         try:
             config = server_config(args)
-            for key in config.unknown:
-                print(f"Warning: unknown config.properties key {key!r} ignored.")
+            for warning in config.warnings:
+                print(f"Warning: {warning}")
             if args.on == "ray":
                 self._serve_on_ray(args, config)
             else:

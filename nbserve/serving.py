@@ -20,8 +20,10 @@ ARCHIVE_SUFFIXES = (".mar", ".tar.gz")
 
 def engine_for(config: ServerConfig) -> Engine:
     """An engine whose model defaults follow config.properties."""
-    defaults = replace(machine_defaults(), job_queue_size=int(config.job_queue_size),
-                       response_timeout=float(config.default_response_timeout))
+    defaults = replace(machine_defaults(config.number_of_gpu),
+                       job_queue_size=int(config.job_queue_size),
+                       response_timeout=float(config.default_response_timeout),
+                       limit_max_image_pixels=config.limit_max_image_pixels)
     if config.default_workers_per_model:
         workers = int(config.default_workers_per_model)
         defaults = replace(defaults, min_workers=workers, max_workers=workers)
@@ -34,6 +36,11 @@ def startup_models(config: ServerConfig, models: list[str]) -> list[tuple[str | 
     entries = list(models)
     if config.load_models and not entries:
         entries = [e.strip() for e in str(config.load_models).split(",") if e.strip()]
+    if not entries:  # the models property names its archives (marName)
+        entries = [f"{name}={version['marName']}"
+                   for name, versions in config.model_settings().items()
+                   for version in versions.values() if isinstance(version, dict)
+                   and version.get("marName")]
     loads: list[tuple[str | None, Path]] = []
     for entry in entries:
         if entry in ("all", "ALL"):
@@ -63,7 +70,9 @@ def startup_archive(config: ServerConfig, name: str | None, path: Path) -> tuple
                      "batch_size": settings.get("batchSize"),
                      "max_batch_delay": settings.get("maxBatchDelay"),
                      "initial_workers": settings.get("minWorkers"),
-                     "response_timeout": settings.get("responseTimeout")}
+                     "max_workers": settings.get("maxWorkers"),
+                     "response_timeout": settings.get("responseTimeout"),
+                     "job_queue_size": settings.get("jobQueueSize")}
 
 
 def startup_archives(config: ServerConfig, models: list[str]) -> list[tuple[ModelArchive, dict]]:
@@ -86,6 +95,11 @@ def register_startup_models(engine: Engine, config: ServerConfig, models: list[s
             loaded.append(engine.register(archive, replace=replace, **settings))
         except Exception as error:  # noqa: BLE001 - recorded, and shown by the caller
             engine.record_failure(name or path.name.split(".")[0], path, error)
+    for name, versions in config.model_settings().items():  # defaultVersion, once all loaded
+        for version, settings in versions.items():
+            if isinstance(settings, dict) and settings.get("defaultVersion") \
+                    and any(v.name == name and v.version == version for v in loaded):
+                engine.set_default(name, version)
     return loaded
 
 

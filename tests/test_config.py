@@ -17,7 +17,7 @@ def test_properties_with_comments_separators_and_continuations(tmp_path):
     assert config.model_store == "/models"
     assert config.enable_model_api is True and config.job_queue_size == 50
     assert config.model_settings() == {"a": {}}
-    assert config.unknown == ["mystery"]
+    assert config.warnings == ["unknown config.properties key 'mystery' ignored."]
     assert config.metrics_address == "http://127.0.0.1:8082"
 
 
@@ -46,3 +46,26 @@ def test_model_settings_order_arguments_over_yaml_over_defaults():
 def test_bad_settings_say_what_is_wrong(overrides, message):
     with pytest.raises(BadRequest, match=message):
         resolve(ModelConfig(), None, **overrides)
+
+
+def test_every_torchserve_key_is_applied_or_named_with_its_reason(tmp_path):
+    path = tmp_path / "config.properties"
+    path.write_text("metrics_mode=log\ngrpc_inference_port=7070\ninstall_py_dep_per_model=true\n"
+                    "number_of_gpu=0\nlimit_max_image_pixels=false\n")
+    config = ServerConfig.from_properties(path)
+    assert [w.split("'")[1] for w in config.warnings] == [
+        "metrics_mode", "grpc_inference_port", "install_py_dep_per_model"]
+    assert "gRPC is not served yet" in config.warnings[1]
+    from nbserve.serving import engine_for
+
+    engine = engine_for(config)
+    assert engine.defaults.device_type == "cpu" and engine.defaults.gpu_ids == []
+    assert engine.defaults.limit_max_image_pixels is False
+    engine.close()
+
+
+def test_continuous_batching_is_refused_and_frontend_keys_are_named(caplog):
+    with pytest.raises(BadRequest, match="continuousBatching is not supported"):
+        resolve(ModelConfig(), {"continuousBatching": True})
+    resolve(ModelConfig(), {"startupTimeout": 300, "micro_batching": {"parallelism": {}}})
+    assert "'startupTimeout' is not applied" in caplog.text and "micro_batching" not in caplog.text

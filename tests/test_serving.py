@@ -81,7 +81,8 @@ def request(port, method, path, body=None, headers=None, key=None):
 def test_serves_the_models_and_warns_of_unknown_keys(serving):
     process, ports, log, keys = serving
     assert "unknown config.properties key 'frobnicate'" in log
-    assert "number_of_netty_threads" not in log
+    assert ("'number_of_netty_threads' is not applied: nbserve has no Netty: each API is a "
+            "tornado server") in log
     status, body = request(ports["management"], "GET", "/models/ctl", key=keys["management"])
     described = json.loads(body)[0]
     assert (described["batchSize"], described["maxBatchDelay"]) == (2, 5)
@@ -166,3 +167,43 @@ def test_sigterm_answers_what_is_in_flight_then_exits_removing_the_key_file(serv
     assert answers and answers[0][0] == 200
     assert process.wait(timeout=30) == 0
     assert not (tmp_path / "key_file.json").exists()
+
+
+def test_the_models_property_carries_every_field_and_load_models_and_all_load(tmp_path):
+    """marName, defaultVersion, maxWorkers, jobQueueSize; load_models; --models all."""
+    from helpers import Client
+    from nbserve.archive import archive
+    from nbserve.config import ServerConfig
+    from nbserve.serving import start_serving
+
+    store = tmp_path / "store"
+    store.mkdir()
+    handler = controlled(tmp_path / "made").parent / "controlled_v1.py"
+    archive("ctl", "1.0", str(handler), export_path=store)
+    (store / "ctl.mar").rename(store / "ctl-1.mar")
+    archive("ctl", "2.0", str(handler), export_path=store)
+    config = ServerConfig()
+    config.values.update({f"{api}_address": "http://127.0.0.1:0"
+                          for api in ("inference", "management", "metrics")})
+    config.values.update(model_store=str(store), disable_token_authorization=True, models=json.dumps({
+        "ctl": {"1.0": {"marName": "ctl-1.mar", "maxWorkers": 3, "jobQueueSize": 7},
+                "2.0": {"marName": "ctl.mar", "defaultVersion": True}}}))
+    engine, server = start_serving(config, [])
+    try:
+        management = Client(server.urls["management"])
+        status, described = management.json("GET", "/models/ctl/all")
+        assert [d["modelVersion"] for d in described] == ["1.0", "2.0"]
+        assert engine.model("ctl").default_version == "2.0"  # 1.0 loaded first
+        assert (described[0]["maxWorkers"], engine.get("ctl", "1.0").config.job_queue_size) == (3, 7)
+    finally:
+        server.stop(timeout=5)
+        engine.close()
+    config.values["models"] = None
+    for load_models, models, expected in (("ctl.mar", [], ["2.0"]), (None, ["all"], ["1.0", "2.0"])):
+        config.values["load_models"] = load_models
+        engine, server = start_serving(config, models)
+        try:
+            assert sorted(v for m in engine.models() for v in m.versions) == expected
+        finally:
+            server.stop(timeout=5)
+            engine.close()

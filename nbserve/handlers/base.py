@@ -67,6 +67,20 @@ def timed(func):
     return wrapper
 
 
+def compiled(model, pt2: dict | None):
+    """``model`` as model-config.yaml's ``pt2`` asks, in either of TorchServe's forms:
+    ``pt2: {compile: {enable: true, backend: inductor, mode: ...}}`` or ``pt2: {backend: ...}``."""
+    if not pt2:
+        return model
+    if "export" in pt2:
+        raise RuntimeError("model-config.yaml: pt2.export (an AOT-compiled .so) is not served by "
+                           "nbserve: serve the model eager, or with pt2: {compile: {enable: true}}.")
+    options = dict(pt2["compile"]) if "compile" in pt2 else {"enable": True, **pt2}
+    if not options.pop("enable", False):
+        return model
+    return torch.compile(model, **options)
+
+
 def asks_for_handle(headers: dict) -> bool:
     """Whether a request asks for an explanation or a description (TorchServe's headers
     ``explain: True`` and ``describe: True``, any case), which ``handle`` answers."""
@@ -146,10 +160,7 @@ class BaseHandler:
         elif self.model is None:  # a handler object served live may come with its model set
             self.model = self._load_model(model_dir, model.get("modelFile", ""))
 
-        compile_options = (self.model_yaml_config.get("pt2") or {}).get("compile") or {}
-        if compile_options.get("enable"):
-            options = {k: v for k, v in compile_options.items() if k != "enable"}
-            self.model = torch.compile(self.model, **options)
+        self.model = compiled(self.model, self.model_yaml_config.get("pt2"))
 
         self.mapping = load_label_mapping(os.path.join(model_dir, "index_to_name.json"))
         self.initialized = True

@@ -134,3 +134,40 @@ def test_base_handler_serves_a_tensor_model(tiny_model_dir, tmp_path):
         engine.register(mar)
         answer = engine.predict("tiny", json.loads("[1.0, 2.0, 3.0, 4.0]"))
     assert isinstance(answer, list) and len(answer) == 3
+
+
+@pytest.mark.parametrize("pt2", ["compile:\n    enable: true\n    backend: eager\n",
+                                 "backend: eager\n"])
+def test_pt2_compiles_in_either_of_torchserves_forms(server_factory, tiny_model_dir, tmp_path, pt2):
+    import json
+
+    import torch
+
+    from nbserve.archive import archive
+
+    config = tmp_path / "model-config.yaml"
+    config.write_text("pt2:\n  " + pt2.replace("\n    ", "\n      ").replace("\n", "\n  ").rstrip() + "\n")
+    made = archive("tiny", "1.0", "base_handler", model_file=tiny_model_dir / "model.py",
+                   serialized_file=tiny_model_dir / "tiny.pth", config_file=config,
+                   export_path=tmp_path)
+    engine, _, clients = server_factory()
+    version = engine.register(made)
+    handler = version.workers[0].entry.instance
+    assert isinstance(handler.model, torch._dynamo.eval_frame.OptimizedModule)
+    status, answer = clients["inference"].json("POST", "/predictions/tiny", json.dumps([1.0, 2.0, 3.0, 4.0]),
+                                               {"Content-Type": "application/json"})
+    expected = handler.model._orig_mod(torch.tensor([[1.0, 2, 3, 4]])).tolist()[0]
+    assert status == 200 and answer == pytest.approx(expected, abs=1e-5)
+
+
+def test_pt2_export_is_refused_with_a_message(tiny_model_dir, tmp_path):
+    from nbserve.archive import archive
+    from nbserve.engine import Engine
+
+    config = tmp_path / "model-config.yaml"
+    config.write_text("pt2:\n  export:\n    aot_compile: true\n")
+    made = archive("tiny", "1.0", "base_handler", model_file=tiny_model_dir / "model.py",
+                   serialized_file=tiny_model_dir / "tiny.pth", config_file=config,
+                   export_path=tmp_path)
+    with Engine() as engine, pytest.raises(RuntimeError, match="pt2.export"):
+        engine.register(made)

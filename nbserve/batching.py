@@ -18,7 +18,7 @@ import weakref
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from nbserve.errors import NBServeError, QueueFull, RequestTimeout
 
@@ -45,6 +45,14 @@ class Request:
     deadline: float | None = None
     #: When a worker took it from the queue; queue latency is ``started - received``.
     started: float | None = None
+    #: Called, on the worker's thread, with each part of the answer the handler sends before
+    #: it returns (TorchServe's streaming); None drops the parts.
+    on_part: Callable[[Any], None] | None = None
+
+    def send_part(self, value: Any) -> None:
+        """Hand an intermediate part of the answer to the caller, unless already settled."""
+        if self.on_part is not None and not self.settled:
+            self.on_part(value)
 
     def resolve(self, prediction: Prediction) -> bool:
         """Answer the request; False if it was already settled (timed out, say)."""

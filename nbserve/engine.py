@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import itertools
 import os
+import queue
 import threading
 import traceback
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from nbserve import config as model_config
 from nbserve.archive import ModelArchive, check_model_name, check_model_version, open_archive
@@ -311,14 +312,16 @@ class Engine:
     # Inference.
 
     def submit(self, model_name: str, inputs: dict, *, version: str | None = None,
-               headers: dict | None = None, timeout: float | None = None) -> Future:
+               headers: dict | None = None, timeout: float | None = None,
+               on_part: Callable[[Any], None] | None = None) -> Future:
         """Queue one request; the future resolves to a :class:`~nbserve.batching.Prediction`.
 
         ``inputs`` is what the handler sees for this request (``{"body": ...}``, or one key per
         form field). ``timeout`` (seconds) defaults to the version's ``response_timeout``.
+        ``on_part`` gets each part of the answer a streaming handler sends before it returns.
         Raises ModelNotFound, or QueueFull when the version's queue is full.
         """
-        request = Request(inputs=inputs, headers=dict(headers or {}))
+        request = Request(inputs=inputs, headers=dict(headers or {}), on_part=on_part)
         with self._lock:
             target = self.get(model_name, version)
             wait = target.config.response_timeout if timeout is None else timeout
@@ -338,6 +341,21 @@ class Engine:
                              timeout=timeout)
         prediction: Prediction = future.result()
         return prediction.value
+
+    def stream(self, model_name: str, data: Any, *, version: str | None = None,
+               headers: dict | None = None, timeout: float | None = None) -> Iterator[Any]:
+        """Run one input through a model, yielding each part of its answer as the handler sends
+        it (``send_intermediate_predict_response``), the returned answer last."""
+        parts: queue.Queue = queue.Queue()
+        future = self.submit(model_name, {"body": data}, version=version, headers=headers,
+                             timeout=timeout, on_part=lambda value: parts.put((False, value)))
+        future.add_done_callback(lambda done: parts.put((True, done)))
+        while True:
+            finished, item = parts.get()
+            if finished:
+                yield item.result().value
+                return
+            yield item
 
     def close(self) -> None:
         """Unload every model, answering what is queued first."""

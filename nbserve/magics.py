@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import queue
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -197,8 +198,10 @@ class NBServeMagics(Magics):
             if args.input is None:
                 return PredictionUpload(args.model_name, version=args.version)
             data = self._input(args.input)
+            parts: queue.Queue = queue.Queue()
             future = session.current.submit(args.model_name, {"body": data},
-                                            version=args.version)
+                                            version=args.version, on_part=parts.put)
+            streamed = _show_parts(parts, future)
             prediction = future.result()
         except InferenceError as e:
             if e.status < 500 or e.__cause__ is None:
@@ -208,7 +211,11 @@ class NBServeMagics(Magics):
             raise UsageError(str(e)) from None
         if handler_error is not None:
             raise handler_error  # the handler's own exception, its traceback into its code
-        return shown(prediction.value, thumbnail_png(data) if isinstance(data, bytes) else None)
+        value = prediction.value
+        if streamed:  # the whole answer: its parts joined where they are text
+            pieces = streamed + [value]
+            value = "".join(pieces) if all(isinstance(p, str) for p in pieces) else pieces
+        return shown(value, thumbnail_png(data) if isinstance(data, bytes) else None)
 
     def _input(self, text: str) -> Any:
         """What ``%predict``'s INPUT names, as the body an HTTP client would send."""
@@ -221,6 +228,23 @@ class NBServeMagics(Magics):
         if path.is_file():
             return path.read_bytes()
         raise UsageError(f"{text} is neither a file, a URL, nor a variable.")
+
+
+def _show_parts(parts: queue.Queue, future) -> list:
+    """Print text parts of a streaming answer as they arrive, until the answer is in; the
+    parts, in order."""
+    seen = []
+    while not (future.done() and parts.empty()):
+        try:
+            part = parts.get(timeout=0.05)
+        except queue.Empty:
+            continue
+        seen.append(part)
+        if isinstance(part, str):
+            print(part, end="", flush=True)
+    if any(isinstance(p, str) for p in seen):
+        print()
+    return seen
 
 
 def _model_settings(args) -> dict:

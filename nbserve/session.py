@@ -151,12 +151,14 @@ class Session:
                                 "%serve a model first)")
         return self.engine.get(model_name, version)
 
-    def submit(self, model_name: str, inputs: dict, *, version: str | None = None) -> Future:
-        """Queue one request where the model is served; the future resolves to a Prediction."""
+    def submit(self, model_name: str, inputs: dict, *, version: str | None = None,
+               on_part=None) -> Future:
+        """Queue one request where the model is served; the future resolves to a Prediction.
+        ``on_part`` gets the parts a streaming handler sends first (in this process only)."""
         if self._on_ray(model_name):
             return self.ray.submit(model_name, inputs, version=version)
         self.get(model_name, version)
-        return self.engine.submit(model_name, inputs, version=version)
+        return self.engine.submit(model_name, inputs, version=version, on_part=on_part)
 
 
 def _key_file(kernel_id: str | None) -> Path:

@@ -203,6 +203,8 @@ class Worker:
         context = copy.copy(self.context)
         context.request_ids = {i: r.id for i, r in enumerate(requests)}
         context.request_processor = [RequestProcessor(r.headers) for r in requests]
+        by_id = {r.id: r for r in requests}
+        context.send_part = lambda request_id, value: by_id[request_id].send_part(value)
         return context
 
     def _answer(self, requests: list[Request], context: Context, outputs: Any) -> None:

@@ -470,3 +470,31 @@ def described(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "described.py").write_text(DESCRIBED_HANDLER_PY)
     return make_archive(folder, "described", "described.py")
+
+
+STREAMING_PY = '''\
+import time
+
+from ts.protocol.otf_message_handler import send_intermediate_predict_response
+
+
+def handle(data, context):
+    if data is None:
+        return None
+    for i in range(4):
+        send_intermediate_predict_response([f"part {i}; " for _ in data], context.request_ids,
+                                           "Intermediate Prediction success", 200, context)
+        time.sleep(0.2)
+    return ["done" for _ in data]
+'''
+
+
+#: What the streaming handler sends, in order; the last is what it returns.
+STREAMING_PARTS = ["part 0; ", "part 1; ", "part 2; ", "part 3; ", "done"]
+
+
+def streaming(folder: Path) -> Path:
+    """A handler that sends four parts 200 ms apart, then returns the fifth."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "streaming.py").write_text(STREAMING_PY)
+    return make_archive(folder, "streaming", "streaming.py")

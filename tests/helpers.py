@@ -110,3 +110,17 @@ class Stream:
         self._stop.set()
         for thread in self._threads:
             thread.join()
+
+
+def timed_chunks(url: str, headers: dict | None = None) -> tuple[int, list[tuple[float, bytes]]]:
+    """POST to ``url``; the status, and each piece of the body with when it arrived."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    started = time.monotonic()
+    connection.request("POST", parts.path, b"go", headers or {})
+    response = connection.getresponse()
+    pieces = []
+    while chunk := response.read1(65536):
+        pieces.append((time.monotonic() - started, chunk))
+    connection.close()
+    return response.status, pieces

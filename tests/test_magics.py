@@ -251,3 +251,12 @@ def test_serve_on_ray_deploys_replicas_that_answer_as_this_kernel_does(ray_clust
         assert "Stopped serving onray on Ray." in text(k.ok("%serve --stop onray"))
         assert Client(url).call("POST", "/predictions/onray", photos["cat.jpg"])[0] == 404
         k.ok("%serve --stop")
+
+
+def test_predict_shows_a_streaming_answers_parts_and_returns_the_whole(kernel, workdir):
+    archives.streaming(workdir / "streaming")
+    kernel.ok("%serve streaming/store/streaming.mar")
+    cell = kernel.ok("go = b'go'\nstreamed = %predict streaming go")
+    assert "part 0; part 1; part 2; part 3;" in text(cell)
+    assert kernel.value("streamed") == "part 0; part 1; part 2; part 3; done"
+    kernel.ok("%serve --stop streaming")

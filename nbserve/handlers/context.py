@@ -82,6 +82,9 @@ class Context:
         #: The ``nn.Module`` of a model served live from a notebook, which has no weights file.
         self.live_module = live_module
         self.stopping_criteria = None
+        #: ``send_part(request_id, value)``: one part of a request's answer, sent before the
+        #: handler returns (see :mod:`nbserve.handlers.streaming`); set per batch.
+        self.send_part = None
         self.header_key_sequence_id = os.getenv("TS_REQUEST_SEQUENCE_ID", "ts_request_sequence_id")
 
     @property

@@ -29,8 +29,9 @@ ALIASES = {
     "ts.utils.util": "nbserve.handlers.util",
     "ts.handler_utils.timer": "nbserve.handlers.base",
     "ts.handler_utils.micro_batching": "nbserve.handlers.micro_batching",
+    "ts.protocol.otf_message_handler": "nbserve.handlers.streaming",
 }
-PACKAGES = ("ts", "ts.torch_handler", "ts.utils", "ts.handler_utils")
+PACKAGES = ("ts", "ts.torch_handler", "ts.utils", "ts.handler_utils", "ts.protocol")
 
 _lock = threading.Lock()
 

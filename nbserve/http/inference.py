@@ -12,9 +12,9 @@ import asyncio
 from typing import Any
 
 from nbserve.http.base import APIHandler
-from nbserve.protocol import (kserve_metadata, kserve_v1_answer, kserve_v1_inputs,
-                              kserve_v2_answer, kserve_v2_inputs, prediction_answer,
-                              request_inputs)
+from nbserve.protocol import (encode_answer, kserve_metadata, kserve_v1_answer,
+                              kserve_v1_inputs, kserve_v2_answer, kserve_v2_inputs,
+                              prediction_answer, request_inputs)
 
 
 class PingHandler(APIHandler):
@@ -34,27 +34,49 @@ class BodyHandler(APIHandler):
     #: the handler's ``explain_handle`` answers.
     explains = False
 
-    async def predict(self, model: str, version: str | None, inputs: dict) -> Any:
+    async def predict(self, model: str, version: str | None, inputs: dict,
+                      on_part=None) -> Any:
         """Submit one request; its answer, or the engine's error raised here."""
         headers = dict(self.request.headers.get_all())
         if self.explains:
             headers["explain"] = "True"
-        future = self.engine.submit(model, inputs, version=version or None, headers=headers)
+        future = self.engine.submit(model, inputs, version=version or None, headers=headers,
+                                    on_part=on_part)
         return await asyncio.wrap_future(future)
 
 
 class PredictionHandler(BodyHandler):
-    """``POST``/``PUT /predictions/{model}[/{version}]``: one request to the model."""
+    """``POST``/``PUT /predictions/{model}[/{version}]``: one request to the model.
+
+    Parts a streaming handler sends before it returns go out at once, each one chunk of a
+    chunked answer (as TorchServe streams them); the returned answer is the last chunk.
+    """
 
     async def post(self, model: str, version: str | None = None):
-        prediction = await self.predict(model, version, request_inputs(self.request.headers, self.body))
-        status, headers, body = prediction_answer(prediction, int(self.server.config.max_response_size))
-        self.set_status(status)
-        for name, value in headers.items():
-            self.set_header(name, value)
+        loop = asyncio.get_running_loop()
+        self._streamed = 0
+        prediction = await self.predict(
+            model, version, request_inputs(self.request.headers, self.body),
+            on_part=lambda value: loop.call_soon_threadsafe(self._write_part, value))
+        limit = int(self.server.config.max_response_size) - self._streamed
+        status, headers, body = prediction_answer(prediction, limit)
+        if not self._streamed:
+            self.set_status(status)
+            for name, value in headers.items():
+                self.set_header(name, value)
         self.finish(body)
 
     put = post
+
+    def _write_part(self, value: Any) -> None:
+        if self._finished:
+            return
+        body, content_type = encode_answer(value)
+        if not self._streamed:
+            self.set_header("Content-Type", content_type)
+        self._streamed += len(body)
+        self.write(body)
+        self.flush()
 
 
 class ExplanationHandler(PredictionHandler):

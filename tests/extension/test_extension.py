@@ -144,6 +144,24 @@ def test_a_handlers_headers_cannot_act_on_jupyters_origin(jupyter, kernels):
     older.run("%serve --stop hostile")
 
 
+def test_a_streaming_answer_passes_through_jupyter_unbuffered(jupyter, kernels):
+    """The first part reaches the client through the extension long before the last."""
+    from pathlib import Path
+
+    from helpers import timed_chunks
+
+    older, _ = kernels
+    root = Path(jupyter.runtime_dir).parent
+    archives.streaming(root / "streaming")
+    older.run("%serve streaming/store/streaming.mar")
+    status, pieces = timed_chunks(f"{jupyter.url}nbserve/predictions/streaming",
+                                  {"Authorization": f"token {TOKEN}"})
+    assert status == 200
+    assert b"".join(c for _, c in pieces).decode() == "".join(archives.STREAMING_PARTS)
+    assert pieces[0][0] < 0.6 < pieces[-1][0]
+    older.run("%serve --stop streaming")
+
+
 def test_the_kernels_secret_never_leaves_the_server(jupyter, kernels):
     older, _ = kernels
     secret = older.value("__import__('nbserve').session.current.server.secret")

@@ -188,6 +188,7 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "private_key_file": None,
     "enable_envvars_config": False,
     "use_env_allowed_urls": False,
+    "metrics_config": None,
     "number_of_gpu": None,
     "limit_max_image_pixels": True,
     # Jupyter's names: which Host names a server on loopback answers (see nbserve.http.access).
@@ -206,10 +207,9 @@ NOT_APPLIED = {
                      "grpc_management_max_connection_age_ms",
                      "grpc_inference_max_connection_age_grace_ms",
                      "grpc_management_max_connection_age_grace_ms"), _NO_GRPC),
-    **dict.fromkeys(("metrics_mode", "metrics_config", "model_metrics_auto_detect",
-                     "metric_time_interval"),
-                    "the metrics API always answers Prometheus text, with the metrics handlers "
-                    "add; there are no metrics logs to configure"),
+    **dict.fromkeys(("metrics_mode", "model_metrics_auto_detect", "metric_time_interval"),
+                    "the metrics API always answers Prometheus text (TorchServe's prometheus "
+                    "mode), with every metric handlers add; there are no metrics logs"),
     **dict.fromkeys(("ipex_enable", "ipex_gpu_enable", "cpu_launcher_enable",
                      "cpu_launcher_args"),
                     "nbserve runs models in this process; it does not launch workers with IPEX "

@@ -24,7 +24,7 @@ from nbserve.archive import ModelArchive, check_model_name, check_model_version,
 from nbserve.batching import DeadlineWatcher, Prediction, Request, RequestQueue
 from nbserve.errors import (BadRequest, ModelAlreadyRegistered, ModelLoadFailed, ModelNotFound,
                             ModelVersionNotFound, QueueFull)
-from nbserve.handlers.context import HandlerMetrics
+from nbserve.handlers.metrics import HandlerMetrics
 from nbserve.handlers.util import get_yaml_config
 from nbserve.stats import VersionStats
 from nbserve.worker import Worker
@@ -34,7 +34,7 @@ class ModelVersion:
     """One version of a model: its files, settings, queue, workers and figures."""
 
     def __init__(self, archive: ModelArchive, name: str, version: str, handler: Any,
-                 config: model_config.ModelConfig):
+                 config: model_config.ModelConfig, metrics_config: str | None = None):
         self.archive = archive
         self.name = name
         self.version = version
@@ -43,7 +43,8 @@ class ModelVersion:
         self.label = f"Model {name!r} version {version}"
         self.queue = RequestQueue(config.job_queue_size, self.label)
         self.stats = VersionStats()
-        self.handler_metrics = HandlerMetrics()
+        #: The metrics its handler adds; ``metrics_config`` declares some in advance.
+        self.handler_metrics = HandlerMetrics(name, metrics_config)
         self.workers: list[Worker] = []
         self.loaded_at = datetime.now(timezone.utc)
         self._worker_ids = itertools.count(9000)
@@ -171,6 +172,8 @@ class Engine:
     def __init__(self, defaults: model_config.ModelConfig | None = None):
         #: The settings a model gets where neither its model-config.yaml nor its registration says.
         self.defaults = defaults or model_config.machine_defaults()
+        #: TorchServe's metrics.yaml, whose ``model_metrics`` every model's handler may use.
+        self.metrics_config: str | None = None
         self._models: dict[str, Model] = {}
         #: Models that failed to load (:meth:`record_failure`), until one of that name loads.
         self.failures: dict[str, LoadFailure] = {}
@@ -219,7 +222,8 @@ class Engine:
                 raise ModelAlreadyRegistered(
                     f"Model version {version} is already registered for model {name!r}; "
                     "pass replace=True to swap it.")
-        loaded = ModelVersion(archive, name, version, handler or archive.handler, config)
+        loaded = ModelVersion(archive, name, version, handler or archive.handler, config,
+                              self.metrics_config)
         try:
             loaded.scale(config.min_workers)
         except BaseException:

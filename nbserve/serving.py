@@ -27,7 +27,9 @@ def engine_for(config: ServerConfig) -> Engine:
     if config.default_workers_per_model:
         workers = int(config.default_workers_per_model)
         defaults = replace(defaults, min_workers=workers, max_workers=workers)
-    return Engine(defaults)
+    engine = Engine(defaults)
+    engine.metrics_config = config.metrics_config
+    return engine
 
 
 def startup_models(config: ServerConfig, models: list[str]) -> list[tuple[str | None, Path]]:

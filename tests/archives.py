@@ -498,3 +498,45 @@ def streaming(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "streaming.py").write_text(STREAMING_PY)
     return make_archive(folder, "streaming", "streaming.py")
+
+
+METERED_PY = '''\
+from ts.metrics.dimension import Dimension
+from ts.metrics.metric_type_enum import MetricTypes
+
+
+class Metered:
+    """Every kind of metric TorchServe's custom_metrics example adds, each way it adds them."""
+
+    def initialize(self, context):
+        metrics = context.metrics
+        self.requests = metrics.add_metric_to_cache(
+            metric_name="InferenceRequestCount", unit="count", dimension_names=[],
+            metric_type=MetricTypes.COUNTER)
+        metrics.add_metric_to_cache(metric_name="PreprocessCallCount", unit="count",
+                                    dimension_names=["ModelName"], metric_type=MetricTypes.COUNTER)
+        metrics.add_metric(name="InitializeCallCount", value=1, unit="count",
+                           dimensions=[Dimension("ModelName", context.model_name),
+                                       Dimension("Level", "Model")],
+                           metric_type=MetricTypes.COUNTER)
+
+    def handle(self, data, context):
+        metrics = context.metrics
+        self.requests.add_or_update(value=1, dimension_values=[])
+        metrics.get_metric(metric_name="PreprocessCallCount", metric_type=MetricTypes.COUNTER
+                           ).add_or_update(value=1, dimension_values=[context.model_name])
+        metrics.add_size(name="SizeOfImage", value=2.5, idx=None, unit="kB")
+        metrics.add_time(name="HandlerMethodTime", value=12.5, idx=None, unit="ms",
+                         dimensions=[Dimension(name="MethodName", value="preprocess")],
+                         metric_type=MetricTypes.GAUGE)
+        metrics.add_counter(name="PostprocessCallCount", value=1, idx=None, dimensions=[])
+        metrics.add_percent(name="ExamplePercentMetric", value=50, idx=None, dimensions=[],
+                            metric_type=MetricTypes.HISTOGRAM)
+        return [len(row.get("body") or b"") for row in data]
+'''
+
+
+def metered(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metered.py").write_text(METERED_PY)
+    return make_archive(folder, "metered", "metered.py")

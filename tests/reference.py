@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -23,28 +24,31 @@ def available() -> bool:
 class TorchServe:
     """A TorchServe on loopback with its own model store; models are registered per test."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, ports: dict[str, int] = PORTS, settings: str = ""):
+        """``settings``: more config.properties lines (``metrics_mode=prometheus``, say)."""
         self.workdir = workdir
+        self.ports = ports
         self.store = workdir / "model-store"
         self.store.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "config.properties"
         self.config.write_text(
-            "".join(f"{kind}_address=http://127.0.0.1:{port}\n" for kind, port in PORTS.items())
+            "".join(f"{kind}_address=http://127.0.0.1:{port}\n" for kind, port in ports.items())
             + f"model_store={self.store}\n"
             "disable_token_authorization=true\nenable_model_api=true\n"
-            "default_workers_per_model=1\n"
+            "default_workers_per_model=1\n" + settings
         )
         self.registered: set[str] = set()
 
     def url(self, kind: str, path: str) -> str:
-        return f"http://127.0.0.1:{PORTS[kind]}/{path.lstrip('/')}"
+        return f"http://127.0.0.1:{self.ports[kind]}/{path.lstrip('/')}"
 
     def start(self) -> None:
         self.stop()
         # The Java server outlives this call: give it a log file, not pipes we would wait on.
         with open(self.workdir / "torchserve.out", "wb") as log:
             subprocess.run(["torchserve", "--start", "--ncs", "--ts-config", str(self.config)],
-                           check=True, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+                           check=True, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                           env=self._env)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
@@ -57,7 +61,12 @@ class TorchServe:
 
     def stop(self) -> None:
         subprocess.run(["torchserve", "--stop"], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, cwd=self.workdir)
+                       stderr=subprocess.DEVNULL, cwd=self.workdir, env=self._env)
+
+    @property
+    def _env(self) -> dict:
+        # TorchServe keeps its pid file in TMPDIR: a folder of its own lets two run side by side.
+        return {**os.environ, "TMPDIR": str(self.workdir)}
 
     def request(self, kind: str, path: str, method: str = "GET", body: bytes | None = None,
                 headers: dict | None = None, timeout: float = 120) -> tuple[int, bytes]:

@@ -8,11 +8,9 @@ engine fills one context per worker and, before each batch, its request ids and 
 from __future__ import annotations
 
 import os
-import threading
-import time
-from typing import Any
 
 from nbserve import __version__
+from nbserve.handlers.metrics import HandlerMetrics
 
 #: The TorchServe version whose handler API nbserve implements; handlers may read it.
 TORCHSERVE_API_VERSION = "0.12.0"
@@ -77,7 +75,7 @@ class Context:
         }
         self.request_ids = None
         self._request_processor: list[RequestProcessor] | None = None
-        self.metrics = metrics if metrics is not None else HandlerMetrics()
+        self.metrics = metrics if metrics is not None else HandlerMetrics(model_name)
         self.model_yaml_config = model_yaml_config or {}
         #: The ``nn.Module`` of a model served live from a notebook, which has no weights file.
         self.live_module = live_module
@@ -134,53 +132,3 @@ class Context:
 
     def get_sequence_id(self, idx: int) -> str | None:
         return self._request_processor[idx].get_request_property(self.header_key_sequence_id)
-
-
-class HandlerMetrics:
-    """The metrics a handler adds (``context.metrics.add_time(...)``), kept for the metrics API.
-
-    Accepts the signatures of TorchServe's metrics cache; values are kept per name with their
-    unit and dimensions, last value wins, as a Prometheus gauge reads them.
-    """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self.values: dict[str, tuple[float, str, float]] = {}
-        self.request_ids = None
-
-    def add_metric(self, name: str, value: float, unit: str = "", idx=None, dimensions=None,
-                   metric_type=None) -> None:
-        with self._lock:
-            self.values[name] = (float(value), unit, time.time())
-
-    def add_time(self, name, value, idx=None, unit="ms", dimensions=None, metric_type=None):
-        self.add_metric(name, value, unit)
-
-    def add_size(self, name, value, idx=None, unit="MB", dimensions=None, metric_type=None):
-        self.add_metric(name, value, unit)
-
-    def add_percent(self, name, value, idx=None, dimensions=None, metric_type=None):
-        self.add_metric(name, value, "percent")
-
-    def add_counter(self, name, value, idx=None, dimensions=None, metric_type=None):
-        with self._lock:
-            old = self.values.get(name, (0.0, "count", 0.0))[0]
-            self.values[name] = (old + float(value), "count", time.time())
-
-    def add_error(self, name, value, dimensions=None):
-        self.add_counter(name, 1 if value is None else value)
-
-    def get_metric(self, name: str, metric_type: Any = None) -> "_Metric":
-        return _Metric(self, name)
-
-
-class _Metric:
-    """What ``metrics.get_metric(...)`` returns in TorchServe: a handle to update one metric."""
-
-    def __init__(self, metrics: HandlerMetrics, name: str):
-        self.metrics, self.name = metrics, name
-
-    def add_or_update(self, value, dimension_values=None, request_id=None):
-        self.metrics.add_metric(self.name, value)
-
-    update = add_or_update

@@ -30,8 +30,10 @@ ALIASES = {
     "ts.handler_utils.timer": "nbserve.handlers.base",
     "ts.handler_utils.micro_batching": "nbserve.handlers.micro_batching",
     "ts.protocol.otf_message_handler": "nbserve.handlers.streaming",
+    "ts.metrics.dimension": "nbserve.handlers.metrics",
+    "ts.metrics.metric_type_enum": "nbserve.handlers.metrics",
 }
-PACKAGES = ("ts", "ts.torch_handler", "ts.utils", "ts.handler_utils", "ts.protocol")
+PACKAGES = ("ts", "ts.torch_handler", "ts.utils", "ts.handler_utils", "ts.protocol", "ts.metrics")
 
 _lock = threading.Lock()
 

@@ -3,7 +3,8 @@
 ``ts_inference_requests_total``, ``ts_inference_latency_microseconds`` and
 ``ts_queue_latency_microseconds`` are TorchServe's counters; ``nbserve_*`` adds what an operator
 needs beside them: queue depth, workers, batch sizes, errors by status, latency percentiles.
-Metrics a handler adds (``context.metrics.add_time(...)``) are exported under their own names.
+Metrics a handler adds (``context.metrics``, :mod:`nbserve.handlers.metrics`) are exported
+under their own names and dimensions, as TorchServe's ``metrics_mode=prometheus`` exports them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 import socket
 
+from nbserve.handlers.metrics import BUCKETS, UNITS
 from nbserve.http.base import APIHandler
 
 _FAMILIES = [
@@ -31,7 +33,7 @@ def render(engine) -> str:
     """Every served version's figures as Prometheus text."""
     hostname = socket.gethostname()
     samples: dict[str, list[str]] = {name: [] for name, _, _ in _FAMILIES}
-    handler_samples: dict[str, list[str]] = {}
+    handler_families: dict[str, tuple[str, str, list[str]]] = {}
     for model in engine.models():
         for version in model.versions.values():
             labels = (f'model_name="{_label(model.name)}",model_version="{_label(version.version)}",'
@@ -56,18 +58,35 @@ def render(engine) -> str:
                 if tuner is not None:
                     worker_labels = f'{labels},worker="{worker.id}"'
                     samples["nbserve_worker_threads"].append(f"{{{worker_labels}}} {tuner.threads}")
-            for name, (value, unit, _) in version.handler_metrics.values.items():
-                metric = re.sub(r"[^a-zA-Z0-9_:]", "_", name)
-                handler_samples.setdefault(metric, []).append(
-                    f'{{{labels},unit="{_label(str(unit))}"}} {value}')
+            for metric in version.handler_metrics.metrics():
+                _handler_samples(metric, hostname, handler_families)
     lines = []
     for name, kind, help_text in _FAMILIES:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
         lines += [name + sample for sample in samples[name]]
-    for name, values in sorted(handler_samples.items()):
-        lines += [f"# HELP {name} Added by the handler.", f"# TYPE {name} gauge"]
-        lines += [name + sample for sample in values]
+    for name, (kind, unit, values) in sorted(handler_families.items()):
+        lines += [f"# HELP {name} Torchserve prometheus {kind} metric with unit: "
+                  f"{UNITS.get(unit, unit)}", f"# TYPE {name} {kind}"]
+        lines += values
     return "\n".join(lines) + "\n"
+
+
+def _handler_samples(metric, hostname: str, families: dict) -> None:
+    """A handler's metric as TorchServe's prometheus mode shows it: its dimensions, then
+    Hostname, as labels; histograms as buckets, count and sum."""
+    name = re.sub(r"[^a-zA-Z0-9_:]", "_", metric.name)
+    kind = metric.metric_type.value
+    _, _, lines = families.setdefault(name, (kind, metric.unit, []))
+    for values, sample in sorted(metric.samples.items()):
+        labels = "".join(f'{d}="{_label(v)}",' for d, v in zip(metric.dimension_names, values))
+        labels += f'Hostname="{_label(hostname)}"'
+        if kind != "histogram":
+            lines.append(f"{name}{{{labels}}} {sample}")
+            continue
+        buckets, count, total = sample
+        lines += [f'{name}_bucket{{{labels},le="{le}"}} {n}' for le, n in zip(BUCKETS, buckets)]
+        lines += [f'{name}_bucket{{{labels},le="+Inf"}} {count}', f"{name}_count{{{labels}}} {count}",
+                  f"{name}_sum{{{labels}}} {total}"]
 
 
 def _label(value: str) -> str:

@@ -1,0 +1,167 @@
+"""Metrics handlers add, as TorchServe's ``ts.metrics`` has them: ``context.metrics``.
+
+Handlers written for TorchServe use this API unchanged::
+
+    from ts.metrics.dimension import Dimension
+    from ts.metrics.metric_type_enum import MetricTypes
+
+    counter = context.metrics.add_metric_to_cache(
+        metric_name="InferenceRequestCount", unit="count", dimension_names=[],
+        metric_type=MetricTypes.COUNTER)
+    counter.add_or_update(value=1, dimension_values=[])
+    context.metrics.add_time("HandlerMethodTime", 12.5, None, "ms",
+                             dimensions=[Dimension("MethodName", "preprocess")])
+
+The metrics API shows them as TorchServe's ``metrics_mode=prometheus`` does: the metric's own
+name, its dimensions as labels (``ModelName`` and ``Level`` added where ``add_*`` calls leave
+them out) and ``Hostname``; counters and gauges as they are, histograms with Prometheus'
+default buckets. ``metrics_config`` (TorchServe's metrics.yaml) declares metrics in advance, as
+``get_metric`` expects.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+import threading
+
+import yaml
+
+#: Prometheus' default histogram buckets, as TorchServe's Java client has them.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+#: Units as TorchServe spells them in the metrics API's HELP lines.
+UNITS = {"ms": "Milliseconds", "s": "Seconds", "count": "Count", "percent": "Percent",
+         "B": "Bytes", "kB": "Kilobytes", "MB": "Megabytes", "GB": "Gigabytes"}
+
+
+class MetricTypes(enum.Enum):
+    COUNTER = "counter"
+    GAUGE = "gauge"
+    HISTOGRAM = "histogram"
+
+
+class Dimension:
+    """A metric's label: a name and this sample's value."""
+
+    def __init__(self, name: str, value: str):
+        self.name, self.value = name, value
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.value}"
+
+    def to_dict(self) -> dict:
+        return {"Name": self.name, "Value": self.value}
+
+
+class MetricsCacheError(Exception):
+    """A metric used against its declaration: not declared, or with other dimensions."""
+
+
+class CachingMetric:
+    """One metric: its samples by dimension values."""
+
+    def __init__(self, name: str, unit: str, dimension_names: list[str], metric_type: MetricTypes):
+        self.name, self.unit, self.metric_type = name, unit, metric_type
+        self.dimension_names = list(dimension_names)
+        #: Dimension values -> value (counters, gauges) or [bucket counts, count, sum].
+        self.samples: dict[tuple[str, ...], object] = {}
+        self._lock = threading.Lock()
+
+    def add_or_update(self, value, dimension_values=(), request_id=""):
+        """Add to a counter, set a gauge, observe into a histogram."""
+        if len(dimension_values) != len(self.dimension_names):
+            raise MetricsCacheError(
+                f"Metric {self.name} has dimensions {self.dimension_names}; "
+                f"{len(dimension_values)} values were given.")
+        key = tuple(str(v) for v in dimension_values)
+        value = float(value)
+        with self._lock:
+            if self.metric_type is MetricTypes.COUNTER:
+                self.samples[key] = self.samples.get(key, 0.0) + value
+            elif self.metric_type is MetricTypes.GAUGE:
+                self.samples[key] = value
+            else:
+                buckets, count, total = self.samples.get(key, ([0] * len(BUCKETS), 0, 0.0))
+                for i in range(bisect.bisect_left(BUCKETS, value), len(BUCKETS)):
+                    buckets[i] += 1
+                self.samples[key] = (buckets, count + 1, total + value)
+
+    update = add_or_update
+
+
+class HandlerMetrics:
+    """A model version's metrics cache, shared by its workers (``context.metrics``)."""
+
+    def __init__(self, model_name: str = "", config_file: str | None = None):
+        self.model_name = model_name
+        self.request_ids = None
+        self._metrics: dict[tuple[str, MetricTypes], CachingMetric] = {}
+        self._lock = threading.Lock()
+        if config_file:
+            self._declare(config_file)
+
+    def _declare(self, config_file: str) -> None:
+        """The ``model_metrics`` of a TorchServe metrics.yaml, declared in advance."""
+        with open(config_file) as f:
+            spec = yaml.safe_load(f) or {}
+        for kind, metrics in (spec.get("model_metrics") or {}).items():
+            for metric in metrics or []:
+                self.add_metric_to_cache(metric["name"], metric.get("unit", ""),
+                                         metric.get("dimensions") or [], MetricTypes(kind))
+
+    def metrics(self) -> list[CachingMetric]:
+        with self._lock:
+            return list(self._metrics.values())
+
+    def add_metric_to_cache(self, metric_name: str, unit: str, dimension_names: list = (),
+                            metric_type: MetricTypes = MetricTypes.COUNTER) -> CachingMetric:
+        """Declare a metric (replacing one of that name and type); emits nothing yet."""
+        metric = CachingMetric(metric_name, unit, list(dimension_names), metric_type)
+        with self._lock:
+            self._metrics[metric_name, metric_type] = metric
+        return metric
+
+    def get_metric(self, metric_name: str,
+                   metric_type: MetricTypes = MetricTypes.COUNTER) -> CachingMetric:
+        with self._lock:
+            metric = self._metrics.get((metric_name, metric_type))
+        if metric is None:
+            raise MetricsCacheError(f"Metric {metric_name} ({metric_type.value}) is not declared: "
+                                    "add_metric_to_cache it, or list it in metrics_config.")
+        return metric
+
+    def add_metric(self, name, value, unit="", idx=None, dimensions=(),
+                   metric_type=MetricTypes.COUNTER) -> None:
+        dimensions = self._with_defaults(dimensions)
+        with self._lock:
+            metric = self._metrics.get((name, metric_type))
+            if metric is None or metric.dimension_names != [d.name for d in dimensions]:
+                metric = CachingMetric(name, unit, [d.name for d in dimensions], metric_type)
+                self._metrics[name, metric_type] = metric
+        metric.add_or_update(value, [d.value for d in dimensions])
+
+    def add_counter(self, name, value, idx=None, dimensions=()):
+        self.add_metric(name, value, "count", idx, dimensions, MetricTypes.COUNTER)
+
+    def add_time(self, name, value, idx=None, unit="ms", dimensions=(),
+                 metric_type=MetricTypes.GAUGE):
+        self.add_metric(name, value, unit, idx, dimensions, metric_type)
+
+    def add_size(self, name, value, idx=None, unit="MB", dimensions=(),
+                 metric_type=MetricTypes.GAUGE):
+        self.add_metric(name, value, unit, idx, dimensions, metric_type)
+
+    def add_percent(self, name, value, idx=None, dimensions=(), metric_type=MetricTypes.GAUGE):
+        self.add_metric(name, value, "percent", idx, dimensions, metric_type)
+
+    def add_error(self, name, value, dimensions=()):
+        self.add_metric(name, 1 if value is None else value, "", None, dimensions)
+
+    def _with_defaults(self, dimensions) -> list[Dimension]:
+        dimensions = list(dimensions or [])
+        names = {d.name for d in dimensions}
+        if "ModelName" not in names:
+            dimensions.append(Dimension("ModelName", self.model_name))
+        if "Level" not in names:
+            dimensions.append(Dimension("Level", "Model"))
+        return dimensions

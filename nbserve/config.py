@@ -189,6 +189,7 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "enable_envvars_config": False,
     "use_env_allowed_urls": False,
     "metrics_config": None,
+    "install_py_dep_per_model": False,
     "number_of_gpu": None,
     "limit_max_image_pixels": True,
     # Jupyter's names: which Host names a server on loopback answers (see nbserve.http.access).
@@ -233,8 +234,6 @@ NOT_APPLIED = {
     "decode_input_request": "bodies are always decoded as TorchServe decodes them by default",
     "default_startup_timeout": "a model's workers load without a time limit",
     "unregister_model_timeout": "unregistering answers the queued requests first, unbounded",
-    "install_py_dep_per_model": "per-model requirements are not installed yet: install them "
-                                "into this environment",
     "model_server_home": "nbserve needs no home folder",
     "cpp_log_config": "the C++ backend is not supported",
     "ts_open_inference_protocol": "the KServe v1/v2 routes are always served",

@@ -9,6 +9,7 @@ batch, runs the handler, and settles the request's future with the answer or the
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import queue
 import threading
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from nbserve import config as model_config
+from nbserve import requirements
 from nbserve.archive import ModelArchive, check_model_name, check_model_version, open_archive
 from nbserve.batching import DeadlineWatcher, Prediction, Request, RequestQueue
 from nbserve.errors import (BadRequest, ModelAlreadyRegistered, ModelLoadFailed, ModelNotFound,
@@ -28,6 +30,8 @@ from nbserve.handlers.metrics import HandlerMetrics
 from nbserve.handlers.util import get_yaml_config
 from nbserve.stats import VersionStats
 from nbserve.worker import Worker
+
+logger = logging.getLogger(__name__)
 
 
 class ModelVersion:
@@ -43,6 +47,8 @@ class ModelVersion:
         self.label = f"Model {name!r} version {version}"
         self.queue = RequestQueue(config.job_queue_size, self.label)
         self.stats = VersionStats()
+        #: Where its requirements.txt was installed, if it was.
+        self.requirements: Path | None = None
         #: The metrics its handler adds; ``metrics_config`` declares some in advance.
         self.handler_metrics = HandlerMetrics(name, metrics_config)
         self.workers: list[Worker] = []
@@ -174,6 +180,9 @@ class Engine:
         self.defaults = defaults or model_config.machine_defaults()
         #: TorchServe's metrics.yaml, whose ``model_metrics`` every model's handler may use.
         self.metrics_config: str | None = None
+        #: Whether an archive's requirements.txt is installed before it loads (TorchServe's
+        #: ``install_py_dep_per_model``).
+        self.install_py_dep_per_model = False
         self._models: dict[str, Model] = {}
         #: Models that failed to load (:meth:`record_failure`), until one of that name loads.
         self.failures: dict[str, LoadFailure] = {}
@@ -224,6 +233,7 @@ class Engine:
                     "pass replace=True to swap it.")
         loaded = ModelVersion(archive, name, version, handler or archive.handler, config,
                               self.metrics_config)
+        loaded.requirements = self._requirements(archive, name)
         try:
             loaded.scale(config.min_workers)
         except BaseException:
@@ -242,6 +252,17 @@ class Engine:
         if old is not None:
             threading.Thread(target=old.join, name=f"nbserve-drain-{name}", daemon=True).start()
         return loaded
+
+    def _requirements(self, archive: ModelArchive, name: str) -> Path | None:
+        """Install the archive's requirements where the setting asks; where they went."""
+        file = archive.file("requirementsFile")
+        if file is None or not file.is_file():
+            return None
+        if not self.install_py_dep_per_model:
+            logger.warning("%s comes with %s, which is not installed: set "
+                           "install_py_dep_per_model=true to install it per model.", name, file.name)
+            return None
+        return requirements.install(file, name)
 
     def record_failure(self, name: str, source: str | os.PathLike, error: BaseException) -> LoadFailure:
         """Keep why ``name`` did not load, so asking for it says so rather than "not found"."""

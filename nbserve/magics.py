@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import queue
+import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,9 @@ class NBServeMagics(Magics):
             served.append(self._serve_source(args))
         urls = session.current.server.urls
         for version in served:
+            if version.requirements is not None:
+                print(f"{version.name}'s requirements are installed in {version.requirements}, "
+                      f"first on this kernel's sys.path ({sys.executable}).")
             workers = len(version.workers)
             device = "cuda" if version.config.gpu_ids else "cpu"
             print(f"Serving {version.name} {version.version} ({device}, {workers} worker"

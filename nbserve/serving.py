@@ -29,6 +29,7 @@ def engine_for(config: ServerConfig) -> Engine:
         defaults = replace(defaults, min_workers=workers, max_workers=workers)
     engine = Engine(defaults)
     engine.metrics_config = config.metrics_config
+    engine.install_py_dep_per_model = config.install_py_dep_per_model
     return engine
 
 

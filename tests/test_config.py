@@ -50,11 +50,11 @@ def test_bad_settings_say_what_is_wrong(overrides, message):
 
 def test_every_torchserve_key_is_applied_or_named_with_its_reason(tmp_path):
     path = tmp_path / "config.properties"
-    path.write_text("metrics_mode=log\ngrpc_inference_port=7070\ninstall_py_dep_per_model=true\n"
+    path.write_text("metrics_mode=log\ngrpc_inference_port=7070\nvmargs=-Xmx4g\n"
                     "number_of_gpu=0\nlimit_max_image_pixels=false\n")
     config = ServerConfig.from_properties(path)
     assert [w.split("'")[1] for w in config.warnings] == [
-        "metrics_mode", "grpc_inference_port", "install_py_dep_per_model"]
+        "metrics_mode", "grpc_inference_port", "vmargs"]
     assert "gRPC is not served yet" in config.warnings[1]
     from nbserve.serving import engine_for
 

@@ -16,18 +16,19 @@ from typing import Any
 
 from ray import serve
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from nbserve.config import SERVER_DEFAULTS
 from nbserve.errors import (MethodNotAllowed, ModelNotFound, ModelVersionNotFound, NBServeError,
                             RequestTooLarge)
 from nbserve.http.errors import describe as describe_error
 from nbserve.http.errors import error_body
-from nbserve.protocol import (kserve_metadata, kserve_v1_answer, kserve_v1_inputs,
-                              kserve_v2_answer, kserve_v2_inputs, prediction_answer,
-                              request_inputs)
+from nbserve.protocol import (encode_answer, kserve_metadata, kserve_v1_answer,
+                              kserve_v1_inputs, kserve_v2_answer, kserve_v2_inputs,
+                              prediction_answer, request_inputs)
 from nbserve.ray_serve import MODEL_APP_PREFIX, app_name, deployment_state
-from nbserve.ray_serve.replica import call_replica
+from nbserve.batching import Prediction
+from nbserve.ray_serve.replica import call_replica, stream_replica
 
 _ANY = ("GET", "POST", "PUT", "DELETE")
 _MAX_INSTANCES = SERVER_DEFAULTS["max_kserve_instances"]
@@ -82,12 +83,25 @@ class Ingress:
 
     async def prediction(self, request: Request, model: str, version: str | None,
                          explain: bool = False) -> Response:
+        """One request; a streaming handler's parts go out as chunks as the replica sends
+        them, the answer last."""
         body = await self._body(request)
         headers = {**request.headers, **({"explain": "True"} if explain else {})}
-        prediction = await self._predict(model, version, request_inputs(request.headers, body),
-                                         headers)
-        status, headers, content = prediction_answer(prediction, self.max_response_size)
-        return Response(content, status, headers)
+        first, rest = await self._guarded(model, lambda handle: stream_replica(
+            handle, request_inputs(request.headers, body), headers, version,
+            timeout=self.response_timeout))
+        if isinstance(first, Prediction):
+            status, headers, content = prediction_answer(first, self.max_response_size)
+            return Response(content, status, headers)
+
+        async def chunks():
+            item = first
+            while not isinstance(item, Prediction):
+                yield encode_answer(item)[0]
+                item = await rest.__anext__()
+            yield encode_answer(item.value)[0]
+
+        return StreamingResponse(chunks(), 200, media_type=encode_answer(first)[1])
 
     async def explanation(self, request: Request, model: str, version: str | None) -> Response:
         return await self.prediction(request, model, version, explain=True)
@@ -168,14 +182,24 @@ class Ingress:
                        headers: dict | None = None):
         return await self._call(model, "predict", inputs, headers, version)
 
-    async def _call(self, model: str, method: str, *args):
+    async def _handle(self, model: str):
+        """The model's deployment handle; ModelNotFound if it is not deployed."""
         handle = self._handles.get(model)
         if handle is None:
             if app_name(model) not in await _applications():
                 raise ModelNotFound(f"Model not found: {model}")
             handle = self._handles[model] = serve.get_app_handle(app_name(model))
+        return handle
+
+    async def _call(self, model: str, method: str, *args):
+        return await self._guarded(model, lambda handle: call_replica(
+            handle, method, *args, timeout=self.response_timeout))
+
+    async def _guarded(self, model: str, call):
+        """``call(handle)`` on the model's replicas; ModelNotFound if it was undeployed since."""
+        handle = await self._handle(model)
         try:
-            return await call_replica(handle, method, *args, timeout=self.response_timeout)
+            return await call(handle)
         except NBServeError:
             raise
         except Exception:

@@ -46,6 +46,27 @@ class ModelReplica:
         future = self.engine.submit(self.version.name, inputs, version=version, headers=headers)
         return await asyncio.wrap_future(future)
 
+    async def stream(self, inputs: dict, headers: dict | None = None,
+                     version: str | None = None):
+        """The parts a streaming handler sends, as it sends them, then the Prediction: a
+        generator, which Ray Serve streams to the caller item by item."""
+        loop = asyncio.get_running_loop()
+        parts: asyncio.Queue = asyncio.Queue()
+        answer = asyncio.wrap_future(self.engine.submit(
+            self.version.name, inputs, version=version, headers=headers,
+            on_part=lambda value: loop.call_soon_threadsafe(parts.put_nowait, value)))
+        while True:
+            part = asyncio.ensure_future(parts.get())
+            await asyncio.wait({part, answer}, return_when=asyncio.FIRST_COMPLETED)
+            if part.done():
+                yield part.result()
+                continue
+            part.cancel()
+            while not parts.empty():
+                yield parts.get_nowait()
+            yield await answer
+            return
+
     def describe(self) -> dict:
         """TorchServe's describe-model JSON for this replica's engine."""
         return self.version.describe()
@@ -58,6 +79,24 @@ class ModelReplica:
     def __del__(self):
         self.engine.close()
         shutil.rmtree(self._folder, ignore_errors=True)
+
+
+async def stream_replica(handle, *args, timeout: float):
+    """A model replica's ``stream``: its first item (sent again to the replicas left if the
+    replica dies before one comes, as :func:`call_replica` does), and the rest to iterate."""
+    deadline = time.monotonic() + timeout
+    while True:
+        items = handle.options(stream=True).stream.remote(*args)
+        try:
+            return await items.__anext__(), items
+        except RayActorError:
+            if time.monotonic() + RETRY_PAUSE > deadline:
+                raise RequestTimeout(f"No replica answered within {timeout:g} s.") from None
+            await asyncio.sleep(RETRY_PAUSE)
+        except RayTaskError as e:
+            if isinstance(e.cause, NBServeError):
+                raise e.cause from None
+            raise
 
 
 async def call_replica(handle, method: str, *args, timeout: float):

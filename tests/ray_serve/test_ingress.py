@@ -83,3 +83,17 @@ def test_a_bad_input_does_not_fail_its_neighbours(ray_client, photos):
     with ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(lambda b: ray_client.call("POST", "/predictions/resnet18", b)[0], bodies))
     assert statuses == [200, 400, 200, 400, 200] * 4
+
+
+def test_a_streaming_answer_goes_through_ray_as_it_is_sent(on_ray, tmp_path):
+    import archives
+    from helpers import timed_chunks
+
+    on_ray.deploy(archives.streaming(tmp_path), num_cpus=0)  # the classifier holds both CPUs
+    try:
+        status, pieces = timed_chunks(f"{on_ray.url}/predictions/streaming")
+        assert status == 200
+        assert b"".join(c for _, c in pieces).decode() == "".join(archives.STREAMING_PARTS)
+        assert pieces[0][0] < pieces[-1][0] - 0.5  # the first part long before the answer
+    finally:
+        on_ray.undeploy("streaming")

@@ -17,6 +17,14 @@ import pytest
 PORTS = {"inference": 18080, "management": 18081, "metrics": 18082}
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def available() -> bool:
     return shutil.which("torchserve") is not None and shutil.which("java") is not None
 
@@ -34,6 +42,8 @@ class TorchServe:
         self.config.write_text(
             "".join(f"{kind}_address=http://127.0.0.1:{port}\n" for kind, port in ports.items())
             + f"model_store={self.store}\n"
+            # gRPC's ports too, so that two TorchServes can run side by side.
+            + f"grpc_inference_port={_free_port()}\ngrpc_management_port={_free_port()}\n"
             "disable_token_authorization=true\nenable_model_api=true\n"
             "default_workers_per_model=1\n" + settings
         )

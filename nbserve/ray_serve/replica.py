@@ -82,21 +82,13 @@ class ModelReplica:
 
 
 async def stream_replica(handle, *args, timeout: float):
-    """A model replica's ``stream``: its first item (sent again to the replicas left if the
-    replica dies before one comes, as :func:`call_replica` does), and the rest to iterate."""
-    deadline = time.monotonic() + timeout
-    while True:
+    """A model replica's ``stream``: its first item, and the rest to iterate; retried as
+    :func:`call_replica` retries until the first item comes."""
+    async def first():
         items = handle.options(stream=True).stream.remote(*args)
-        try:
-            return await items.__anext__(), items
-        except RayActorError:
-            if time.monotonic() + RETRY_PAUSE > deadline:
-                raise RequestTimeout(f"No replica answered within {timeout:g} s.") from None
-            await asyncio.sleep(RETRY_PAUSE)
-        except RayTaskError as e:
-            if isinstance(e.cause, NBServeError):
-                raise e.cause from None
-            raise
+        return await items.__anext__(), items
+
+    return await _retried(first, timeout)
 
 
 async def call_replica(handle, method: str, *args, timeout: float):
@@ -106,10 +98,14 @@ async def call_replica(handle, method: str, *args, timeout: float):
     An error raised by nbserve in the replica (a bad input, an unknown version, a handler's
     failure) is raised here as itself.
     """
+    return await _retried(lambda: getattr(handle, method).remote(*args), timeout)
+
+
+async def _retried(attempt, timeout: float):
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return await getattr(handle, method).remote(*args)
+            return await attempt()
         except RayActorError:
             if time.monotonic() + RETRY_PAUSE > deadline:
                 raise RequestTimeout(f"No replica answered within {timeout:g} s.") from None

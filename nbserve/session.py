@@ -21,7 +21,7 @@ from nbserve.engine import Engine, ModelVersion
 from nbserve.errors import ModelNotFound
 from nbserve.http import Server
 from nbserve.http.access import serving_notices
-from nbserve.http.server import API_ROUTES
+from nbserve.routes import API_NAMES
 from nbserve.serving import engine_for, register_startup_models
 
 
@@ -51,7 +51,7 @@ class Session:
             kernel_id = announce.current_kernel_id()
             server = Server(engine, config, secret=announce.new_secret(),
                             key_file=_key_file(kernel_id))
-            server.start(fallback=frozenset(API_ROUTES) - _named(config))
+            server.start(fallback=frozenset(API_NAMES) - _named(config))
             self.engine, self.server = engine, server
             if kernel_id:
                 self.announcement = announce.announce(kernel_id, server.urls, server.secret)
@@ -170,7 +170,7 @@ def _key_file(kernel_id: str | None) -> Path:
 
 def _named(config: ServerConfig) -> set[str]:
     """The APIs whose address the user chose (one that differs from TorchServe's default)."""
-    return {api for api in API_ROUTES
+    return {api for api in API_NAMES
             if config.values[f"{api}_address"] != SERVER_DEFAULTS[f"{api}_address"]}
 
 

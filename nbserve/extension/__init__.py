@@ -8,6 +8,8 @@ a kernel serves on 127.0.0.1:8080 is not. The extension answers TorchServe's pat
 
 from __future__ import annotations
 
+import re
+
 from jupyter_core.paths import jupyter_runtime_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, Unicode
@@ -15,8 +17,10 @@ from traitlets import Float, Unicode
 from nbserve.extension.handlers import (KernelsHandler, MetricsHandler, ModelsHandler, PageHandler,
                                         ProxyHandler)
 from nbserve.extension.kernels import ServingKernels
+from nbserve.routes import FIRST_SEGMENTS
 
-_PATHS = r"(?P<path>(?:ping|predictions|explanations|models|metrics|v1|v2|api-description)(?:/.*)?)"
+#: TorchServe's paths, as the kernels' servers answer them (:data:`nbserve.routes.ROUTES`).
+_PATHS = rf"(?P<path>(?:{'|'.join(map(re.escape, FIRST_SEGMENTS))})(?:[/:].*)?)"
 
 
 class NBServe(ExtensionApp):

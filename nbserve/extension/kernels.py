@@ -15,17 +15,10 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.web import HTTPError
 
 from nbserve.announce import SECRET_HEADER, Announcement, announcements
+from nbserve.routes import api_of
 
 #: The model a TorchServe path is about: predictions/m, models/m, v1/models/m:predict, ...
 _MODEL_IN_PATH = re.compile(r"^(?:predictions|explanations|models)/([^/?]+)|^v[12]/models/([^/:?]+)")
-
-
-def api_of(path: str) -> str:
-    """Which of the kernel's three servers answers ``path``."""
-    path = path.partition("?")[0]
-    if path == "models" or path.startswith("models/"):
-        return "management"
-    return "metrics" if path == "metrics" else "inference"
 
 
 def model_of(path: str) -> str | None:

@@ -132,6 +132,6 @@ class ApiDescriptionHandler(APIHandler):
     """``GET``/``OPTIONS /`` on each API: its paths, as an OpenAPI 3 document."""
 
     def get(self):
-        self.write_json(self.server.openapi(self.application))
+        self.write_json(self.server.openapi(self.api))
 
     options = get

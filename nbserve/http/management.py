@@ -17,7 +17,20 @@ from nbserve.protocol import encode_answer
 from nbserve.tokens import API_KEY, ROTATING
 
 
-class ModelsHandler(APIHandler):
+class _ManagementHandler(APIHandler):
+    """What the management routes share: integer query parameters, checked."""
+
+    def _int(self, name: str, default: int | None = None) -> int | None:
+        value = self.get_query_argument(name, None)
+        if value is None or value == "":
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise BadRequest(f"Parameter {name} must be an integer, not {value!r}.") from None
+
+
+class ModelsHandler(_ManagementHandler):
     """``GET /models`` (paged) and ``POST /models?url=...``."""
 
     def get(self):
@@ -51,17 +64,8 @@ class ModelsHandler(APIHandler):
         self.write_json({"status": f'Model "{version.name}" Version: {version.version} '
                                    f"registered with {len(version.workers)} initial workers"})
 
-    def _int(self, name: str, default: int | None = None) -> int | None:
-        value = self.get_query_argument(name, None)
-        if value is None or value == "":
-            return default
-        try:
-            return int(value)
-        except ValueError:
-            raise BadRequest(f"Parameter {name} must be an integer, not {value!r}.") from None
 
-
-class ModelHandler(ModelsHandler):
+class ModelHandler(_ManagementHandler):
     """``GET``/``PUT``/``DELETE /models/{model}[/{version}|/all]``."""
 
     async def get(self, model: str, version: str | None = None):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import inspect
 import os
 import ssl
 import threading
@@ -28,31 +27,26 @@ from nbserve.http.access import Access
 from nbserve.http.base import NotFoundHandler
 from nbserve.http.limits import LimitedHTTPServer, allow_open_files
 from nbserve.model_store import ModelStore
+from nbserve.routes import API_NAMES, of_api
 from nbserve.tokens import TokenAuthorization
 
-API_ROUTES = {
-    "inference": [
-        (r"/ping", inference.PingHandler),
-        (r"/", inference.ApiDescriptionHandler),
-        (r"/predictions/([^/]+)(?:/([^/]+))?", inference.PredictionHandler),
-        (r"/explanations/([^/]+)(?:/([^/]+))?", inference.ExplanationHandler),
-        (r"/v1/models/([^/:]+):predict", inference.KServeV1Handler),
-        (r"/v1/models/([^/:]+):explain", inference.KServeV1ExplainHandler),
-        (r"/v1/models/([^/:]+)", inference.KServeModelHandler),
-        (r"/v2/health/(live|ready)", inference.KServeV2HealthHandler),
-        (r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer", inference.KServeV2InferHandler),
-        (r"/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready)?", inference.KServeModelHandler),
-    ],
-    "management": [
-        (r"/", inference.ApiDescriptionHandler),
-        (r"/token", management.TokenHandler),
-        (r"/models", management.ModelsHandler),
-        (r"/models/([^/]+)/([^/]+)/set-default", management.SetDefaultHandler),
-        (r"/models/([^/]+)(?:/([^/]+))?", management.ModelHandler),
-    ],
-    "metrics": [
-        (r"/metrics", metrics.MetricsHandler),
-    ],
+#: The handler that answers each route of :data:`nbserve.routes.ROUTES`, by the route's name.
+HANDLERS = {
+    "ping": inference.PingHandler,
+    "api-description": inference.ApiDescriptionHandler,
+    "predictions": inference.PredictionHandler,
+    "explanations": inference.ExplanationHandler,
+    "kserve-v1-predict": inference.KServeV1Handler,
+    "kserve-v1-explain": inference.KServeV1ExplainHandler,
+    "kserve-v1-model": inference.KServeModelHandler,
+    "kserve-v2-health": inference.KServeV2HealthHandler,
+    "kserve-v2-infer": inference.KServeV2InferHandler,
+    "kserve-v2-model": inference.KServeModelHandler,
+    "token": management.TokenHandler,
+    "models": management.ModelsHandler,
+    "set-default": management.SetDefaultHandler,
+    "model": management.ModelHandler,
+    "metrics": metrics.MetricsHandler,
 }
 
 #: tornado's own body limit is set out of the way: APIHandler answers 413 itself, as JSON.
@@ -98,7 +92,7 @@ class Server:
         sockets = {}
         tls = _tls_context(self.config)
         try:
-            for api in API_ROUTES:
+            for api in API_NAMES:
                 address = self.config.values[f"{api}_address"]
                 try:
                     sockets[api] = _bind(api, address)
@@ -113,10 +107,10 @@ class Server:
                     sock.close()
             raise
         self.access = {api: Access(self.config, self.config.values[f"{api}_address"])
-                       for api in API_ROUTES}
+                       for api in API_NAMES}
         if self.config.token_authorization:
             self.tokens = TokenAuthorization(self.key_file, self.config.token_expiration_min)
-        allow_open_files(len(API_ROUTES) * self.config.max_connections + 256)
+        allow_open_files(len(API_NAMES) * self.config.max_connections + 256)
         started = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(sockets, tls, started),
                                         name="nbserve-http", daemon=True)
@@ -129,7 +123,8 @@ class Server:
         asyncio.set_event_loop(self._loop)
         for api, socks in sockets.items():
             arguments = {"server": self, "api": api}
-            app = Application([(pattern, handler, arguments) for pattern, handler in API_ROUTES[api]],
+            app = Application([(route.pattern, HANDLERS[route.name], arguments)
+                               for route in of_api(api)],
                               default_handler_class=NotFoundHandler,
                               default_handler_args=arguments)
             server = LimitedHTTPServer(
@@ -175,32 +170,18 @@ class Server:
         self._in_flight -= 1
 
 
-    def openapi(self, application: Application) -> dict:
-        """An OpenAPI 3 document of the paths ``application`` answers."""
+    @staticmethod
+    def openapi(api: str) -> dict:
+        """An OpenAPI 3 document of the paths ``api`` answers."""
         paths = {}
-        for rule in application.wildcard_router.rules:
-            handler = rule.target
-            methods = [m for m in ("get", "post", "put", "delete", "options")
-                       if inspect.isfunction(getattr(handler, m, None))
-                       and getattr(handler, m).__qualname__.split(".")[0] != "RequestHandler"]
-            path = _openapi_path(rule.matcher.regex.pattern)
-            paths[path] = {m: {"description": (handler.__doc__ or "").strip().splitlines()[0]
-                               if handler.__doc__ else path,
-                               "responses": {"200": {"description": "OK"}}} for m in methods}
+        for route in of_api(api):
+            doc = (HANDLERS[route.name].__doc__ or route.openapi).strip().splitlines()[0]
+            paths[route.openapi] = {method.lower(): {"description": doc,
+                                                     "responses": {"200": {"description": "OK"}}}
+                                    for method in route.methods}
         return {"openapi": "3.0.1",
                 "info": {"title": "TorchServe APIs, served by nbserve", "version": __version__},
                 "paths": paths}
-
-
-def _openapi_path(pattern: str) -> str:
-    path = pattern.rstrip("$")
-    names = iter(["model_name", "model_version", "state", "ready"])
-    path = path.replace("(?:/versions/([^/]+))?", "/versions/{model_version}")
-    path = path.replace("(?:/([^/]+))?", "/{model_version}").replace("(/ready)?", "/ready")
-    while "(" in path:
-        start, end = path.index("("), path.index(")", path.index("(")) + 1
-        path = path[:start] + "{" + next(names) + "}" + path[end:]
-    return path.replace("{model_version}/{model_version}", "{model_version}")
 
 
 def _with_port(address: str, port: int) -> str:
@@ -212,7 +193,7 @@ def _with_port(address: str, port: int) -> str:
 def _tls_context(config: ServerConfig) -> dict[str, ssl.SSLContext]:
     """A TLS context for each API whose address is ``https://``, from TorchServe's PEM
     settings (``certificate_file``, ``private_key_file``)."""
-    https = [api for api in API_ROUTES if urlsplit(config.values[f"{api}_address"]).scheme == "https"]
+    https = [api for api in API_NAMES if urlsplit(config.values[f"{api}_address"]).scheme == "https"]
     if not https:
         return {}
     if not (config.certificate_file and config.private_key_file):

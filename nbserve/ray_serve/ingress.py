@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from typing import Any
 
 from ray import serve
@@ -29,8 +28,8 @@ from nbserve.protocol import (encode_answer, kserve_metadata, kserve_v1_answer,
 from nbserve.ray_serve import MODEL_APP_PREFIX, app_name, deployment_state
 from nbserve.batching import Prediction
 from nbserve.ray_serve.replica import call_replica, stream_replica
+from nbserve.routes import ROUTES
 
-_ANY = ("GET", "POST", "PUT", "DELETE")
 _MAX_INSTANCES = SERVER_DEFAULTS["max_kserve_instances"]
 
 
@@ -43,20 +42,15 @@ class Ingress:
         self.max_response_size = max_response_size
         self.response_timeout = response_timeout
         self._handles: dict[str, Any] = {}
-        self._routes = [
-            (_ANY, r"/ping", self.ping),
-            (("POST", "PUT"), r"/predictions/([^/]+)(?:/([^/]+))?", self.prediction),
-            (("POST", "PUT"), r"/explanations/([^/]+)(?:/([^/]+))?", self.explanation),
-            (("POST",), r"/v1/models/([^/:]+):predict", self.kserve_v1),
-            (("POST",), r"/v1/models/([^/:]+):explain", self.kserve_v1_explain),
-            (("GET",), r"/v1/models/([^/:]+)", self.kserve_model),
-            (("GET",), r"/v2/health/(live|ready)", self.kserve_health),
-            (("POST",), r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer", self.kserve_v2),
-            (("GET",), r"/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready)?", self.kserve_model),
-            (("GET",), r"/models", self.models),
-            (("GET",), r"/models/([^/]+)(?:/([^/]+))?", self.describe),
-            (("POST", "PUT", "DELETE"), r"/models(?:/.*)?", self.refuse_management),
-        ]
+        #: What answers each route of :data:`nbserve.routes.ROUTES` on Ray's proxy: inference,
+        #: and reading the management API (its writes are refused, see refuse_management).
+        self._answers = {
+            "ping": self.ping, "predictions": self.prediction, "explanations": self.explanation,
+            "kserve-v1-predict": self.kserve_v1, "kserve-v1-explain": self.kserve_v1_explain,
+            "kserve-v1-model": self.kserve_model, "kserve-v2-health": self.kserve_health,
+            "kserve-v2-infer": self.kserve_v2, "kserve-v2-model": self.kserve_model,
+            "models": self.models, "model": self.describe,
+        }
 
     async def __call__(self, request: Request) -> Response:
         try:
@@ -68,11 +62,15 @@ class Ingress:
 
     async def _route(self, request: Request) -> Response:
         path = request.url.path
-        for methods, pattern, route in self._routes:
-            match = re.fullmatch(pattern, path)
-            if match and request.method in methods:
-                return await route(request, *match.groups())
-        if any(re.fullmatch(pattern, path) for _, pattern, _ in self._routes):
+        for route in ROUTES:
+            match = route.matches(path)
+            if match is None or request.method not in route.methods:
+                continue
+            if route.api == "management" and request.method != "GET":
+                return await self.refuse_management(request)
+            if route.name in self._answers:
+                return await self._answers[route.name](request, *match.groups())
+        if any(route.matches(path) for route in ROUTES if route.name in self._answers):
             raise MethodNotAllowed(f"{request.method} is not allowed on {path}.")
         raise ModelNotFound(f"Requested resource is not found: {path}")
 

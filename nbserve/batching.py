@@ -205,3 +205,38 @@ class DeadlineWatcher:
 def _settled(ref: weakref.ref) -> bool:
     request = ref()
     return request is None or request.settled
+
+
+class ReadyBuffer:
+    """Preprocessed requests waiting for the forward pass; bounded, so preprocessing waits
+    rather than running far ahead of it."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._items: list[tuple[Request, Any]] = []
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, request: Request, data: Any) -> None:
+        with self._cond:
+            while len(self._items) >= self.capacity:
+                self._cond.wait()
+            self._items.append((request, data))
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def take(self, max_size: int, max_delay: float) -> list[tuple[Request, Any]] | None:
+        """What is ready, up to ``max_size`` (after up to ``max_delay`` s for more); None at the end."""
+        with self._cond:
+            while not self._items and not self._closed:
+                self._cond.wait()
+            if not self._items:
+                return None
+            wait_to_fill(self._cond, lambda: len(self._items) >= max_size or self._closed, max_delay)
+            taken, self._items = self._items[:max_size], self._items[max_size:]
+            self._cond.notify_all()
+            return taken

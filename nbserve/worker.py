@@ -6,11 +6,7 @@ request as it arrives (decoding images) while another runs ``inference`` and ``p
 a batch of whatever is ready. Any other handler runs ``handle`` on whole batches, one thread.
 
 The model loads on the worker's own thread, and only that thread runs torch with several
-intra-op threads (the preprocessing thread uses one). OpenMP throttles its threads' spinning
-once a process has more of them than cores, which makes small models' forward passes several
-times slower; how many threads pay off also depends on the model and the load, so each worker
-measures its first batches of each size range at one thread and at every core, and keeps the
-faster (:class:`Tuner`).
+intra-op threads (the preprocessing thread uses one); how many, :mod:`nbserve.tuner` measures.
 
 Either way, a request that fails takes no neighbour down with it: when a batch fails, each of
 its requests is run again on its own, so only the bad one gets the error.
@@ -19,8 +15,6 @@ its requests is run again on its own, so only the bad one gets the error.
 from __future__ import annotations
 
 import copy
-import os
-import statistics
 import threading
 import time
 import traceback
@@ -29,12 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nbserve.batching import Prediction, Request, wait_to_fill
+from nbserve.batching import Prediction, ReadyBuffer, Request
 from nbserve.errors import InferenceError
 from nbserve.handlers.base import BaseHandler, asks_for_handle
 from nbserve.handlers.context import Context, RequestProcessor
 from nbserve.handlers.loader import archive_imports, load_handler
 from nbserve.live import LiveModel
+from nbserve.tuner import Tuner
 
 if TYPE_CHECKING:
     from nbserve.engine import ModelVersion
@@ -91,7 +86,7 @@ class Worker:
         pipelined = _pipelines(self.entry.instance)
         config = version.config
         if pipelined:
-            self._ready = _ReadyBuffer(capacity=2 * config.batch_size)
+            self._ready = ReadyBuffer(capacity=2 * config.batch_size)
             single_threaded = threading.Event()
             preprocess = threading.Thread(target=self._preprocess_loop, args=(single_threaded,),
                                           name=f"{threading.current_thread().name}-pre", daemon=True)
@@ -267,96 +262,3 @@ def _join(parts: list):
     if all(isinstance(p, torch.Tensor) for p in parts):
         return torch.cat(parts)
     return [item for part in parts for item in part]
-
-
-class _ReadyBuffer:
-    """Preprocessed requests waiting for the forward pass; bounded, so preprocessing waits
-    rather than running far ahead of it."""
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self._items: list[tuple[Request, Any]] = []
-        self._cond = threading.Condition()
-        self._closed = False
-
-    def put(self, request: Request, data: Any) -> None:
-        with self._cond:
-            while len(self._items) >= self.capacity:
-                self._cond.wait()
-            self._items.append((request, data))
-            self._cond.notify_all()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def take(self, max_size: int, max_delay: float) -> list[tuple[Request, Any]] | None:
-        """What is ready, up to ``max_size`` (after up to ``max_delay`` s for more); None at the end."""
-        with self._cond:
-            while not self._items and not self._closed:
-                self._cond.wait()
-            if not self._items:
-                return None
-            wait_to_fill(self._cond, lambda: len(self._items) >= max_size or self._closed, max_delay)
-            taken, self._items = self._items[:max_size], self._items[max_size:]
-            self._cond.notify_all()
-            return taken
-
-
-class Tuner:
-    """Chooses a worker's torch intra-op threads by measurement, per range of batch sizes.
-
-    For each range (1, 2-3, 4-7, 8-15, ...), batches alternate between one thread and every
-    core until each count has ``trials`` timings (after a warm-up each); the lower median time
-    per request wins. Per range, because the answer changes with load: a lone request runs
-    fastest on every core, while under load the other threads (preprocessing, HTTP) need a
-    core and one thread wins.
-    """
-
-    def __init__(self, enabled: bool = True, trials: int = 4):
-        cores = os.cpu_count() or 1
-        self.candidates = [cores, 1] if enabled and cores > 1 else []
-        self.trials = trials
-        self._samples: dict[int, dict[int, list[float]]] = {}
-        self._chosen: dict[int, int] = {}
-        #: The thread count of the latest batch.
-        self.threads = torch.get_num_threads()
-
-    def timing(self, items: int):
-        return _Timing(self, items)
-
-    def _threads_for(self, items: int) -> int:
-        if not self.candidates:
-            return self.threads
-        size_range = items.bit_length()
-        if size_range in self._chosen:
-            return self._chosen[size_range]
-        samples = self._samples.setdefault(size_range, {c: [] for c in self.candidates})
-        return min(self.candidates, key=lambda c: len(samples[c]))
-
-    def _record(self, threads: int, seconds: float, items: int) -> None:
-        size_range = items.bit_length()
-        if not self.candidates or size_range in self._chosen:
-            return
-        samples = self._samples[size_range]
-        samples[threads].append(seconds / items)
-        if all(len(v) > self.trials for v in samples.values()):
-            self._chosen[size_range] = min(
-                self.candidates, key=lambda c: statistics.median(samples[c][1:]))
-
-
-class _Timing:
-    def __init__(self, tuner: Tuner, items: int):
-        self.tuner, self.items = tuner, items
-
-    def __enter__(self):
-        self.threads = self.tuner._threads_for(self.items)
-        if torch.get_num_threads() != self.threads:
-            torch.set_num_threads(self.threads)
-        self.tuner.threads = self.threads
-        self.started = time.perf_counter()
-
-    def __exit__(self, *exc):
-        if exc[0] is None:
-            self.tuner._record(self.threads, time.perf_counter() - self.started, self.items)

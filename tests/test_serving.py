@@ -207,3 +207,19 @@ def test_the_models_property_carries_every_field_and_load_models_and_all_load(tm
         finally:
             server.stop(timeout=5)
             engine.close()
+
+
+def test_default_workers_per_model_sets_each_models_workers(tmp_path):
+    from nbserve.config import ServerConfig
+    from nbserve.serving import start_serving
+
+    config = ServerConfig()
+    config.values.update({f"{api}_address": "http://127.0.0.1:0"
+                          for api in ("inference", "management", "metrics")})
+    config.values.update(disable_token_authorization=True, default_workers_per_model=2)
+    engine, server = start_serving(config, [f"ctl={controlled(tmp_path)}"])
+    try:
+        assert len(engine.get("ctl").workers) == 2
+    finally:
+        server.stop(timeout=5)
+        engine.close()

@@ -278,3 +278,34 @@ def test_explanations_are_torchserves_integrated_gradients(server_factory, torch
     status, kserve = clients["inference"].json("POST", "/v1/models/digits:explain", instances)
     assert status == 200 and list(kserve) == ["explanations"]
     assert_same_answer(kserve["explanations"][0], ours, tolerance=1e-4)
+
+
+def test_an_answer_over_max_response_size_is_an_error_not_a_truncation(server_factory, tmp_path):
+    engine, _, clients = server_factory(max_response_size=100)
+    engine.register(controlled(tmp_path))
+    status, answer = clients["inference"].json("POST", "/predictions/ctl", json.dumps("x" * 200),
+                                               {"Content-Type": "application/json"})
+    assert status == 500 and "max_response_size (100)" in answer["message"]
+    assert clients["inference"].json("POST", "/predictions/ctl", b'"short"',
+                                     {"Content-Type": "application/json"})[0] == 200
+
+
+def test_handler_profiling_times_each_step(server_factory, classifier_mar, tmp_path, photos):
+    """model-config.yaml's handler: {profile: true}, as in TorchServe: ts_handler_* metrics."""
+    import zipfile
+
+    profiled = tmp_path / "profiled.mar"
+    with zipfile.ZipFile(classifier_mar) as source, zipfile.ZipFile(profiled, "w") as out:
+        for item in source.infolist():
+            out.writestr(item, source.read(item))
+        out.writestr("model-config.yaml", "handler:\n  profile: true\n")
+    manifest = json.loads(zipfile.ZipFile(classifier_mar).read("MAR-INF/MANIFEST.json"))
+    manifest["model"]["configFile"] = "model-config.yaml"
+    with zipfile.ZipFile(profiled, "a") as out:
+        out.writestr("MAR-INF/MANIFEST.json", json.dumps(manifest))
+    engine, _, clients = server_factory()
+    engine.register(profiled, model_name="profiled")
+    assert clients["inference"].call("PUT", "/predictions/profiled", photos["cat.jpg"], OCTETS)[0] == 200
+    text = clients["metrics"].call("GET", "/metrics")[2].decode()
+    for step in ("preprocess", "inference", "postprocess"):
+        assert f'ts_handler_{step}{{ModelName="profiled",Level="Model",' in text

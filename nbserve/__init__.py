@@ -11,6 +11,9 @@ def __getattr__(name):
     if name == "Engine":
         from nbserve.engine import Engine
         return Engine
+    if name in ("serve", "predict", "stop"):  # what %serve and %predict do, from Python
+        from nbserve import session
+        return getattr(session, name)
     raise AttributeError(f"module 'nbserve' has no attribute {name!r}")
 
 
@@ -27,4 +30,4 @@ def _jupyter_server_extension_points():
 
 
 __all__ = ["Engine", "InferenceError", "ModelArchive", "NBServeError", "archive", "open_archive",
-           "__version__"]
+           "predict", "serve", "stop", "__version__"]

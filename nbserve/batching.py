@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import queue
 import threading
 import time
 import uuid
@@ -18,7 +19,7 @@ import weakref
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from nbserve.errors import NBServeError, QueueFull, RequestTimeout
 
@@ -73,6 +74,20 @@ class Request:
     @property
     def settled(self) -> bool:
         return self.future.done()
+
+
+def streamed(submit: Callable[[Callable[[Any], None]], Future]) -> Iterator[Any]:
+    """The parts of the answer to ``submit(on_part)``'s request as they come, then the answer's
+    value (raising its error, if it failed)."""
+    parts: queue.Queue = queue.Queue()
+    future = submit(lambda value: parts.put((False, value)))
+    future.add_done_callback(lambda done: parts.put((True, done)))
+    while True:
+        finished, item = parts.get()
+        if finished:
+            yield item.result().value
+            return
+        yield item
 
 
 class RequestQueue:

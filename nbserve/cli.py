@@ -133,6 +133,36 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(ignored, action="store_true", help=argparse.SUPPRESS)
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """What ``%serve`` can say of the one model it serves (TorchServe's register parameters)."""
+    parser.add_argument("source", nargs="?",
+                        help="An archive (.mar, .tar.gz or folder), or a variable holding an "
+                             "nn.Module, a TorchScript module or a handler, served live.")
+    parser.add_argument("--model-name", help="The name to serve it under (default: the archive's).")
+    parser.add_argument("--version", help="The version to serve it as (default: the archive's, or 1.0).")
+    parser.add_argument("--handler",
+                        help="A default handler, a .py file, or a variable holding a handler "
+                             "class, instance or function.")
+    parser.add_argument("--extra-files", help="Comma-separated files a live model's handler reads "
+                                              "(index_to_name.json, say).")
+    parser.add_argument("--batch-size", type=int, help="Largest batch (default: this machine's).")
+    parser.add_argument("--max-batch-delay", type=float,
+                        help="Milliseconds to wait for a batch to fill.")
+    parser.add_argument("--workers", type=int, help="Workers to start (TorchServe's initial_workers).")
+    parser.add_argument("--response-timeout", type=float, help="Seconds before a request gets 408.")
+    parser.add_argument("--stop", nargs="?", const="", metavar="NAME",
+                        help="Stop serving NAME, or everything (freeing the ports) without NAME.")
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    """``%predict``'s flags: a model this process serves, and what to send it."""
+    parser.add_argument("model_name", help="A model this kernel serves.")
+    parser.add_argument("input", nargs="?",
+                        help="A file, a URL, or a variable (bytes, a PIL image, a tensor, text). "
+                             "Without it, an upload widget.")
+    parser.add_argument("--version", help="The model's version (default: its default version).")
+
+
 def server_config(args: argparse.Namespace):
     """The ServerConfig that parsed ``serve`` arguments describe: config.properties, then flags,
     then ``TS_*`` environment variables where config.properties enables them (TorchServe's
@@ -193,7 +223,7 @@ def _serve_command(args: argparse.Namespace) -> int:
         return _serve_on_ray(args, config)
 
     from nbserve.http.access import serving_notices
-    from nbserve.serving import start_serving
+    from nbserve.startup import start_serving
 
     stop = _stop_on_signals()
     engine, server = start_serving(config, args.models)
@@ -218,14 +248,16 @@ def _serve_command(args: argparse.Namespace) -> int:
 
 def _serve_on_ray(args: argparse.Namespace, config) -> int:
     from nbserve import ray_serve
+    from nbserve.display import served_line
 
     serving = ray_serve.connect(args.ray_address, http_address=args.inference_address,
                                 config=config)
     stop = _stop_on_signals()  # after connecting: ray.init sets a SIGTERM handler of its own
     try:
         for model in serving.deploy_models(config, args.models, **ray_placement(args)):
-            print(f"nbserve: {model.name} {model.version} on Ray ({model.describe_placement()}): "
-                  f"{serving.url}/predictions/{model.name}", file=sys.stderr, flush=True)
+            print("nbserve: " + served_line(model.name, model.version,
+                                            f"on Ray ({model.describe_placement()})", serving.url),
+                  file=sys.stderr, flush=True)
         print(f"nbserve: inference and management APIs at {serving.url}", file=sys.stderr,
               flush=True)
         stop.wait()

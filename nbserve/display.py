@@ -123,6 +123,18 @@ def shown(value: Any, thumbnail: bytes | None = None) -> Any:
     return result
 
 
+def device_text(version) -> str:
+    """Where a model version's workers run: ``cpu``, or their GPUs (``cuda:0, cuda:1``)."""
+    gpus = sorted({w.gpu_id for w in version.workers if w.gpu_id is not None})
+    return ", ".join(f"cuda:{g}" for g in gpus) or "cpu"
+
+
+def served_line(name: str, version: str, where: str, url: str) -> str:
+    """The line that says a model is served: what, where it runs (``(cpu, 1 worker)``,
+    ``on Ray (2 replicas, 1 CPU each)``), and the URL to call."""
+    return f"Serving {name} {version} {where}: {url}/predictions/{name}"
+
+
 @dataclass
 class ServingStatus:
     """What ``%serve`` with no arguments shows: each model version and the URLs to call."""
@@ -145,14 +157,13 @@ class ServingStatus:
         for model in engine.models() if engine is not None else []:
             for name, version in sorted(model.versions.items()):
                 ready = sum(w.status == "READY" for w in version.workers)
-                gpus = sorted({w.gpu_id for w in version.workers if w.gpu_id is not None})
                 p50, p99 = version.stats.percentile(50), version.stats.percentile(99)
                 path = f"/predictions/{model.name}" + ("" if name == model.default_version else f"/{name}")
                 rows.append({
                     "model": model.name,
                     "version": name + (" (default)" if name == model.default_version
                                        and len(model.versions) > 1 else ""),
-                    "device": ", ".join(f"cuda:{g}" for g in gpus) or "cpu",
+                    "device": device_text(version),
                     "workers": f"{ready}/{len(version.workers)}",
                     "queue": str(len(version.queue)),
                     "requests": str(version.stats.requests),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import queue
 import threading
 import traceback
 from concurrent.futures import Future
@@ -23,7 +22,7 @@ from typing import Any, Callable, Iterator
 from nbserve import config as model_config
 from nbserve import requirements
 from nbserve.archive import ModelArchive, check_model_name, check_model_version, open_archive
-from nbserve.batching import DeadlineWatcher, Prediction, Request, RequestQueue
+from nbserve.batching import DeadlineWatcher, Prediction, Request, RequestQueue, streamed
 from nbserve.errors import (BadRequest, ModelAlreadyRegistered, ModelLoadFailed, ModelNotFound,
                             ModelVersionNotFound, QueueFull)
 from nbserve.handlers.metrics import HandlerMetrics
@@ -371,16 +370,9 @@ class Engine:
                headers: dict | None = None, timeout: float | None = None) -> Iterator[Any]:
         """Run one input through a model, yielding each part of its answer as the handler sends
         it (``send_intermediate_predict_response``), the returned answer last."""
-        parts: queue.Queue = queue.Queue()
-        future = self.submit(model_name, {"body": data}, version=version, headers=headers,
-                             timeout=timeout, on_part=lambda value: parts.put((False, value)))
-        future.add_done_callback(lambda done: parts.put((True, done)))
-        while True:
-            finished, item = parts.get()
-            if finished:
-                yield item.result().value
-                return
-            yield item
+        return streamed(lambda on_part: self.submit(model_name, {"body": data}, version=version,
+                                                    headers=headers, timeout=timeout,
+                                                    on_part=on_part))
 
     def close(self) -> None:
         """Unload every model, answering what is queued first."""

@@ -8,9 +8,7 @@ serve``'s never drift apart. The engine they drive lives in this kernel
 
 from __future__ import annotations
 
-import io
 import os
-import queue
 import sys
 import urllib.request
 from pathlib import Path
@@ -18,15 +16,15 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
-from IPython.core.magic_arguments import ArgDecorator, argument, magic_arguments, parse_argstring
-from PIL import Image
-
+from IPython.core.magic_arguments import ArgDecorator, magic_arguments, parse_argstring
 from nbserve import session
-from nbserve.cli import (TerminalProgress, add_archive_arguments, add_serve_arguments,
+from nbserve.cli import (TerminalProgress, add_archive_arguments, add_model_arguments,
+                         add_predict_arguments, add_serve_arguments,
                          ray_placement, run_archive, server_config)
-from nbserve.display import shown, thumbnail_png
+from nbserve.display import device_text, served_line, shown, thumbnail_png
 from nbserve.errors import InferenceError, NBServeError
-from nbserve.live import live_model
+from nbserve.session import as_body
+from nbserve.startup import find_archive
 from nbserve.widgets import ArchiveProgress, PredictionUpload
 
 
@@ -38,27 +36,6 @@ class _Arguments(ArgDecorator):
 
     def add_to_parser(self, parser, group):
         self.add(parser)
-
-
-def add_model_arguments(parser) -> None:
-    """What ``%serve`` can say of the one model it serves (TorchServe's register parameters)."""
-    parser.add_argument("source", nargs="?",
-                        help="An archive (.mar, .tar.gz or folder), or a variable holding an "
-                             "nn.Module, a TorchScript module or a handler, served live.")
-    parser.add_argument("--model-name", help="The name to serve it under (default: the archive's).")
-    parser.add_argument("--version", help="The version to serve it as (default: the archive's, or 1.0).")
-    parser.add_argument("--handler",
-                        help="A default handler, a .py file, or a variable holding a handler "
-                             "class, instance or function.")
-    parser.add_argument("--extra-files", help="Comma-separated files a live model's handler reads "
-                                              "(index_to_name.json, say).")
-    parser.add_argument("--batch-size", type=int, help="Largest batch (default: this machine's).")
-    parser.add_argument("--max-batch-delay", type=float,
-                        help="Milliseconds to wait for a batch to fill.")
-    parser.add_argument("--workers", type=int, help="Workers to start (TorchServe's initial_workers).")
-    parser.add_argument("--response-timeout", type=float, help="Seconds before a request gets 408.")
-    parser.add_argument("--stop", nargs="?", const="", metavar="NAME",
-                        help="Stop serving NAME, or everything (freeing the ports) without NAME.")
 
 
 @magics_class
@@ -120,22 +97,20 @@ class NBServeMagics(Magics):
         for notice in session.current.start(config):
             print(notice)
         failed_before = dict(session.current.engine.failures)
-        served = session.current.serve_models(config, args.models) if (
-            args.models or config.load_models) else []
+        served = session.serve(self._source(args), handler=self._handler(args), models=args.models,
+                               extra_files=_names(args.extra_files), config=config,
+                               **_model_settings(args))
         for name, failure in session.current.engine.failures.items():
             if failed_before.get(name) is not failure:
                 print(f"{name} ({failure.source}) failed to load:\n{failure.traceback}")
-        if args.source:
-            served.append(self._serve_source(args))
         urls = session.current.server.urls
         for version in served:
             if version.requirements is not None:
                 print(f"{version.name}'s requirements are installed in {version.requirements}, "
                       f"first on this kernel's sys.path ({sys.executable}).")
             workers = len(version.workers)
-            device = "cuda" if version.config.gpu_ids else "cpu"
-            print(f"Serving {version.name} {version.version} ({device}, {workers} worker"
-                  f"{'s' * (workers != 1)}): {urls['inference']}/predictions/{version.name}")
+            where = f"({device_text(version)}, {workers} worker{'s' * (workers != 1)})"
+            print(served_line(version.name, version.version, where, urls["inference"]))
 
     def _serve_on_ray(self, args, config) -> None:
         ray = session.current.on_ray(args.ray_address, http_address=args.inference_address,
@@ -148,25 +123,25 @@ class NBServeMagics(Magics):
             deployed.append(ray.deploy(path, handler=args.handler, **_model_settings(args),
                                        **placement))
         for model in deployed:
-            print(f"Serving {model.name} {model.version} on Ray ({model.describe_placement()}): "
-                  f"{ray.url}/predictions/{model.name}")
+            print(served_line(model.name, model.version, f"on Ray ({model.describe_placement()})",
+                              ray.url))
 
-    def _serve_source(self, args):
-        settings = _model_settings(args)
+    def _source(self, args):
+        """What SOURCE names: a variable's value (a live object, or a path), else the text."""
+        if not args.source:
+            return None
         value = self.shell.user_ns.get(args.source) if args.source.isidentifier() else None
-        if value is None or isinstance(value, (str, os.PathLike)):
-            return session.current.serve(self._archive_path(args), handler=args.handler,
-                                         **settings)
-        if not args.model_name:
+        if value is not None and not isinstance(value, (str, os.PathLike)) and not args.model_name:
             raise UsageError(f"Serving {args.source} live needs --model-name.")
+        return args.source if value is None else value
+
+    def _handler(self, args):
+        """``--handler``: a variable holding a handler, or the text (a default handler, a
+        file)."""
         handler = args.handler
         if handler and handler.isidentifier() and handler in self.shell.user_ns:
-            handler = self.shell.user_ns[handler]
-        extra_files = [f.strip() for f in (args.extra_files or "").split(",") if f.strip()]
-        live = live_model(value, args.model_name, handler=handler, version=args.version or "1.0",
-                          extra_files=extra_files)
-        settings.pop("version")
-        return session.current.serve(live, **settings)
+            return self.shell.user_ns[handler]
+        return handler
 
     def _archive_path(self, args) -> Path:
         """The archive ``%serve``'s SOURCE names: a path, a variable holding one, or a file in
@@ -175,20 +150,11 @@ class NBServeMagics(Magics):
         if value is not None and not isinstance(value, (str, os.PathLike)):
             raise UsageError(f"{args.source} is not an archive; serving a live model runs in "
                              "this kernel (leave out --on ray), or %archive it first.")
-        path = Path(value or args.source).expanduser()
-        if not path.exists() and args.model_store:
-            path = Path(args.model_store) / path
-        if not path.exists():
-            raise UsageError(f"{args.source} is neither an archive file nor a variable.")
-        return path
+        return find_archive(value or args.source, args.model_store)
 
     @line_magic
     @magic_arguments()
-    @argument("model_name", help="A model this kernel serves.")
-    @argument("input", nargs="?",
-              help="A file, a URL, or a variable (bytes, a PIL image, a tensor, text). Without "
-                   "it, an upload widget.")
-    @argument("--version", help="The model's version (default: its default version).")
+    @_Arguments(add_predict_arguments)
     def predict(self, line: str):
         """Run an input through a served model: the answer is the JSON the HTTP API sends.
 
@@ -202,11 +168,11 @@ class NBServeMagics(Magics):
             if args.input is None:
                 return PredictionUpload(args.model_name, version=args.version)
             data = self._input(args.input)
-            parts: queue.Queue = queue.Queue()
-            future = session.current.submit(args.model_name, {"body": data},
-                                            version=args.version, on_part=parts.put)
-            streamed = _show_parts(parts, future)
-            prediction = future.result()
+            pieces = []  # a streaming handler's parts (printed as they come if text), the answer
+            for piece in session.predict(args.model_name, data, version=args.version, stream=True):
+                if pieces and isinstance(pieces[-1], str):
+                    print(pieces[-1], end="", flush=True)
+                pieces.append(piece)
         except InferenceError as e:
             if e.status < 500 or e.__cause__ is None:
                 raise UsageError(str(e)) from None
@@ -215,16 +181,16 @@ class NBServeMagics(Magics):
             raise UsageError(str(e)) from None
         if handler_error is not None:
             raise handler_error  # the handler's own exception, its traceback into its code
-        value = prediction.value
-        if streamed:  # the whole answer: its parts joined where they are text
-            pieces = streamed + [value]
+        value = pieces[-1]
+        if len(pieces) > 1:  # streamed: the whole answer, its parts joined where they are text
+            print()
             value = "".join(pieces) if all(isinstance(p, str) for p in pieces) else pieces
         return shown(value, thumbnail_png(data) if isinstance(data, bytes) else None)
 
     def _input(self, text: str) -> Any:
         """What ``%predict``'s INPUT names, as the body an HTTP client would send."""
         if text.isidentifier() and text in self.shell.user_ns:
-            return request_body(self.shell.user_ns[text])
+            return as_body(self.shell.user_ns[text])
         if text.startswith(("http://", "https://")):
             with urllib.request.urlopen(text, timeout=60) as response:
                 return response.read()
@@ -234,21 +200,8 @@ class NBServeMagics(Magics):
         raise UsageError(f"{text} is neither a file, a URL, nor a variable.")
 
 
-def _show_parts(parts: queue.Queue, future) -> list:
-    """Print text parts of a streaming answer as they arrive, until the answer is in; the
-    parts, in order."""
-    seen = []
-    while not (future.done() and parts.empty()):
-        try:
-            part = parts.get(timeout=0.05)
-        except queue.Empty:
-            continue
-        seen.append(part)
-        if isinstance(part, str):
-            print(part, end="", flush=True)
-    if any(isinstance(p, str) for p in seen):
-        print()
-    return seen
+def _names(text: str | None) -> list[str]:
+    return [name.strip() for name in (text or "").split(",") if name.strip()]
 
 
 def _model_settings(args) -> dict:
@@ -256,19 +209,3 @@ def _model_settings(args) -> dict:
     return dict(model_name=args.model_name, version=args.version, batch_size=args.batch_size,
                 max_batch_delay=args.max_batch_delay, initial_workers=args.workers,
                 response_timeout=args.response_timeout)
-
-
-def request_body(value: Any) -> Any:
-    """A Python value as the request body a client would send: images as PNG bytes, tensors
-    and arrays as (JSON) lists, text as text."""
-    if isinstance(value, Image.Image):
-        out = io.BytesIO()
-        value.save(out, format="PNG")
-        return out.getvalue()
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    if isinstance(value, os.PathLike):
-        return Path(value).read_bytes()
-    if hasattr(value, "tolist") and not isinstance(value, (bytes, str)):
-        return value.tolist()
-    return value

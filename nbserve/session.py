@@ -6,23 +6,28 @@ model that every later cell, ``curl`` and browser sees.
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from jupyter_core.paths import jupyter_runtime_dir
+from PIL import Image
 
 from nbserve import announce
+from nbserve.batching import streamed
 from nbserve.config import SERVER_DEFAULTS, ServerConfig
 from nbserve.display import ServingStatus
 from nbserve.engine import Engine, ModelVersion
-from nbserve.errors import ModelNotFound
+from nbserve.errors import BadRequest, ModelNotFound
 from nbserve.http import Server
 from nbserve.http.access import serving_notices
 from nbserve.routes import API_NAMES
-from nbserve.serving import engine_for, register_startup_models
+from nbserve.live import live_model
+from nbserve.startup import engine_for, find_archive, register_startup_models
 
 
 class Session:
@@ -176,3 +181,66 @@ def _named(config: ServerConfig) -> set[str]:
 
 #: The session of this process (the kernel's).
 current = Session()
+
+
+def serve(source: Any = None, *, model_name: str | None = None, version: str | None = None,
+          handler: Any = None, extra_files: list[str] = (), models: list[str] = (),
+          config: ServerConfig | None = None, **settings) -> list[ModelVersion]:
+    """Serve models from this process over TorchServe's APIs, as ``%serve`` does; what was
+    served. The APIs start with the first call (``config``: their config.properties).
+
+    ``source`` is an archive (a path, or a name in the model store) or a live object (an
+    ``nn.Module``, a TorchScript module, or a handler class, instance or function, with
+    ``model_name``); ``models`` are ``nbserve serve --models`` entries. ``settings`` are
+    :meth:`Engine.register`'s (``batch_size``, ``initial_workers``, ...)::
+
+        import nbserve
+        nbserve.serve("model-store/densenet161.mar")
+        nbserve.predict("densenet161", open("cat.jpg", "rb").read())
+        nbserve.stop()
+    """
+    config = config or ServerConfig()
+    current.start(config)
+    served = current.serve_models(config, list(models)) if (models or config.load_models) else []
+    if isinstance(source, (str, os.PathLike)):
+        served.append(current.serve(find_archive(source, config.model_store), handler=handler,
+                                    model_name=model_name, version=version, **settings))
+    elif source is not None:
+        if not model_name:
+            raise BadRequest("Serving a live object needs a model_name.")
+        live = live_model(source, model_name, handler=handler, version=version or "1.0",
+                          extra_files=list(extra_files))
+        served.append(current.serve(live, **settings))
+    return served
+
+
+def predict(model_name: str, data: Any, *, version: str | None = None, stream: bool = False):
+    """A model's answer to ``data`` (bytes, text, a PIL image, a tensor...), as the HTTP API
+    answers it. With ``stream=True``, a generator of the parts a streaming handler sends, the
+    answer last."""
+    inputs = {"body": as_body(data)}
+    if not stream:
+        return current.submit(model_name, inputs, version=version).result().value
+    return streamed(lambda on_part: current.submit(model_name, inputs, version=version,
+                                                   on_part=on_part))
+
+
+def stop(model_name: str | None = None) -> str:
+    """Stop serving one model, or everything (freeing the ports), as ``%serve --stop`` does."""
+    return current.stop(model_name)
+
+
+def as_body(value: Any) -> Any:
+    """A Python value as the request body a client would send: images as PNG bytes, tensors
+    and arrays as (JSON) lists, text as text."""
+    if isinstance(value, Image.Image):
+        out = io.BytesIO()
+        value.save(out, format="PNG")
+        return out.getvalue()
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, os.PathLike):
+        return Path(value).read_bytes()
+    if hasattr(value, "tolist") and not isinstance(value, (bytes, str)):
+        return value.tolist()
+    return value

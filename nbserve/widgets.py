@@ -32,8 +32,8 @@ class PredictionUpload(widgets.VBox):
     def __init__(self, model_name: str, *, version: str | None = None, engine=None):
         self.model_name, self.version = model_name, version
         #: Where requests go: an engine, or the kernel's session (local or on Ray).
-        self.engine = engine or session.current
-        self.engine.get(model_name, version)  # unknown model: fail now
+        self.target = engine or session.current
+        self.target.get(model_name, version)  # unknown model: fail now
         self.upload = widgets.FileUpload(accept="image/*", multiple=True,
                                          description="Upload images")
         self.results = widgets.VBox()
@@ -53,7 +53,7 @@ class PredictionUpload(widgets.VBox):
         row = widgets.HTML(_row(name, beside(thumbnail, "<i>predicting…</i>")))
         self.results.children = (*self.results.children, row)
         try:
-            future = self.engine.submit(self.model_name, {"body": data}, version=self.version)
+            future = self.target.submit(self.model_name, {"body": data}, version=self.version)
         except NBServeError as error:
             future = Future()
             future.set_exception(error)

@@ -56,7 +56,7 @@ def test_every_torchserve_key_is_applied_or_named_with_its_reason(tmp_path):
     assert [w.split("'")[1] for w in config.warnings] == [
         "metrics_mode", "grpc_inference_port", "vmargs"]
     assert "gRPC is not served yet" in config.warnings[1]
-    from nbserve.serving import engine_for
+    from nbserve.startup import engine_for
 
     engine = engine_for(config)
     assert engine.defaults.device_type == "cpu" and engine.defaults.gpu_ids == []

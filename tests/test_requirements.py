@@ -7,7 +7,7 @@ from pathlib import Path
 from helpers import Client
 from nbserve.archive import archive
 from nbserve.config import ServerConfig
-from nbserve.serving import start_serving
+from nbserve.startup import start_serving
 
 HANDLER = ("import tinydep\n\n\ndef handle(data, context):\n    if data is None:\n"
            "        return None\n    return [tinydep.VALUE for _ in data]\n")

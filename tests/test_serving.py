@@ -174,7 +174,7 @@ def test_the_models_property_carries_every_field_and_load_models_and_all_load(tm
     from helpers import Client
     from nbserve.archive import archive
     from nbserve.config import ServerConfig
-    from nbserve.serving import start_serving
+    from nbserve.startup import start_serving
 
     store = tmp_path / "store"
     store.mkdir()
@@ -211,7 +211,7 @@ def test_the_models_property_carries_every_field_and_load_models_and_all_load(tm
 
 def test_default_workers_per_model_sets_each_models_workers(tmp_path):
     from nbserve.config import ServerConfig
-    from nbserve.serving import start_serving
+    from nbserve.startup import start_serving
 
     config = ServerConfig()
     config.values.update({f"{api}_address": "http://127.0.0.1:0"

@@ -92,3 +92,24 @@ def test_the_keys_are_the_kernels_own_private_and_gone_when_serving_stops():
     finally:
         session.stop()
     assert not key_file.exists() and session.keys == {}
+
+
+def test_serve_predict_and_stop_from_python(tmp_path):
+    """nbserve.serve / predict / stop: what the magics do, for scripts."""
+    import archives
+    import nbserve
+
+    config = ServerConfig()
+    config.values.update({f"{api}_address": "http://127.0.0.1:0"
+                          for api in ("inference", "management", "metrics")})
+    try:
+        served = nbserve.serve(archives.streaming(tmp_path), config=config)
+        assert [v.name for v in served] == ["streaming"]
+        assert nbserve.predict("streaming", b"go") == "done"
+        assert list(nbserve.predict("streaming", b"go", stream=True)) == archives.STREAMING_PARTS
+        import torch
+
+        live = nbserve.serve(torch.nn.Linear(2, 1), model_name="linear", handler="base_handler")
+        assert live[0].name == "linear" and len(nbserve.predict("linear", [[1.0, 2.0]])) == 1
+    finally:
+        assert nbserve.stop() == "Stopped serving; the ports are free."

@@ -14,8 +14,8 @@ from jupyter_core.paths import jupyter_runtime_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, Unicode
 
-from nbserve.extension.handlers import (KernelsHandler, MetricsHandler, ModelsHandler, PageHandler,
-                                        ProxyHandler)
+from nbserve.extension.handlers import (AllModelsHandler, KernelsHandler, MergedMetricsHandler,
+                                        PageHandler, ProxyHandler)
 from nbserve.extension.kernels import ServingKernels
 from nbserve.routes import FIRST_SEGMENTS
 
@@ -49,7 +49,7 @@ class NBServe(ExtensionApp):
             (r"/nbserve/?", PageHandler),
             (r"/nbserve/kernels", KernelsHandler),
             (r"/nbserve/kernels/(?P<kernel_id>[^/]+)/" + _PATHS, ProxyHandler),
-            (r"/nbserve/models", ModelsHandler),
-            (r"/nbserve/metrics", MetricsHandler),
+            (r"/nbserve/models", AllModelsHandler),
+            (r"/nbserve/metrics", MergedMetricsHandler),
             (r"/nbserve/" + _PATHS, ProxyHandler),
         ])

@@ -20,7 +20,7 @@ from tornado.httputil import parse_response_start_line
 from tornado.web import HTTPError, stream_request_body
 
 from nbserve.extension.kernels import merged_metrics, unreachable
-from nbserve.http.errors import describe, error_body
+from nbserve.http.errors import write_error
 
 AUTH_RESOURCE = "nbserve"
 _PAGE = Path(__file__).with_name("page.html")
@@ -48,10 +48,7 @@ class NBServeHandler(ExtensionHandlerMixin, APIHandler):
         return self.settings["nbserve_kernels"]
 
     def write_error(self, status_code: int, **kwargs) -> None:
-        error = kwargs.get("exc_info", (None, None, None))[1]
-        status, type_, message, _ = describe(error, status_code)
-        self.set_status(status)
-        self.finish(error_body(status, type_, message))
+        write_error(self, status_code, **kwargs)
 
 
 class KernelsHandler(NBServeHandler):
@@ -67,7 +64,7 @@ class KernelsHandler(NBServeHandler):
             for k in self.kernels.list()]}, indent=2))
 
 
-class ModelsHandler(NBServeHandler):
+class AllModelsHandler(NBServeHandler):
     """``GET nbserve/models``: every kernel's models, each with the kernels serving it."""
 
     @authorized
@@ -79,7 +76,7 @@ class ModelsHandler(NBServeHandler):
             for name, where in sorted(served.items())]}, indent=2))
 
 
-class MetricsHandler(NBServeHandler):
+class MergedMetricsHandler(NBServeHandler):
     """``GET nbserve/metrics``: every kernel's metrics, labelled with its ``kernel_id``."""
 
     @authorized

@@ -13,7 +13,7 @@ from tornado.web import HTTPError, RequestHandler, stream_request_body
 from nbserve.announce import SECRET_HEADER
 from nbserve.errors import Forbidden, MethodNotAllowed, NBServeError
 from nbserve.http.access import check_token
-from nbserve.http.errors import describe, error_body
+from nbserve.http.errors import write_error
 from nbserve.http.limits import RequestBody
 
 if TYPE_CHECKING:
@@ -121,13 +121,7 @@ class APIHandler(RequestHandler):
         self.finish(json.dumps(value, indent=2))
 
     def write_error(self, status_code: int, **kwargs) -> None:
-        error = kwargs.get("exc_info", (None, None, None))[1]
-        status, type_, message, headers = describe(error, status_code)
-        self.set_status(status)
-        for name, value in headers.items():
-            self.set_header(name, value)
-        self.set_header("Content-Type", "application/json")
-        self.finish(error_body(status, type_, message))
+        write_error(self, status_code, **kwargs)
 
     def log_exception(self, typ, value, tb) -> None:
         if not isinstance(value, NBServeError):  # a user's error is an answer, not a server fault

@@ -24,7 +24,7 @@ def error_body(code: int, type_: str, message: str) -> str:
     return json.dumps({"code": code, "type": type_, "message": message}, indent=2)
 
 
-def describe(error: BaseException | None, status: int) -> tuple[int, str, str, dict]:
+def error_parts(error: BaseException | None, status: int) -> tuple[int, str, str, dict]:
     """``(status, type, message, extra headers)`` for an exception raised while answering."""
     if isinstance(error, NBServeError):
         return error.status, error.type, str(error), dict(error.headers)
@@ -35,3 +35,15 @@ def describe(error: BaseException | None, status: int) -> tuple[int, str, str, d
     if status in HTTP_ERROR_TYPES:
         return (status, *HTTP_ERROR_TYPES[status], {})
     return 500, "InternalServerException", f"{type(error).__name__}: {error}", {}
+
+
+def write_error(handler, status_code: int, **kwargs) -> None:
+    """Answer a tornado handler's error as TorchServe's JSON, with the headers it carries; the
+    kernel's APIs and the jupyter-server extension both answer with it."""
+    error = kwargs.get("exc_info", (None, None, None))[1]
+    status, type_, message, headers = error_parts(error, status_code)
+    handler.set_status(status)
+    for name, value in headers.items():
+        handler.set_header(name, value)
+    handler.set_header("Content-Type", "application/json")
+    handler.finish(error_body(status, type_, message))

@@ -20,8 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from nbserve.config import SERVER_DEFAULTS
 from nbserve.errors import (MethodNotAllowed, ModelNotFound, ModelVersionNotFound, NBServeError,
                             RequestTooLarge)
-from nbserve.http.errors import describe as describe_error
-from nbserve.http.errors import error_body
+from nbserve.http.errors import error_body, error_parts
 from nbserve.protocol import (encode_answer, kserve_metadata, kserve_v1_answer,
                               kserve_v1_inputs, kserve_v2_answer, kserve_v2_inputs,
                               prediction_answer, request_inputs)
@@ -49,14 +48,14 @@ class Ingress:
             "kserve-v1-predict": self.kserve_v1, "kserve-v1-explain": self.kserve_v1_explain,
             "kserve-v1-model": self.kserve_model, "kserve-v2-health": self.kserve_health,
             "kserve-v2-infer": self.kserve_v2, "kserve-v2-model": self.kserve_model,
-            "models": self.models, "model": self.describe,
+            "models": self.models, "model": self.describe_model,
         }
 
     async def __call__(self, request: Request) -> Response:
         try:
             return await self._route(request)
         except Exception as error:  # every error is answered as TorchServe's JSON
-            status, type_, message, headers = describe_error(error, 500)
+            status, type_, message, headers = error_parts(error, 500)
             return Response(error_body(status, type_, message), status, headers,
                             media_type="application/json")
 
@@ -139,7 +138,7 @@ class Ingress:
         return _json({"models": [{"modelName": d["modelName"], "modelUrl": d["modelUrl"]}
                                  for d in described]})
 
-    async def describe(self, request: Request, model: str, version: str | None) -> Response:
+    async def describe_model(self, request: Request, model: str, version: str | None) -> Response:
         """TorchServe's describe JSON, from one replica, with the replicas Ray runs."""
         served = await self._described(model, version)
         served["replicas"] = deployment_state(await _applications(), model)

@@ -31,7 +31,7 @@ from nbserve.errors import BadRequest, ModelNotFound, NBServeError
 from nbserve.ray_serve import INGRESS_APP, MODEL_APP_PREFIX, app_name, deployment_state
 from nbserve.ray_serve.ingress import Ingress
 from nbserve.ray_serve.replica import ModelReplica, call_replica
-from nbserve.serving import startup_archives
+from nbserve.startup import startup_archives
 
 #: Requests a replica takes at once (Ray's ``max_ongoing_requests``); its engine batches them.
 MAX_ONGOING_REQUESTS = 64

@@ -6,6 +6,7 @@ Shared by ``nbserve serve`` and ``%serve``: the model store, ``--models`` (``nam
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -53,14 +54,19 @@ def startup_models(config: ServerConfig, models: list[str]) -> list[tuple[str | 
                       if p.name.endswith(ARCHIVE_SUFFIXES) or (p / "MAR-INF").is_dir()]
             continue
         name, _, file = entry.rpartition("=")
-        path = Path(file)
-        if not path.exists() and store is not None:
-            path = store / file
-        if not path.exists():
-            raise BadRequest(f"Model archive {file!r} not found"
-                             + (f" in the model store {store}." if store else "."))
-        loads.append((name or None, path))
+        loads.append((name or None, find_archive(file, store)))
     return loads
+
+
+def find_archive(name: str | os.PathLike, store: str | os.PathLike | None) -> Path:
+    """The archive ``name`` means: a path, or else a file or folder in the model store."""
+    path = Path(name).expanduser()
+    if not path.exists() and store is not None:
+        path = Path(store) / name
+    if not path.exists():
+        raise BadRequest(f"Model archive {str(name)!r} not found"
+                         + (f" in the model store {store}." if store else "."))
+    return path
 
 
 def startup_archive(config: ServerConfig, name: str | None, path: Path) -> tuple[ModelArchive, dict]:

@@ -1,9 +1,18 @@
-"""Fixtures shared by the whole suite: small seeded models and the files an archive is made from."""
+"""Fixtures shared by the whole suite: small seeded models and the files an archive is made from.
+
+What the tests share besides fixtures lives in ``tests/support/``: the archives they serve
+(``archives``), HTTP clients and assertions (``helpers``), the real TorchServe (``reference``),
+kernels (``kernel``), Jupyter (``jupyter_app``), a browser (``browser``) and a Ray cluster
+(``ray_cluster``). Tests import them by name.
+"""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "support"))
 
 TINY_MODEL_PY = '''\
 import torch

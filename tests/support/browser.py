@@ -3,7 +3,7 @@
 import contextlib
 from pathlib import Path
 
-ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).parents[2] / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 #: As this machine's probe starts it: no sandbox as root, nothing that reaches the network.
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -17,7 +17,7 @@ from PIL import Image
 
 from nbserve.archive import archive
 
-REPO = Path(__file__).parent.parent
+REPO = Path(__file__).parents[2]
 IMAGENET_LABELS = REPO / "examples" / "densenet161" / "index_to_name.json"
 
 

@@ -33,7 +33,9 @@ def test_other_answers_show_as_json():
 
 def test_shown_values_equal_the_json_answer_and_keep_their_type():
     scores = shown({"a": 0.5}, None)
-    assert scores == {"a": 0.5} and isinstance(scores, dict) and scores._repr_html_()
+    assert scores == {"a": 0.5} and isinstance(scores, dict)
+    rich = scores._repr_html_()
+    assert "nbserve-scores" in rich and ">a<" in rich and "0.5000" in rich
     assert shown([1, 2]) == [1, 2] and isinstance(shown([1, 2]), list)
     assert shown("text") == "text" and type(shown("text")) is str
 

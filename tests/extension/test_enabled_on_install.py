@@ -16,8 +16,15 @@ def test_the_wheel_enables_the_extension_and_carries_its_page(tmp_path):
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
         config = next(n for n in names if n.endswith("etc/jupyter/jupyter_server_config.d/nbserve.json"))
-        assert json.loads(z.read(config)) == {"ServerApp": {"jpserver_extensions": {"nbserve": True}}}
+        shipped = json.loads(z.read(config))
         assert "nbserve/extension/page.html" in names
+    # What the wheel ships is what the repository declares, and it names the real extension.
+    assert shipped == json.loads(
+        (REPO / "jupyter-config/jupyter_server_config.d/nbserve.json").read_text())
+    import importlib
+
+    (enabled,) = [name for name, on in shipped["ServerApp"]["jpserver_extensions"].items() if on]
+    assert importlib.import_module(enabled)._jupyter_server_extension_points()
 
 
 def test_jupyter_finds_the_extension_point():

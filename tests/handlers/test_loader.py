@@ -133,7 +133,14 @@ def test_base_handler_serves_a_tensor_model(tiny_model_dir, tmp_path):
     with Engine() as engine:
         engine.register(mar)
         answer = engine.predict("tiny", json.loads("[1.0, 2.0, 3.0, 4.0]"))
-    assert isinstance(answer, list) and len(answer) == 3
+    import torch
+
+    namespace: dict = {}
+    exec((tiny_model_dir / "model.py").read_text(), namespace)
+    model = namespace["TinyNet"]()
+    model.load_state_dict(torch.load(tiny_model_dir / "tiny.pth", weights_only=True))
+    expected = model(torch.tensor([[1.0, 2.0, 3.0, 4.0]])).tolist()[0]
+    assert answer == pytest.approx(expected, abs=1e-6)  # the archive's own weights, run
 
 
 @pytest.mark.parametrize("pt2", ["compile:\n    enable: true\n    backend: eager\n",

@@ -1,5 +1,6 @@
 """The tutorial notebooks, executed top to bottom in a real kernel with no network, as CI runs them."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -59,6 +60,14 @@ def test_runs_top_to_bottom_offline(path, tmp_path, monkeypatch):
     if path.name.startswith("01"):
         assert "OFFLINE: could not download" in text
         assert '"modelName": "densenet161"' in text  # curl of the management API
+        # curl's top 5 for the cat are %predict's, label for label, score for score.
+        cells = {"".join(c.source): c for c in notebook.cells if c.cell_type == "code"}
+        curl = next(c for src, c in cells.items() if "/predictions/densenet161 -T photos/cat.jpg" in src)
+        over_http = json.loads("".join(o.get("text", "") for o in curl.outputs))
+        predicted = outputs(nbformat.v4.new_notebook(cells=[cells["%predict densenet161 photos/cat.jpg"]]))
+        assert len(over_http) == 5
+        for label, score in over_http.items():
+            assert f"{label}" in predicted and f"{score:.4f}" in predicted
     if path.name.startswith("02"):
         assert "[\n  3.0,\n  5.0,\n  7.0\n]" in text and "blue" in text
     if path.name.startswith("03"):

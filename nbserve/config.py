@@ -174,7 +174,7 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "lingering_size": 128 * 2**20,
     "lingering_time": 10.0,
     "max_kserve_instances": 1000,
-    "default_response_timeout": 120,
+    "default_response_timeout": 120.0,
     "enable_model_api": False,
     "allowed_urls": "file://.*|http(s)?://.*",
     "max_download_size": 10 * 2**30,
@@ -256,10 +256,14 @@ class ServerConfig:
     warnings: list[str] = field(default_factory=list)
 
     def __getattr__(self, name: str) -> Any:
+        """A setting, typed as its default is (``config.job_queue_size`` is an int even where
+        it was set as the text ``"50"``), so no reader casts it."""
         values = self.__dict__.get("values", {})
-        if name in values:
-            return values[name]
-        raise AttributeError(name)
+        if name not in values:
+            raise AttributeError(name)
+        value = values[name]
+        return _server_value(name, value) if isinstance(value, str) and name in SERVER_DEFAULTS \
+            else value
 
     @classmethod
     def from_properties(cls, path) -> "ServerConfig":

@@ -22,11 +22,11 @@ ARCHIVE_SUFFIXES = (".mar", ".tar.gz")
 def engine_for(config: ServerConfig) -> Engine:
     """An engine whose model defaults follow config.properties."""
     defaults = replace(machine_defaults(config.number_of_gpu),
-                       job_queue_size=int(config.job_queue_size),
-                       response_timeout=float(config.default_response_timeout),
+                       job_queue_size=config.job_queue_size,
+                       response_timeout=config.default_response_timeout,
                        limit_max_image_pixels=config.limit_max_image_pixels)
     if config.default_workers_per_model:
-        workers = int(config.default_workers_per_model)
+        workers = config.default_workers_per_model
         defaults = replace(defaults, min_workers=workers, max_workers=workers)
     engine = Engine(defaults)
     engine.metrics_config = config.metrics_config
@@ -39,7 +39,7 @@ def startup_models(config: ServerConfig, models: list[str]) -> list[tuple[str | 
     store = Path(config.model_store) if config.model_store else None
     entries = list(models)
     if config.load_models and not entries:
-        entries = [e.strip() for e in str(config.load_models).split(",") if e.strip()]
+        entries = [e.strip() for e in config.load_models.split(",") if e.strip()]
     if not entries:  # the models property names its archives (marName)
         entries = [f"{name}={version['marName']}"
                    for name, versions in config.model_settings().items()

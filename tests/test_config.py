@@ -69,3 +69,12 @@ def test_continuous_batching_is_refused_and_frontend_keys_are_named(caplog):
         resolve(ModelConfig(), {"continuousBatching": True})
     resolve(ModelConfig(), {"startupTimeout": 300, "micro_batching": {"parallelism": {}}})
     assert "'startupTimeout' is not applied" in caplog.text and "micro_batching" not in caplog.text
+
+
+def test_settings_read_typed_as_their_defaults_whoever_set_them():
+    config = ServerConfig()
+    config.values.update(job_queue_size="50", default_response_timeout="30", enable_model_api="true",
+                         default_workers_per_model="2", load_models="a.mar,b.mar")
+    assert (config.job_queue_size, config.default_response_timeout) == (50, 30.0)
+    assert config.enable_model_api is True and config.default_workers_per_model == 2
+    assert config.load_models == "a.mar,b.mar"

@@ -58,7 +58,7 @@ class PredictionHandler(BodyHandler):
         prediction = await self.predict(
             model, version, request_inputs(self.request.headers, self.body),
             on_part=lambda value: loop.call_soon_threadsafe(self._write_part, value))
-        limit = int(self.server.config.max_response_size) - self._streamed
+        limit = self.server.config.max_response_size - self._streamed
         status, headers, body = prediction_answer(prediction, limit)
         if not self._streamed:
             self.set_status(status)

@@ -145,7 +145,7 @@ class Server:
         """Stop accepting, wait (up to ``timeout``) for requests in flight, then close."""
         if self._loop is None or self._thread is None:
             return
-        timeout = float(self.config.default_response_timeout) if timeout is None else timeout
+        timeout = self.config.default_response_timeout if timeout is None else timeout
         self._loop.call_soon_threadsafe(lambda: [s.stop() for s in self._servers])
         deadline = time.monotonic() + timeout
         while self._in_flight and time.monotonic() < deadline:

@@ -118,7 +118,7 @@ class RayServing:
         parts = urlsplit(http_address or DEFAULT_HTTP_ADDRESS)
         serve.start(http_options={"host": parts.hostname, "port": parts.port})
         self.url = _proxy_url()
-        self.response_timeout = float(config.default_response_timeout)
+        self.response_timeout = config.default_response_timeout
         #: Seconds a deployment may take to have its replicas running (TorchServe's default).
         self.startup_timeout = STARTUP_TIMEOUT
         self.models: dict[str, RayModel] = {}
@@ -126,9 +126,9 @@ class RayServing:
         self._calls = ThreadPoolExecutor(max_workers=16, thread_name_prefix="nbserve-ray")
         self._lock = threading.RLock()
         self._ingress = Ingress.options(
-            ray_actor_options={"num_cpus": 0}, max_ongoing_requests=int(config.job_queue_size),
+            ray_actor_options={"num_cpus": 0}, max_ongoing_requests=config.job_queue_size,
             logging_config=_LOGGING,
-        ).bind(int(config.max_request_size), int(config.max_response_size), self.response_timeout)
+        ).bind(config.max_request_size, config.max_response_size, self.response_timeout)
         self._ensure_ingress()
         atexit.register(self.shutdown)
 

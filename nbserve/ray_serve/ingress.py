@@ -18,9 +18,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from nbserve.config import SERVER_DEFAULTS
-from nbserve.errors import (MethodNotAllowed, ModelNotFound, ModelVersionNotFound, NBServeError,
-                            RequestTooLarge)
+from nbserve.errors import MethodNotAllowed, ModelNotFound, ModelVersionNotFound, NBServeError
 from nbserve.http.errors import error_body, error_parts
+from nbserve.http.limits import RequestBody
 from nbserve.protocol import (encode_answer, kserve_metadata, kserve_v1_answer,
                               kserve_v1_inputs, kserve_v2_answer, kserve_v2_inputs,
                               prediction_answer, request_inputs)
@@ -160,20 +160,14 @@ class Ingress:
     # The path to a replica.
 
     async def _body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_request_size:
-            raise self._too_large(int(declared))
-        chunks, size = [], 0
+        """The body, refused past max_request_size as the kernel's servers refuse it."""
+        body = RequestBody(request.headers, limit=self.max_request_size, keep=True,
+                           lingering_size=0, lingering_time=0)
+        body.check_declared()
         async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_request_size:
-                raise self._too_large(size)
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _too_large(self, size: int) -> RequestTooLarge:
-        return RequestTooLarge(f"Request body of {size} bytes is larger than max_request_size "
-                               f"({self.max_request_size} bytes).")
+            if not body.add(chunk):
+                break
+        return body.value
 
     async def _predict(self, model: str, version: str | None, inputs: dict,
                        headers: dict | None = None):

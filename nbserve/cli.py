@@ -51,6 +51,7 @@ def add_archive_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_archive(args: argparse.Namespace, progress=None) -> str:
     """Make the archive that parsed ``archive`` arguments describe; returns its path."""
+    # One keyword a flag, spelled out: judged boilerplate (the flags are archive()'s names).
     path = archive(
         model_name=args.model_name,
         version=args.version,

@@ -436,12 +436,8 @@ def _unpack(f: BinaryIO, source: Path, cache: Path, unpacked: Path, limits: "_Li
             _unpack_zip(f, source, temp, limits)
         else:
             f.seek(0)
-            try:
-                tarfile.open(fileobj=f, mode="r:*").close()
-            except (tarfile.TarError, EOFError, zlib.error, OSError):
-                raise ArchiveError(
-                    f"{source} is neither a .mar (zip) nor a .tar.gz archive.") from None
-            f.seek(0)
+            if not tarfile.is_tarfile(f):  # reads the head, and seeks back
+                raise ArchiveError(f"{source} is neither a .mar (zip) nor a .tar.gz archive.")
             _unpack_tar(f, source, temp, limits)
         try:
             os.replace(temp, unpacked)

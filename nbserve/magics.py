@@ -130,23 +130,25 @@ class NBServeMagics(Magics):
         """What SOURCE names: a variable's value (a live object, or a path), else the text."""
         if not args.source:
             return None
-        value = self.shell.user_ns.get(args.source) if args.source.isidentifier() else None
+        value = self._variable(args.source)
         if value is not None and not isinstance(value, (str, os.PathLike)) and not args.model_name:
             raise UsageError(f"Serving {args.source} live needs --model-name.")
         return args.source if value is None else value
 
+    def _variable(self, name: str | None):
+        """The value of the notebook's variable ``name``; None if it names none."""
+        return self.shell.user_ns.get(name) if name and name.isidentifier() else None
+
     def _handler(self, args):
         """``--handler``: a variable holding a handler, or the text (a default handler, a
         file)."""
-        handler = args.handler
-        if handler and handler.isidentifier() and handler in self.shell.user_ns:
-            return self.shell.user_ns[handler]
-        return handler
+        value = self._variable(args.handler)
+        return args.handler if value is None else value
 
     def _archive_path(self, args) -> Path:
         """The archive ``%serve``'s SOURCE names: a path, a variable holding one, or a file in
         the model store."""
-        value = self.shell.user_ns.get(args.source) if args.source.isidentifier() else None
+        value = self._variable(args.source)
         if value is not None and not isinstance(value, (str, os.PathLike)):
             raise UsageError(f"{args.source} is not an archive; serving a live model runs in "
                              "this kernel (leave out --on ray), or %archive it first.")

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from nbserve.config import ServerConfig
 from nbserve.errors import Forbidden, InvalidKey
+from nbserve.routes import API_NAMES
 
 _DEFAULT_CORS_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
 _DEFAULT_CORS_HEADERS = "Authorization, Content-Type"
@@ -107,7 +108,7 @@ def check_token(tokens, kind: str | None, authorization: str | None) -> None:
 def exposure_warnings(config: ServerConfig) -> list[str]:
     """What a user must hear before an API listens beyond this machine."""
     warnings = []
-    for api in ("inference", "management", "metrics"):
+    for api in API_NAMES:
         address = config.values[f"{api}_address"]
         if is_loopback(urlsplit(address).hostname):
             continue

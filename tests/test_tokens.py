@@ -25,11 +25,16 @@ def served(server_factory, tmp_path):
 def test_on_by_default_and_a_request_without_its_key_changes_nothing(served):
     engine, server, clients = served
     management = Client(server.urls["management"])  # no key
+    keys = server.tokens.keys
     refused = [management.call("DELETE", "/models/ctl"),
                management.call("PUT", "/models/ctl?min_worker=3&synchronous=true"),
                management.call("POST", "/models?url=ctl.mar&model_name=intruder"),
-               Client(server.urls["inference"]).call("POST", "/predictions/ctl", b"1")]
-    keys = server.tokens.keys
+               management.call("PUT", "/models/ctl/1.0/set-default"),
+               management.call("GET", "/token?type=inference"),
+               Client(server.urls["inference"]).call("POST", "/predictions/ctl", b"1"),
+               Client(server.urls["inference"]).call("POST", "/explanations/ctl", b"1"),
+               Client(server.urls["inference"]).call("POST", "/v1/models/ctl:explain",
+                                                     b'{"instances": [1]}')]
     for status, headers, body in refused:
         answer = json.loads(body)
         assert (status, answer["type"]) == (401, "InvalidKeyException")
@@ -38,6 +43,7 @@ def test_on_by_default_and_a_request_without_its_key_changes_nothing(served):
     assert [m.name for m in engine.models()] == ["ctl"]
     version = engine.get("ctl")
     assert len(version.workers) == 1 and version.stats.requests == 0
+    assert server.tokens.keys == keys  # no key was replaced
 
 
 def test_each_key_opens_its_own_api_only(served):
@@ -53,6 +59,7 @@ def test_each_key_opens_its_own_api_only(served):
     assert inference.call("GET", "/ping", headers={"Authorization": keys["inference"]})[0] == 401
     assert management.call("GET", "/token?type=inference",
                            headers={"Authorization": f"Bearer {keys['management']}"})[0] == 401
+    assert server.tokens.keys == keys  # the management key cannot replace a key
     assert clients["metrics"].call("GET", "/metrics")[0] == 200  # as TorchServe: no key
 
 

@@ -4,9 +4,8 @@ per requirements file, a failure naming what failed; with the setting off, a war
 import zipfile
 from pathlib import Path
 
-from helpers import Client
+from helpers import Client, loopback_config
 from nbserve.archive import archive
-from nbserve.config import ServerConfig
 from nbserve.startup import start_serving
 
 HANDLER = ("import tinydep\n\n\ndef handle(data, context):\n    if data is None:\n"
@@ -36,9 +35,7 @@ def needing(folder: Path, requirement: str) -> Path:
 
 
 def serve(tmp_path, mar, **settings):
-    config = ServerConfig()
-    config.values.update({f"{api}_address": "http://127.0.0.1:0"
-                          for api in ("inference", "management", "metrics")})
+    config = loopback_config()
     config.values.update(disable_token_authorization=True, **settings)
     return start_serving(config, [f"needs={mar}"])
 

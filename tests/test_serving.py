@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,12 +13,7 @@ import time
 import pytest
 
 from archives import controlled
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from jupyter_app import free_port
 
 
 def rss_kib(pid: int) -> int:
@@ -171,9 +165,8 @@ def test_sigterm_answers_what_is_in_flight_then_exits_removing_the_key_file(serv
 
 def test_the_models_property_carries_every_field_and_load_models_and_all_load(tmp_path):
     """marName, defaultVersion, maxWorkers, jobQueueSize; load_models; --models all."""
-    from helpers import Client
+    from helpers import Client, loopback_config
     from nbserve.archive import archive
-    from nbserve.config import ServerConfig
     from nbserve.startup import start_serving
 
     store = tmp_path / "store"
@@ -182,9 +175,7 @@ def test_the_models_property_carries_every_field_and_load_models_and_all_load(tm
     archive("ctl", "1.0", str(handler), export_path=store)
     (store / "ctl.mar").rename(store / "ctl-1.mar")
     archive("ctl", "2.0", str(handler), export_path=store)
-    config = ServerConfig()
-    config.values.update({f"{api}_address": "http://127.0.0.1:0"
-                          for api in ("inference", "management", "metrics")})
+    config = loopback_config()
     config.values.update(model_store=str(store), disable_token_authorization=True, models=json.dumps({
         "ctl": {"1.0": {"marName": "ctl-1.mar", "maxWorkers": 3, "jobQueueSize": 7},
                 "2.0": {"marName": "ctl.mar", "defaultVersion": True}}}))
@@ -210,12 +201,10 @@ def test_the_models_property_carries_every_field_and_load_models_and_all_load(tm
 
 
 def test_default_workers_per_model_sets_each_models_workers(tmp_path):
-    from nbserve.config import ServerConfig
+    from helpers import loopback_config
     from nbserve.startup import start_serving
 
-    config = ServerConfig()
-    config.values.update({f"{api}_address": "http://127.0.0.1:0"
-                          for api in ("inference", "management", "metrics")})
+    config = loopback_config()
     config.values.update(disable_token_authorization=True, default_workers_per_model=2)
     engine, server = start_serving(config, [f"ctl={controlled(tmp_path)}"])
     try:

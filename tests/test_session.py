@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from helpers import Client
+from helpers import Client, loopback_config
 from nbserve.config import ServerConfig
 from nbserve.session import Session
 
@@ -99,9 +99,7 @@ def test_serve_predict_and_stop_from_python(tmp_path):
     import archives
     import nbserve
 
-    config = ServerConfig()
-    config.values.update({f"{api}_address": "http://127.0.0.1:0"
-                          for api in ("inference", "management", "metrics")})
+    config = loopback_config()
     try:
         served = nbserve.serve(archives.streaming(tmp_path), config=config)
         assert [v.name for v in served] == ["streaming"]

@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 
 import archives
 from helpers import assert_same_answer
+from jupyter_app import free_port
 
 OCTETS = {"Content-Type": "application/octet-stream"}
 
@@ -118,7 +119,7 @@ def test_startup_serves_every_model_that_loads(tmp_path):
     from nbserve.archive import archive
 
     broken = archive("broken", "1.0", str(broken_handler), export_path=store)
-    ports = {api: _free_port() for api in ("inference", "management", "metrics")}
+    ports = {api: free_port() for api in ("inference", "management", "metrics")}
     flags = [f"--{api}-address=http://127.0.0.1:{port}" for api, port in ports.items()]
     process = subprocess.Popen(
         [sys.executable, "-m", "nbserve", "serve", "--disable-token-auth", "--models",
@@ -150,11 +151,3 @@ def test_startup_serves_every_model_that_loads(tmp_path):
         [sys.executable, "-m", "nbserve", "serve", "--disable-token-auth", "--models",
          f"broken={broken}", *flags], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert alone.returncode == 1 and "no model could be loaded" in alone.stderr
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

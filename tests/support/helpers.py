@@ -57,19 +57,27 @@ class Client:
         return status, json.loads(raw)
 
 
+def loopback_config(**settings):
+    """A ServerConfig whose three APIs take free loopback ports; ``settings`` are
+    config.properties keys."""
+    from nbserve.config import ServerConfig
+
+    config = ServerConfig()
+    config.values.update({f"{api}_address": "http://127.0.0.1:0"
+                          for api in ("inference", "management", "metrics")})
+    config.values.update(settings)
+    return config
+
+
 def start_server(engine, **settings):
     """nbserve's HTTP server for ``engine`` on free loopback ports, its keys in a private
     folder, and a client per API holding that API's key; ``settings`` are config.properties
     keys."""
     import tempfile
 
-    from nbserve.config import ServerConfig
     from nbserve.http import Server
 
-    config = ServerConfig()
-    config.values.update({f"{api}_address": "http://127.0.0.1:0"
-                          for api in ("inference", "management", "metrics")})
-    config.values.update(settings)
+    config = loopback_config(**settings)
     key_file = Path(tempfile.mkdtemp(prefix="nbserve-keys-")) / "key_file.json"
     server = Server(engine, config, key_file=key_file).start()
     return server, clients_of(server.urls, server.tokens.keys if server.tokens else {})

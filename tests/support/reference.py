@@ -14,15 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from jupyter_app import free_port
+
 PORTS = {"inference": 18080, "management": 18081, "metrics": 18082}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def available() -> bool:
@@ -43,7 +37,7 @@ class TorchServe:
             "".join(f"{kind}_address=http://127.0.0.1:{port}\n" for kind, port in ports.items())
             + f"model_store={self.store}\n"
             # gRPC's ports too, so that two TorchServes can run side by side.
-            + f"grpc_inference_port={_free_port()}\ngrpc_management_port={_free_port()}\n"
+            + f"grpc_inference_port={free_port()}\ngrpc_management_port={free_port()}\n"
             "disable_token_authorization=true\nenable_model_api=true\n"
             "default_workers_per_model=1\n" + settings
         )

@@ -1,7 +1,7 @@
 """Closed-loop HTTP load against ``nbserve serve`` and the real TorchServe, same ``.mar``.
 
 In one run, per model: the in-process limit (as bench/engine.py measures it), nbserve with its
-defaults, TorchServe with its defaults (a worker per core, no batching), and TorchServe tuned
+defaults (process workers) and with thread workers, TorchServe with its defaults (a worker per core, no batching), and TorchServe tuned
 (one worker, batching). The load comes from a separate process, clients on keep-alive
 connections, each sending the next request when its answer arrives.
 
@@ -11,6 +11,7 @@ round, and each row gives the median and the range.
 
     python bench/rest.py                       # both models, 1/4/16 clients, 10 s a point
     python bench/rest.py --models mobilenet_v3_small --clients 8 --seconds 5 --rounds 3
+    python bench/rest.py --isolation thread     # nbserve with thread workers only
 """
 
 from __future__ import annotations
@@ -90,19 +91,19 @@ def load_in_subprocess(port: int, path: str, clients: int, seconds: float,
 
 class NBServe:
     """``nbserve serve`` with its defaults, token authorization included: every request carries
-    the inference key from the key file it writes in its folder."""
+    the inference key from the key file it writes in its folder. ``isolation`` other than its
+    default (process) is the one setting changed."""
 
-    label = "nbserve (defaults)"
-
-    def __init__(self, mar: Path):
-        self.port, self.mar = free_port(), mar.absolute()
+    def __init__(self, mar: Path, isolation: str = "process"):
+        self.port, self.mar, self.isolation = free_port(), mar.absolute(), isolation
+        self.label = "nbserve (defaults)" if isolation == "process" else f"nbserve ({isolation} workers)"
 
     def __enter__(self):
         ports = [self.port, free_port(), free_port()]
         self.workdir = Path(tempfile.mkdtemp(prefix="bench-nbserve-"))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "nbserve", "serve", "--models", f"{self.mar.stem}={self.mar}",
-             *[f"--{api}-address=http://127.0.0.1:{port}"
+             "--isolation", self.isolation, *[f"--{api}-address=http://127.0.0.1:{port}"
                for api, port in zip(("inference", "management", "metrics"), ports)]],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir)
         key_file = self.workdir / "key_file.json"
@@ -167,6 +168,8 @@ def main() -> None:
     parser.add_argument("--clients", default="1,4,16")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--isolation", default="process,thread",
+                        help="nbserve's worker isolations to measure (default both).")
     parser.add_argument("--load", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
@@ -180,8 +183,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
         mar = models.build(name)
-        servers = [lambda: NBServe(mar), lambda: TorchServe(mar, tuned=False),
-                   lambda: TorchServe(mar, tuned=True)]
+        servers = [lambda i=isolation: NBServe(mar, i) for isolation in args.isolation.split(",")]
+        servers += [lambda: TorchServe(mar, tuned=False), lambda: TorchServe(mar, tuned=True)]
         limits, runs = [], defaultdict(list)
         for round_ in range(args.rounds):
             limits.append(in_subprocess("limit", name, "--seconds", str(args.seconds)))

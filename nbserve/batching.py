@@ -116,6 +116,12 @@ class RequestQueue:
             self._items.append(request)
             self._cond.notify()
 
+    def requeue(self, request: Request) -> None:
+        """Put back, first in line, a request a worker took and could not run (it stopped)."""
+        with self._cond:
+            self._items.appendleft(request)
+            self._cond.notify()
+
     def close(self) -> None:
         """Take no more requests; workers finish what is queued, then see the end."""
         with self._cond:

@@ -111,6 +111,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--disable-token-auth", action="store_true",
                         help="Answer without TorchServe's keys (anyone who reaches the "
                              "addresses may call them).")
+    parser.add_argument("--isolation", choices=("process", "thread"),
+                        help="Where a model's workers run: process (one each, restarted when it "
+                             "dies; nbserve serve's default, as in TorchServe) or thread (in "
+                             "this process; %%serve's default, so tracebacks land in the cell).")
     parser.add_argument("--on", choices=("local", "ray"), default="local",
                         help="Where the models run: local (this process: the kernel, or nbserve "
                              "serve) or ray (replicas on Ray Serve; pip install 'nbserve[ray]').")
@@ -180,6 +184,8 @@ def server_config(args: argparse.Namespace):
         config.values["enable_model_api"] = True
     if args.disable_token_auth:
         config.values["disable_token_authorization"] = True
+    if args.isolation:
+        config.values["isolation"] = args.isolation
     config.apply_environment(os.environ)
     return config
 

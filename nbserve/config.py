@@ -32,6 +32,7 @@ YAML_KEYS = {
     "job_queue_size": "jobQueueSize",
     "device_type": "deviceType",
     "device_ids": "deviceIds",
+    "isolation": "isolation",
 }
 
 
@@ -39,7 +40,8 @@ YAML_KEYS = {
 #: one set is named in a warning when the model loads. Other keys are the handler's own.
 YAML_NOT_APPLIED = {
     "startupTimeout": "a model's workers load without a time limit",
-    "maxRetryTimeoutInSec": "workers are threads, not restarted processes",
+    "maxRetryTimeoutInSec": "worker processes are restarted with TorchServe's backoff, "
+                            "without a time limit",
     "clientTimeoutInMills": "responseTimeout bounds a request",
     "parallelType": "models are not split across devices (pipeline or tensor parallelism)",
     "parallelLevel": "models are not split across devices",
@@ -47,13 +49,17 @@ YAML_NOT_APPLIED = {
     "torchrun": "models are not launched with torchrun",
     "useJobTicket": "requests wait in the queue up to jobQueueSize",
     "useVenv": "handlers run in this process's environment",
-    "asyncCommunication": "workers are threads of this process",
+    "asyncCommunication": "a worker process answers each request as it is done",
     "stateful": "sequence batching is not supported",
     "sequenceMaxIdleMSec": "sequence batching is not supported",
     "sequenceTimeoutMSec": "sequence batching is not supported",
     "maxNumSequence": "sequence batching is not supported",
     "maxSequenceJobQueueSize": "sequence batching is not supported",
 }
+
+
+#: How a model's workers may run: in processes of their own, or as threads of the server's.
+ISOLATIONS = ("process", "thread")
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,9 @@ class ModelConfig:
     device_type: str = "gpu"
     device_ids: tuple[int, ...] | None = None
     limit_max_image_pixels: bool = True
+    #: Where workers run: "thread" (in this process) or "process" (one each, restarted when
+    #: it dies; see nbserve.process_worker).
+    isolation: str = "thread"
     #: The whole model-config.yaml, which handlers read as ``context.model_yaml_config``.
     yaml: dict = field(default_factory=dict, compare=False)
 
@@ -128,7 +137,7 @@ def resolve(base: ModelConfig, model_yaml: dict | None, **overrides: Any) -> Mod
 def _typed(values: dict) -> dict:
     converters = {"batch_size": int, "min_workers": int, "max_workers": int, "job_queue_size": int,
                   "max_batch_delay": float, "response_timeout": float, "device_type": str,
-                  "device_ids": lambda v: tuple(int(i) for i in v), "limit_max_image_pixels": bool}
+                  "isolation": str, "device_ids": lambda v: tuple(int(i) for i in v), "limit_max_image_pixels": bool}
     typed = {}
     for name, value in values.items():
         try:
@@ -151,6 +160,8 @@ def _check(config: ModelConfig) -> None:
         raise BadRequest(f"response_timeout must be positive, not {config.response_timeout}.")
     if config.job_queue_size < 1:
         raise BadRequest(f"job_queue_size must be at least 1, not {config.job_queue_size}.")
+    if config.isolation not in ISOLATIONS:
+        raise BadRequest(f"isolation must be 'process' or 'thread', not {config.isolation!r}.")
     if config.device_type not in ("cpu", "gpu"):
         raise BadRequest(f"deviceType must be 'cpu' or 'gpu', not {config.device_type!r}.")
 
@@ -192,6 +203,8 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "install_py_dep_per_model": False,
     "number_of_gpu": None,
     "limit_max_image_pixels": True,
+    # nbserve's: "process" or "thread" workers; unset, the default of who serves (see startup).
+    "isolation": None,
     # Jupyter's names: which Host names a server on loopback answers (see nbserve.http.access).
     "allow_remote_access": False,
     "local_hostnames": "localhost",

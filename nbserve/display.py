@@ -10,7 +10,7 @@ import base64
 import html
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
@@ -143,6 +143,8 @@ class ServingStatus:
     urls: dict[str, str]
     #: A ``curl`` line that calls the first model served here, its key included.
     curl: str = ""
+    #: Worker processes that died: which, how, and the last lines of their stderr.
+    deaths: list[str] = field(default_factory=list)
 
     COLUMNS = ("model", "version", "device", "workers", "queue", "requests", "p50 ms", "p99 ms",
                "predictions URL")
@@ -153,10 +155,15 @@ class ServingStatus:
         """The versions ``engine`` serves, and the models deployed to Ray through ``ray`` (a
         :class:`~nbserve.ray_serve.serving.RayServing`), with their replicas' states;
         ``inference_key`` goes in the curl line where token authorization is on."""
-        rows = []
+        rows, deaths = [], []
         for model in engine.models() if engine is not None else []:
             for name, version in sorted(model.versions.items()):
                 ready = sum(w.status == "READY" for w in version.workers)
+                restarts = version.stats.worker_restarts
+                deaths += [f"{w.label} {w.last_death}; restarted {w.restarts} time"
+                           f"{'s' * (w.restarts != 1)}. Its last stderr lines:\n"
+                           + "".join(w.stderr_tail)
+                           for w in version.workers if w.last_death]
                 p50, p99 = version.stats.percentile(50), version.stats.percentile(99)
                 path = f"/predictions/{model.name}" + ("" if name == model.default_version else f"/{name}")
                 rows.append({
@@ -164,7 +171,8 @@ class ServingStatus:
                     "version": name + (" (default)" if name == model.default_version
                                        and len(model.versions) > 1 else ""),
                     "device": device_text(version),
-                    "workers": f"{ready}/{len(version.workers)}",
+                    "workers": f"{ready}/{len(version.workers)}"
+                               + (f" ({restarts} restarts)" if restarts else ""),
                     "queue": str(len(version.queue)),
                     "requests": str(version.stats.requests),
                     "p50 ms": "-" if p50 is None else f"{p50:.1f}",
@@ -197,7 +205,7 @@ class ServingStatus:
             here = inference_key and "inference" in urls and url.startswith(urls["inference"])
             header = f' -H "Authorization: Bearer {inference_key}"' if here else ""
             curl = f"curl {url} -T INPUT{header}"
-        return cls(rows, urls, curl)
+        return cls(rows, urls, curl, deaths)
 
     def __str__(self) -> str:
         if not self.rows:
@@ -208,6 +216,7 @@ class ServingStatus:
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines += [""] + [f"{api:<10} {url}" for api, url in self.urls.items()]
         lines += ["", self.curl]
+        lines += [line for death in self.deaths for line in ("", death.rstrip())]
         return "\n".join(lines)
 
     def _repr_pretty_(self, printer, cycle) -> None:
@@ -222,4 +231,5 @@ class ServingStatus:
         urls = "".join(f'<li>{html.escape(api)}: <a href="{html.escape(url)}" target="_blank">'
                        f"{html.escape(url)}</a></li>" for api, url in self.urls.items())
         return (f'<table class="nbserve-status"><thead><tr>{head}</tr></thead><tbody>{body}'
-                f"</tbody></table><ul>{urls}</ul><pre>{html.escape(self.curl)}</pre>")
+                f"</tbody></table><ul>{urls}</ul><pre>{html.escape(self.curl)}</pre>"
+                + "".join(f"<pre>{html.escape(death)}</pre>" for death in self.deaths))

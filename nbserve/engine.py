@@ -14,6 +14,7 @@ import os
 import threading
 import traceback
 from concurrent.futures import Future
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +28,8 @@ from nbserve.errors import (BadRequest, ModelAlreadyRegistered, ModelLoadFailed,
                             ModelVersionNotFound, QueueFull)
 from nbserve.handlers.metrics import HandlerMetrics
 from nbserve.handlers.util import get_yaml_config
+from nbserve.live import LiveModel
+from nbserve.process_worker import ProcessWorker
 from nbserve.stats import VersionStats
 from nbserve.worker import Worker
 
@@ -50,7 +53,9 @@ class ModelVersion:
         self.requirements: Path | None = None
         #: The metrics its handler adds; ``metrics_config`` declares some in advance.
         self.handler_metrics = HandlerMetrics(name, metrics_config)
-        self.workers: list[Worker] = []
+        self.workers: list[Worker | ProcessWorker] = []
+        #: What the user should know of how it is served (one line each), for %serve to show.
+        self.notices: list[str] = []
         self.loaded_at = datetime.now(timezone.utc)
         self._worker_ids = itertools.count(9000)
         self._scale_lock = threading.Lock()
@@ -68,10 +73,11 @@ class ModelVersion:
         batch in hand and stop (before this returns if ``wait``)."""
         with self._scale_lock:
             gpu_ids = self.config.gpu_ids
+            kind = ProcessWorker if self.config.isolation == "process" else Worker
             while len(self.workers) < count:
                 index = len(self.workers)
                 gpu_id = gpu_ids[index % len(gpu_ids)] if gpu_ids else None
-                worker = Worker(next(self._worker_ids), self, gpu_id)
+                worker = kind(next(self._worker_ids), self, gpu_id)
                 worker.start()
                 self.workers.append(worker)
             surplus = self.workers[count:]
@@ -129,7 +135,7 @@ class ModelVersion:
                     if w.start_time else None,
                     "status": w.status,
                     "memoryUsage": 0,
-                    "pid": os.getpid(),
+                    "pid": w.pid,
                     "gpu": w.gpu_id is not None,
                     "gpuUsage": "N/A",
                 }
@@ -203,12 +209,14 @@ class Engine:
         max_workers: int | None = None,
         response_timeout: float | None = None,
         job_queue_size: int | None = None,
+        isolation: str | None = None,
         replace: bool = False,
     ) -> ModelVersion:
         """Load an archive (``.mar``, ``.tar.gz`` or folder) and start its workers.
 
         Name and version come from the manifest unless given. Settings come from the arguments,
-        then the archive's model-config.yaml, then :attr:`defaults`. The first version of a
+        then the archive's model-config.yaml, then :attr:`defaults`. ``isolation`` is where
+        its workers run: ``"process"`` (one each) or ``"thread"``. The first version of a
         model becomes its default. With ``replace``, a version already served is swapped for the
         new one once it has loaded; requests already queued for the old one are still answered.
         """
@@ -222,8 +230,14 @@ class Engine:
         config = model_config.resolve(
             self.defaults, model_yaml, batch_size=batch_size, max_batch_delay=max_batch_delay,
             min_workers=initial_workers, max_workers=max_workers, response_timeout=response_timeout,
-            job_queue_size=job_queue_size,
+            job_queue_size=job_queue_size, isolation=isolation,
         )
+        notices = []
+        if isinstance(archive, LiveModel) and config.isolation == "process":
+            config = dataclasses.replace(config, isolation="thread")
+            notices.append(f"{name} runs on threads: a live object's module and handler live in "
+                           "this kernel, where another process cannot import them; %archive it "
+                           "to serve it in worker processes.")
         with self._lock:
             existing = self._models.get(name)
             if existing and version in existing.versions and not replace:
@@ -232,6 +246,7 @@ class Engine:
                     "pass replace=True to swap it.")
         loaded = ModelVersion(archive, name, version, handler or archive.handler, config,
                               self.metrics_config)
+        loaded.notices = notices
         loaded.requirements = self._requirements(archive, name)
         try:
             loaded.scale(config.min_workers)

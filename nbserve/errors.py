@@ -146,3 +146,10 @@ class InferenceError(NBServeError):
         if status == 400:
             self.type = "BadRequestException"
         self.traceback = traceback
+
+
+class WorkerDied(NBServeError):
+    """A worker process ended (crashed, was killed, timed out) with a request in hand."""
+
+    status = 500
+    type = "InternalServerException"

@@ -105,6 +105,8 @@ class NBServeMagics(Magics):
                 print(f"{name} ({failure.source}) failed to load:\n{failure.traceback}")
         urls = session.current.server.urls
         for version in served:
+            for notice in version.notices:
+                print(notice)
             if version.requirements is not None:
                 print(f"{version.name}'s requirements are installed in {version.requirements}, "
                       f"first on this kernel's sys.path ({sys.executable}).")
@@ -176,7 +178,9 @@ class NBServeMagics(Magics):
                     print(pieces[-1], end="", flush=True)
                 pieces.append(piece)
         except InferenceError as e:
-            if e.status < 500 or e.__cause__ is None:
+            if e.status >= 500 and e.__cause__ is None:  # raised in a worker process
+                raise UsageError(f"{e}\n{e.traceback}") from None
+            if e.status < 500:
                 raise UsageError(str(e)) from None
             handler_error = e.__cause__
         except NBServeError as e:
@@ -210,4 +214,4 @@ def _model_settings(args) -> dict:
     """What ``%serve``'s flags set for the one model it serves, as the engine takes them."""
     return dict(model_name=args.model_name, version=args.version, batch_size=args.batch_size,
                 max_batch_delay=args.max_batch_delay, initial_workers=args.workers,
-                response_timeout=args.response_timeout)
+                response_timeout=args.response_timeout, isolation=args.isolation)

@@ -19,9 +19,11 @@ from nbserve.http import Server
 ARCHIVE_SUFFIXES = (".mar", ".tar.gz")
 
 
-def engine_for(config: ServerConfig) -> Engine:
-    """An engine whose model defaults follow config.properties."""
+def engine_for(config: ServerConfig, isolation: str = "thread") -> Engine:
+    """An engine whose model defaults follow config.properties; workers run as ``isolation``
+    says unless config.properties' ``isolation`` does."""
     defaults = replace(machine_defaults(config.number_of_gpu),
+                       isolation=config.isolation or isolation,
                        job_queue_size=config.job_queue_size,
                        response_timeout=config.default_response_timeout,
                        limit_max_image_pixels=config.limit_max_image_pixels)
@@ -113,8 +115,9 @@ def register_startup_models(engine: Engine, config: ServerConfig, models: list[s
 
 
 def start_serving(config: ServerConfig, models: list[str]) -> tuple[Engine, Server]:
-    """Load the startup models into a new engine and start its HTTP server."""
-    engine = engine_for(config)
+    """Load the startup models into a new engine and start its HTTP server; workers are
+    processes unless config.properties' ``isolation`` says threads, as in TorchServe."""
+    engine = engine_for(config, isolation="process")
     try:
         register_startup_models(engine, config, models)
         server = Server(engine, config).start()

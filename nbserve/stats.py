@@ -21,10 +21,16 @@ class VersionStats:
         self.inference_latency_us = 0.0
         self.queue_latency_us = 0.0
         self._latencies_ms: deque[float] = deque(maxlen=_WINDOW)
+        #: Worker processes that died and were started again.
+        self.worker_restarts = 0
 
     def record_batch(self, size: int) -> None:
         with self._lock:
             self.batch_sizes[size] += 1
+
+    def record_restart(self) -> None:
+        with self._lock:
+            self.worker_restarts += 1
 
     def record_answer(self, received: float, started: float | None, finished: float,
                       error_type: str | None = None) -> None:

@@ -15,6 +15,7 @@ its requests is run again on its own, so only the bad one gets the error.
 from __future__ import annotations
 
 import copy
+import os
 import threading
 import time
 import traceback
@@ -41,6 +42,10 @@ _RUN_HANDLE = object()
 class Worker:
     """Loads the handler on :meth:`start`, then serves until :meth:`stop` or its queue closes."""
 
+    #: A thread is never restarted (:class:`~nbserve.process_worker.ProcessWorker`s are).
+    restarts = 0
+    last_death: str | None = None
+
     def __init__(self, worker_id: int, version: ModelVersion, gpu_id: int | None):
         self.id = worker_id
         self.version = version
@@ -49,6 +54,10 @@ class Worker:
         self.start_time: datetime | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+
+    @property
+    def pid(self) -> int:
+        return os.getpid()
 
     def start(self) -> None:
         """Load the handler on the worker's thread and start serving; load errors propagate."""

@@ -260,3 +260,26 @@ def test_predict_shows_a_streaming_answers_parts_and_returns_the_whole(kernel, w
     assert "part 0; part 1; part 2; part 3;" in text(cell)
     assert kernel.value("streamed") == "part 0; part 1; part 2; part 3; done"
     kernel.ok("%serve --stop streaming")
+
+
+def test_serve_isolation_process_survives_a_segfaulting_handler(kernel, workdir):
+    archives.crashing(workdir / "crashing")
+    cell = kernel.ok("%serve crashing/store/crashing.mar --isolation process")
+    assert "Serving crashing 1.0 (cpu, 1 worker)" in text(cell)
+    kernel.ok("ask, crash = b'pid', b'segfault'")
+    kernel.ok("_pid = %predict crashing ask")
+    pid = kernel.value("_pid")
+    assert pid != kernel.value("__import__('os').getpid()")  # a process of its own
+    shown = text(kernel.run("%predict crashing crash"))  # a UsageError: no traceback of ours
+    assert "UsageError" in shown and "'crashing'" in shown and "died of SIGSEGV" in shown, shown
+    assert "Last lines of its stderr:\nhandling pid\nhandling segfault" in shown
+    assert kernel.value("1 + 1") == 2  # the kernel, with its state, is still there
+    kernel.ok("import time\nfor _ in range(600):\n"
+              "    if nbserve.session.current.engine.get('crashing').workers[0].status == 'READY':\n"
+              "        break\n    time.sleep(0.1)")
+    kernel.ok("_pid = %predict crashing ask")
+    assert kernel.value("_pid") not in (pid, None)
+    status = text(kernel.ok("%serve"))
+    assert "1/1 (1 restarts)" in status and "died of SIGSEGV" in status
+    kernel.ok("%serve --stop crashing")
+    assert not __import__("os").path.exists(f"/proc/{pid}")

@@ -60,9 +60,12 @@ class MetricsCacheError(Exception):
 class CachingMetric:
     """One metric: its samples by dimension values."""
 
-    def __init__(self, name: str, unit: str, dimension_names: list[str], metric_type: MetricTypes):
+    def __init__(self, name: str, unit: str, dimension_names: list[str], metric_type: MetricTypes,
+                 on_update=None):
         self.name, self.unit, self.metric_type = name, unit, metric_type
         self.dimension_names = list(dimension_names)
+        #: Called with each update, in a worker process: how the server's cache learns of it.
+        self.on_update = on_update
         #: Dimension values -> value (counters, gauges) or [bucket counts, count, sum].
         self.samples: dict[tuple[str, ...], object] = {}
         self._lock = threading.Lock()
@@ -85,6 +88,8 @@ class CachingMetric:
                 for i in range(bisect.bisect_left(BUCKETS, value), len(BUCKETS)):
                     buckets[i] += 1
                 self.samples[key] = (buckets, count + 1, total + value)
+        if self.on_update is not None:
+            self.on_update(self, value, list(key))
 
     update = add_or_update
 
@@ -92,9 +97,12 @@ class CachingMetric:
 class HandlerMetrics:
     """A model version's metrics cache, shared by its workers (``context.metrics``)."""
 
-    def __init__(self, model_name: str = "", config_file: str | None = None):
+    def __init__(self, model_name: str = "", config_file: str | None = None, on_update=None):
         self.model_name = model_name
+        self.config_file = config_file
         self.request_ids = None
+        #: Given every update of every metric (see :class:`CachingMetric`), if set.
+        self.on_update = on_update
         self._metrics: dict[tuple[str, MetricTypes], CachingMetric] = {}
         self._lock = threading.Lock()
         if config_file:
@@ -116,10 +124,21 @@ class HandlerMetrics:
     def add_metric_to_cache(self, metric_name: str, unit: str, dimension_names: list = (),
                             metric_type: MetricTypes = MetricTypes.COUNTER) -> CachingMetric:
         """Declare a metric (replacing one of that name and type); emits nothing yet."""
-        metric = CachingMetric(metric_name, unit, list(dimension_names), metric_type)
+        metric = CachingMetric(metric_name, unit, list(dimension_names), metric_type, self.on_update)
         with self._lock:
             self._metrics[metric_name, metric_type] = metric
         return metric
+
+    def record(self, name: str, unit: str, dimension_names: list, metric_type: str, value,
+               dimension_values: list) -> None:
+        """An update a worker process made to its copy of this cache, made here too."""
+        kind = MetricTypes(metric_type)
+        with self._lock:
+            metric = self._metrics.get((name, kind))
+            if metric is None or metric.dimension_names != list(dimension_names):
+                metric = CachingMetric(name, unit, dimension_names, kind)
+                self._metrics[name, kind] = metric
+        metric.add_or_update(value, dimension_values)
 
     def get_metric(self, metric_name: str,
                    metric_type: MetricTypes = MetricTypes.COUNTER) -> CachingMetric:
@@ -136,7 +155,8 @@ class HandlerMetrics:
         with self._lock:
             metric = self._metrics.get((name, metric_type))
             if metric is None or metric.dimension_names != [d.name for d in dimensions]:
-                metric = CachingMetric(name, unit, [d.name for d in dimensions], metric_type)
+                metric = CachingMetric(name, unit, [d.name for d in dimensions], metric_type,
+                                       self.on_update)
                 self._metrics[name, metric_type] = metric
         metric.add_or_update(value, [d.value for d in dimensions])
 

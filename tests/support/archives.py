@@ -540,3 +540,34 @@ def metered(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "metered.py").write_text(METERED_PY)
     return make_archive(folder, "metered", "metered.py")
+
+
+CRASHING_PY = '''\
+import ctypes
+import os
+import sys
+import time
+
+
+def handle(data, context):
+    """Answers its process id, or crashes the way the body asks."""
+    if data is None:
+        return None
+    for row in data:
+        body = bytes(row.get("data") or row.get("body"))
+        print(f"handling {body.decode()}", file=sys.stderr, flush=True)
+        if body == b"segfault":
+            ctypes.string_at(0)
+        elif body == b"exit":
+            os._exit(1)
+        elif body == b"hang":
+            time.sleep(3600)
+    return [os.getpid() for _ in data]
+'''
+
+
+def crashing(folder: Path) -> Path:
+    """A handler that answers its pid, or segfaults, exits or hangs when the body says so."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "crashing.py").write_text(CRASHING_PY)
+    return make_archive(folder, "crashing", "crashing.py")

@@ -94,8 +94,9 @@ class NBServe:
     the inference key from the key file it writes in its folder. ``isolation`` other than its
     default (process) is the one setting changed."""
 
-    def __init__(self, mar: Path, isolation: str = "process"):
+    def __init__(self, mar: Path, isolation: str = "process", extra: tuple[str, ...] = ()):
         self.port, self.mar, self.isolation = free_port(), mar.absolute(), isolation
+        self.extra = extra
         self.label = "nbserve (defaults)" if isolation == "process" else f"nbserve ({isolation} workers)"
 
     def __enter__(self):
@@ -103,7 +104,7 @@ class NBServe:
         self.workdir = Path(tempfile.mkdtemp(prefix="bench-nbserve-"))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "nbserve", "serve", "--models", f"{self.mar.stem}={self.mar}",
-             "--isolation", self.isolation, *[f"--{api}-address=http://127.0.0.1:{port}"
+             "--isolation", self.isolation, *self.extra, *[f"--{api}-address=http://127.0.0.1:{port}"
                for api, port in zip(("inference", "management", "metrics"), ports)]],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir)
         key_file = self.workdir / "key_file.json"
@@ -129,9 +130,12 @@ class TorchServe:
     #: Requests carry no key.
     key = None
 
-    def __init__(self, mar: Path, tuned: bool):
-        self.mar, self.tuned = mar, tuned
-        self.label = "TorchServe (1 worker, batch 8, 5 ms)" if tuned else "TorchServe (defaults)"
+    def __init__(self, mar: Path, tuned: bool, workers: int = 1, batch_size: int = 8,
+                 gpu: bool = False):
+        self.mar, self.tuned, self.gpu = mar, tuned, gpu
+        self.settings = {**TUNED, "initial_workers": workers, "batch_size": batch_size}
+        self.label = (f"TorchServe ({workers} worker{'s' * (workers != 1)}, batch {batch_size}, "
+                      f"5 ms)" if tuned else "TorchServe (defaults)")
         self.port, self.management = free_port(), free_port()
 
     def __enter__(self):
@@ -143,14 +147,15 @@ class TorchServe:
             f"inference_address=http://127.0.0.1:{self.port}\n"
             f"management_address=http://127.0.0.1:{self.management}\n"
             f"metrics_address=http://127.0.0.1:{free_port()}\n"
-            f"model_store={store}\ndisable_token_authorization=true\nenable_model_api=true\n")
+            f"model_store={store}\ndisable_token_authorization=true\nenable_model_api=true\n"
+            + ("" if self.gpu else "number_of_gpu=0\n"))
         with open(self.workdir / "ts.log", "wb") as log:
             subprocess.run(["torchserve", "--start", "--ncs", "--ts-config",
                             str(self.workdir / "config.properties")],
                            stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, check=True)
         wait_for(f"http://127.0.0.1:{self.port}/ping")
         params = {"url": self.mar.name, "synchronous": "true"}
-        params.update(TUNED if self.tuned else {"initial_workers": os.cpu_count()})
+        params.update(self.settings if self.tuned else {"initial_workers": os.cpu_count()})
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.management}/models?{urllib.parse.urlencode(params)}", method="POST")
         urllib.request.urlopen(request, timeout=300).read()

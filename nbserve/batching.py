@@ -2,8 +2,8 @@
 
 A :class:`Request` carries what the handler will see and a future its caller waits on. A model
 version's :class:`RequestQueue` holds at most ``job_queue_size`` of them; a worker takes a batch
-with :meth:`RequestQueue.take_batch`: whatever is waiting, up to ``batch_size``, waiting up to
-``max_batch_delay`` for more only when that was asked for. Every request is settled exactly
+with :meth:`RequestQueue.take_batch`: whatever is waiting, up to ``batch_size``, waiting for more
+only as long as its :class:`~nbserve.batch_policy.BatchPolicy` says it pays. Every request is settled exactly
 once: with a :class:`Prediction`, or with an :class:`~nbserve.errors.NBServeError`.
 """
 
@@ -19,9 +19,12 @@ import weakref
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from nbserve.errors import NBServeError, QueueFull, RequestTimeout
+
+if TYPE_CHECKING:
+    from nbserve.batch_policy import BatchPolicy
 
 
 @dataclass
@@ -133,12 +136,13 @@ class RequestQueue:
         with self._cond:
             self._cond.notify_all()
 
-    def take_batch(self, max_size: int, max_delay: float, stop: threading.Event) -> list[Request] | None:
+    def take_batch(self, max_size: int, stop: threading.Event,
+                   policy: BatchPolicy | None = None) -> list[Request] | None:
         """Block for the next batch; None once the queue is closed and empty, or ``stop`` is set.
 
-        Takes what is waiting, up to ``max_size``. With ``max_delay`` > 0 it waits up to that
-        many seconds after the first request for the batch to fill, as TorchServe's
-        ``max_batch_delay`` does. Requests settled while waiting (timed out) are skipped.
+        Takes what is waiting, up to ``max_size``; with a ``policy``, first waits as long as it
+        says for the batch to fill to its target. Requests settled while waiting (timed out)
+        are skipped.
         """
         with self._cond:
             while True:
@@ -148,8 +152,10 @@ class RequestQueue:
                 self._cond.wait()
             if stop.is_set() or not self._items:
                 return None
-            wait_to_fill(self._cond, lambda: len(self._items) >= max_size or self._closed
-                         or stop.is_set(), max_delay)
+            if policy is not None:
+                target, wait = policy.decide(len(self._items))
+                wait_to_fill(self._cond, lambda: len(self._items) >= min(target, max_size)
+                             or self._closed or stop.is_set(), wait)
             self._drop_settled()
             batch = [self._items.popleft() for _ in range(min(max_size, len(self._items)))]
         started = time.monotonic()
@@ -169,7 +175,7 @@ class RequestQueue:
 
 def wait_to_fill(cond: threading.Condition, full, max_delay: float) -> None:
     """With ``cond`` held, wait up to ``max_delay`` seconds for ``full()``: how a batch that has
-    its first request waits for more (TorchServe's ``max_batch_delay``)."""
+    its first request waits for more."""
     until = time.monotonic() + max_delay
     while not full():
         left = until - time.monotonic()
@@ -229,20 +235,26 @@ def _settled(ref: weakref.ref) -> bool:
 
 
 class ReadyBuffer:
-    """Preprocessed requests waiting for the forward pass; bounded, so preprocessing waits
-    rather than running far ahead of it."""
+    """Requests handed to preprocessing, in arrival order, each with the future of its
+    preprocessed input. The forward pass takes those at the front that are ready, so batches
+    keep the order requests came in. Bounded, so preprocessing waits rather than running far
+    ahead of the forward pass."""
 
     def __init__(self, capacity: int):
         self.capacity = capacity
-        self._items: list[tuple[Request, Any]] = []
+        self._items: deque[tuple[Request, Future]] = deque()
         self._cond = threading.Condition()
         self._closed = False
 
-    def put(self, request: Request, data: Any) -> None:
+    def put(self, request: Request, preprocessed: Future) -> None:
         with self._cond:
             while len(self._items) >= self.capacity:
                 self._cond.wait()
-            self._items.append((request, data))
+            self._items.append((request, preprocessed))
+        preprocessed.add_done_callback(self._wake)
+
+    def _wake(self, _) -> None:
+        with self._cond:
             self._cond.notify_all()
 
     def close(self) -> None:
@@ -250,14 +262,27 @@ class ReadyBuffer:
             self._closed = True
             self._cond.notify_all()
 
-    def take(self, max_size: int, max_delay: float) -> list[tuple[Request, Any]] | None:
-        """What is ready, up to ``max_size`` (after up to ``max_delay`` s for more); None at the end."""
+    def _ready(self) -> int:
+        count = 0
+        for _, preprocessed in self._items:
+            if not preprocessed.done():
+                break
+            count += 1
+        return count
+
+    def take(self, max_size: int, policy: BatchPolicy | None = None
+             ) -> list[tuple[Request, Future]] | None:
+        """The ready requests at the front, up to ``max_size`` (after waiting as long as
+        ``policy`` says for more); None at the end."""
         with self._cond:
-            while not self._items and not self._closed:
+            while not self._ready() and not (self._closed and not self._items):
                 self._cond.wait()
             if not self._items:
                 return None
-            wait_to_fill(self._cond, lambda: len(self._items) >= max_size or self._closed, max_delay)
-            taken, self._items = self._items[:max_size], self._items[max_size:]
+            if policy is not None:
+                target, wait = policy.decide(self._ready())
+                wait_to_fill(self._cond, lambda: self._ready() >= min(target, max_size)
+                             or self._closed, wait)
+            taken = [self._items.popleft() for _ in range(min(max_size, self._ready()))]
             self._cond.notify_all()
             return taken

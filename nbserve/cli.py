@@ -115,6 +115,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Where a model's workers run: process (one each, restarted when it "
                              "dies; nbserve serve's default, as in TorchServe) or thread (in "
                              "this process; %%serve's default, so tracebacks land in the cell).")
+    parser.add_argument("--preprocess-threads", type=int,
+                        help="Threads preprocessing each worker's requests (default: the CPUs "
+                             "this process may use, shared among a model's workers).")
     parser.add_argument("--on", choices=("local", "ray"), default="local",
                         help="Where the models run: local (this process: the kernel, or nbserve "
                              "serve) or ray (replicas on Ray Serve; pip install 'nbserve[ray]').")
@@ -186,6 +189,8 @@ def server_config(args: argparse.Namespace):
         config.values["disable_token_authorization"] = True
     if args.isolation:
         config.values["isolation"] = args.isolation
+    if args.preprocess_threads:
+        config.values["preprocess_threads"] = args.preprocess_threads
     config.apply_environment(os.environ)
     return config
 

@@ -33,6 +33,7 @@ YAML_KEYS = {
     "device_type": "deviceType",
     "device_ids": "deviceIds",
     "isolation": "isolation",
+    "preprocess_threads": "preprocessThreads",
 }
 
 
@@ -83,6 +84,9 @@ class ModelConfig:
     #: Where workers run: "thread" (in this process) or "process" (one each, restarted when
     #: it dies; see nbserve.process_worker).
     isolation: str = "thread"
+    #: Threads preprocessing each worker's requests (see nbserve.worker); None: the CPUs this
+    #: process may use, shared among the workers.
+    preprocess_threads: int | None = None
     #: The whole model-config.yaml, which handlers read as ``context.model_yaml_config``.
     yaml: dict = field(default_factory=dict, compare=False)
 
@@ -137,7 +141,7 @@ def resolve(base: ModelConfig, model_yaml: dict | None, **overrides: Any) -> Mod
 def _typed(values: dict) -> dict:
     converters = {"batch_size": int, "min_workers": int, "max_workers": int, "job_queue_size": int,
                   "max_batch_delay": float, "response_timeout": float, "device_type": str,
-                  "isolation": str, "device_ids": lambda v: tuple(int(i) for i in v), "limit_max_image_pixels": bool}
+                  "isolation": str, "preprocess_threads": int, "device_ids": lambda v: tuple(int(i) for i in v), "limit_max_image_pixels": bool}
     typed = {}
     for name, value in values.items():
         try:
@@ -160,6 +164,8 @@ def _check(config: ModelConfig) -> None:
         raise BadRequest(f"response_timeout must be positive, not {config.response_timeout}.")
     if config.job_queue_size < 1:
         raise BadRequest(f"job_queue_size must be at least 1, not {config.job_queue_size}.")
+    if config.preprocess_threads is not None and config.preprocess_threads < 1:
+        raise BadRequest(f"preprocess_threads must be at least 1, not {config.preprocess_threads}.")
     if config.isolation not in ISOLATIONS:
         raise BadRequest(f"isolation must be 'process' or 'thread', not {config.isolation!r}.")
     if config.device_type not in ("cpu", "gpu"):
@@ -205,6 +211,8 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "limit_max_image_pixels": True,
     # nbserve's: "process" or "thread" workers; unset, the default of who serves (see startup).
     "isolation": None,
+    # nbserve's: each worker's preprocessing threads; unset, the CPUs shared among workers.
+    "preprocess_threads": None,
     # Jupyter's names: which Host names a server on loopback answers (see nbserve.http.access).
     "allow_remote_access": False,
     "local_hostnames": "localhost",
@@ -354,7 +362,7 @@ def _server_value(key: str, value: str) -> Any:
             return type(default)(value)
         except ValueError:
             raise BadRequest(f"config.properties: {key} must be a number, not {value!r}.") from None
-    if key in ("default_workers_per_model", "number_of_gpu"):
+    if key in ("default_workers_per_model", "number_of_gpu", "preprocess_threads"):
         try:
             return int(value)
         except ValueError:

@@ -124,9 +124,23 @@ def shown(value: Any, thumbnail: bytes | None = None) -> Any:
 
 
 def device_text(version) -> str:
-    """Where a model version's workers run: ``cpu``, or their GPUs (``cuda:0, cuda:1``)."""
-    gpus = sorted({w.gpu_id for w in version.workers if w.gpu_id is not None})
-    return ", ".join(f"cuda:{g}" for g in gpus) or "cpu"
+    """Where a model version's workers run: ``cpu``, or their GPUs and the memory its workers
+    took on each as they loaded (``cuda:0 (0.11 GiB)``)."""
+    memory: dict[int, int] = {}
+    for worker in version.workers:
+        if worker.gpu_id is not None:
+            memory[worker.gpu_id] = memory.get(worker.gpu_id, 0) + (worker.gpu_memory or 0)
+    return ", ".join(f"cuda:{g} ({memory[g] / 2**30:.2f} GiB)" for g in sorted(memory)) or "cpu"
+
+
+def _batching(version) -> str:
+    """The batching policy's latest decision: ``4 of 4, wait 1.2 ms``."""
+    workers = list(version.workers)
+    if not workers:
+        return "-"
+    worker = workers[0]
+    return (f"{worker.batch_target} of {version.config.batch_size}, "
+            f"wait {worker.batch_wait_s * 1000:.1f} ms")
 
 
 def served_line(name: str, version: str, where: str, url: str) -> str:
@@ -146,8 +160,8 @@ class ServingStatus:
     #: Worker processes that died: which, how, and the last lines of their stderr.
     deaths: list[str] = field(default_factory=list)
 
-    COLUMNS = ("model", "version", "device", "workers", "queue", "requests", "p50 ms", "p99 ms",
-               "predictions URL")
+    COLUMNS = ("model", "version", "device", "workers", "batching", "queue", "requests", "p50 ms",
+               "p99 ms", "predictions URL")
 
     @classmethod
     def of(cls, engine, urls: dict[str, str], ray=None,
@@ -173,6 +187,7 @@ class ServingStatus:
                     "device": device_text(version),
                     "workers": f"{ready}/{len(version.workers)}"
                                + (f" ({restarts} restarts)" if restarts else ""),
+                    "batching": _batching(version),
                     "queue": str(len(version.queue)),
                     "requests": str(version.stats.requests),
                     "p50 ms": "-" if p50 is None else f"{p50:.1f}",
@@ -181,7 +196,8 @@ class ServingStatus:
                 })
         for failure in engine.failures.values() if engine is not None else []:
             rows.append({"model": failure.name, "version": "-", "device": "-",
-                         "workers": "failed to load", "queue": "-", "requests": "-",
+                         "workers": "failed to load", "batching": "-", "queue": "-",
+                         "requests": "-",
                          "p50 ms": "-", "p99 ms": "-",
                          "predictions URL": failure.error.splitlines()[0]})
         urls = dict(urls)
@@ -195,7 +211,7 @@ class ServingStatus:
                     "model": model.name, "version": model.version,
                     "device": f"ray: {model.resources} each",
                     "workers": f"{running}/{total} replicas ({state['status']})",
-                    "queue": "-", "requests": "-", "p50 ms": "-", "p99 ms": "-",
+                    "batching": "-", "queue": "-", "requests": "-", "p50 ms": "-", "p99 ms": "-",
                     "predictions URL": f"{ray.url}/predictions/{model.name}",
                 })
         curl = ""

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 from nbserve import config as model_config
 from nbserve import requirements
 from nbserve.archive import ModelArchive, check_model_name, check_model_version, open_archive
+from nbserve.batch_policy import BatchPolicy
 from nbserve.batching import DeadlineWatcher, Prediction, Request, RequestQueue, streamed
 from nbserve.errors import (BadRequest, ModelAlreadyRegistered, ModelLoadFailed, ModelNotFound,
                             ModelVersionNotFound, QueueFull)
@@ -47,6 +48,8 @@ class ModelVersion:
         self.handler = handler
         self.config = config
         self.label = f"Model {name!r} version {version}"
+        #: How long its batches wait to fill (see nbserve.batch_policy).
+        self.batching = BatchPolicy(config.batch_size, config.max_batch_delay)
         self.queue = RequestQueue(config.job_queue_size, self.label)
         self.stats = VersionStats()
         #: Where its requirements.txt was installed, if it was.
@@ -210,13 +213,15 @@ class Engine:
         response_timeout: float | None = None,
         job_queue_size: int | None = None,
         isolation: str | None = None,
+        preprocess_threads: int | None = None,
         replace: bool = False,
     ) -> ModelVersion:
         """Load an archive (``.mar``, ``.tar.gz`` or folder) and start its workers.
 
         Name and version come from the manifest unless given. Settings come from the arguments,
         then the archive's model-config.yaml, then :attr:`defaults`. ``isolation`` is where
-        its workers run: ``"process"`` (one each) or ``"thread"``. The first version of a
+        its workers run: ``"process"`` (one each) or ``"thread"``; ``preprocess_threads``
+        how many threads preprocess each worker's requests. The first version of a
         model becomes its default. With ``replace``, a version already served is swapped for the
         new one once it has loaded; requests already queued for the old one are still answered.
         """
@@ -231,6 +236,7 @@ class Engine:
             self.defaults, model_yaml, batch_size=batch_size, max_batch_delay=max_batch_delay,
             min_workers=initial_workers, max_workers=max_workers, response_timeout=response_timeout,
             job_queue_size=job_queue_size, isolation=isolation,
+            preprocess_threads=preprocess_threads,
         )
         notices = []
         if isinstance(archive, LiveModel) and config.isolation == "process":

@@ -214,4 +214,5 @@ def _model_settings(args) -> dict:
     """What ``%serve``'s flags set for the one model it serves, as the engine takes them."""
     return dict(model_name=args.model_name, version=args.version, batch_size=args.batch_size,
                 max_batch_delay=args.max_batch_delay, initial_workers=args.workers,
-                response_timeout=args.response_timeout, isolation=args.isolation)
+                response_timeout=args.response_timeout, isolation=args.isolation,
+                preprocess_threads=args.preprocess_threads)

@@ -55,6 +55,9 @@ class ProcessWorker:
         self.label = f"{version.name} w{worker_id}"
         self.status = "UNLOADED"
         self.start_time: datetime | None = None
+        self.gpu_memory: int | None = None
+        #: The batching policy's latest target and wait in the process (nbserve.batch_policy).
+        self.batch_target, self.batch_wait_s = 1, 0.0
         #: How often the process died and was started again, and why it last died.
         self.restarts = 0
         self.last_death: str | None = None
@@ -142,6 +145,7 @@ class ProcessWorker:
                                        f"{self.id}: {reply[1]}\n{reply[2]}")
             raise HandlerLoadError(f"{version.label}: worker process {self.id} {_death(code)} while "
                                    f"loading.\n" + "".join(self.stderr_tail))
+        self.gpu_memory = reply[1]
         self._process, self._conn = process, conn
         self._killed_because = None
         self.start_time = datetime.now(timezone.utc)
@@ -176,7 +180,7 @@ class ProcessWorker:
                 room = window - len(self._in_flight)
             if room <= 0:  # stopping, with a full window
                 break
-            batch = self.version.queue.take_batch(min(room, config.batch_size), 0, self._stop)
+            batch = self.version.queue.take_batch(min(room, config.batch_size), self._stop)
             if batch is None:
                 break
             for request in batch:
@@ -279,7 +283,8 @@ class ProcessWorker:
                 if request is not None:
                     request.send_part(message[2])
             elif kind == "batch":
-                version.stats.record_batch(message[1])
+                _, size, self.batch_target, self.batch_wait_s = message
+                version.stats.record_batch(size)
             elif kind == "metric":
                 version.handler_metrics.record(*message[1:])
         conn.close()
@@ -376,7 +381,7 @@ def main(fd: int) -> None:
         on_update=lambda metric, value, dims: send(
             ("metric", metric.name, metric.unit, metric.dimension_names,
              metric.metric_type.value, value, dims)))
-    version.stats = _BatchesSent(send)
+    version.stats = _BatchesSent(send, version.batching)
     version.queue = _StartsSent(version.queue, send)
     worker = Worker(spec["worker_id"], version, spec["gpu_id"])
     try:
@@ -385,7 +390,7 @@ def main(fd: int) -> None:
         send(("load_failed", f"{type(error).__name__}: {error}",
               "".join(traceback.format_exception(error))))
         return
-    send(("ready",))
+    send(("ready", worker.gpu_memory))
     while True:
         try:
             message = conn.recv()
@@ -418,13 +423,14 @@ class _StartsSent(RequestQueue):
 
 
 class _BatchesSent:
-    """The process's figures: batch sizes go to the server, which counts the answers itself."""
+    """The process's figures: batch sizes, with the batching policy's latest target and wait,
+    go to the server, which counts the answers itself."""
 
-    def __init__(self, send):
-        self._send = send
+    def __init__(self, send, policy):
+        self._send, self._policy = send, policy
 
     def record_batch(self, size: int) -> None:
-        self._send(("batch", size))
+        self._send(("batch", size, self._policy.target, self._policy.wait_s))
 
     def record_answer(self, *args, **kwargs) -> None:
         pass

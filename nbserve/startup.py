@@ -24,6 +24,7 @@ def engine_for(config: ServerConfig, isolation: str = "thread") -> Engine:
     says unless config.properties' ``isolation`` does."""
     defaults = replace(machine_defaults(config.number_of_gpu),
                        isolation=config.isolation or isolation,
+                       preprocess_threads=config.preprocess_threads,
                        job_queue_size=config.job_queue_size,
                        response_timeout=config.default_response_timeout,
                        limit_max_image_pixels=config.limit_max_image_pixels)

@@ -25,7 +25,7 @@ class Tuner:
     core and one thread wins.
     """
 
-    def __init__(self, enabled: bool = True, trials: int = 4):
+    def __init__(self, enabled: bool = True, trials: int = 4, on_batch=None):
         cores = os.cpu_count() or 1
         self.candidates = [cores, 1] if enabled and cores > 1 else []
         self.trials = trials
@@ -33,6 +33,8 @@ class Tuner:
         self._chosen: dict[int, int] = {}
         #: The thread count of the latest batch.
         self.threads = torch.get_num_threads()
+        #: Given ``(items, seconds)`` of every batch timed: the batching policy's figures.
+        self.on_batch = on_batch
 
     def timing(self, items: int):
         return _Timing(self, items)
@@ -70,4 +72,7 @@ class _Timing:
 
     def __exit__(self, *exc):
         if exc[0] is None:
-            self.tuner._record(self.threads, time.perf_counter() - self.started, self.items)
+            seconds = time.perf_counter() - self.started
+            self.tuner._record(self.threads, seconds, self.items)
+            if self.tuner.on_batch is not None:
+                self.tuner.on_batch(self.items, seconds)

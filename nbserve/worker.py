@@ -1,12 +1,18 @@
 """A worker: one loaded copy of a model's handler, fed batches from its version's queue.
 
-A handler whose ``preprocess`` is nbserve's own (the default handlers, and subclasses that
-change only ``inference`` or ``postprocess``) runs as a pipeline: one thread preprocesses each
-request as it arrives (decoding images) while another runs ``inference`` and ``postprocess`` on
-a batch of whatever is ready. Any other handler runs ``handle`` on whole batches, one thread.
+A handler whose ``preprocess`` is declared per request (:func:`~nbserve.handlers.base.per_request`:
+the default handlers', and subclasses that change only ``inference`` or ``postprocess``) runs
+as a pipeline: a pool of threads preprocesses each request as it arrives (decoding images;
+Pillow and torch release the GIL, so the pool scales with the cores) while the worker's thread
+runs ``inference`` and ``postprocess`` on a batch of whatever is ready, in arrival order. Any
+other handler runs ``handle`` on whole batches, one thread: a ``preprocess`` written for the
+whole batch (padding to the longest text, say) is never split.
 
 The model loads on the worker's own thread, and only that thread runs torch with several
-intra-op threads (the preprocessing thread uses one); how many, :mod:`nbserve.tuner` measures.
+intra-op threads (the pool's use one each); how many, :mod:`nbserve.tuner` measures. On a GPU,
+batches are gathered in pinned memory and copied without blocking on the worker's own CUDA
+stream, and a batch that runs out of GPU memory is split in halves until what fails is the one
+request that does not fit.
 
 Either way, a request that fails takes no neighbour down with it: when a batch fails, each of
 its requests is run again on its own, so only the bad one gets the error.
@@ -19,6 +25,8 @@ import os
 import threading
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +34,7 @@ import torch
 
 from nbserve.batching import Prediction, ReadyBuffer, Request
 from nbserve.errors import InferenceError
-from nbserve.handlers.base import BaseHandler, asks_for_handle
+from nbserve.handlers.base import BaseHandler, asks_for_handle, declared_per_request
 from nbserve.handlers.context import Context, RequestProcessor
 from nbserve.handlers.loader import archive_imports, load_handler
 from nbserve.live import LiveModel
@@ -45,6 +53,8 @@ class Worker:
     #: A thread is never restarted (:class:`~nbserve.process_worker.ProcessWorker`s are).
     restarts = 0
     last_death: str | None = None
+    #: Bytes of GPU memory the handler took as it loaded (its weights); None on a CPU.
+    gpu_memory: int | None = None
 
     def __init__(self, worker_id: int, version: ModelVersion, gpu_id: int | None):
         self.id = worker_id
@@ -58,6 +68,15 @@ class Worker:
     @property
     def pid(self) -> int:
         return os.getpid()
+
+    @property
+    def batch_target(self) -> int:
+        """The batching policy's latest target (see nbserve.batch_policy)."""
+        return self.version.batching.target
+
+    @property
+    def batch_wait_s(self) -> float:
+        return self.version.batching.wait_s
 
     def start(self) -> None:
         """Load the handler on the worker's thread and start serving; load errors propagate."""
@@ -76,6 +95,8 @@ class Worker:
 
     def _serve(self) -> None:
         version = self.version
+        on_gpu = self.gpu_id is not None and torch.cuda.is_available()
+        before = torch.cuda.memory_allocated(self.gpu_id) if on_gpu else 0
         try:
             with archive_imports(version.model_dir):
                 self.entry = load_handler(version.handler, version.model_dir)
@@ -92,22 +113,35 @@ class Worker:
             self._load_error = error
             self._loaded.set()
             return
-        pipelined = _pipelines(self.entry.instance)
+        if on_gpu:
+            self.gpu_memory = torch.cuda.memory_allocated(self.gpu_id) - before
+        handler = self.entry.instance
+        pipelined = _pipelines(handler)
         config = version.config
+        self.device = getattr(handler, "device", None)
+        cuda = self.device is not None and self.device.type == "cuda"
+        self._stream = torch.cuda.Stream(self.device) if cuda else None
+        if cuda and getattr(handler, "fixed_size_inputs", False):
+            torch.backends.cudnn.benchmark = True  # one input shape: let cuDNN pick its kernels
         if pipelined:
             self._ready = ReadyBuffer(capacity=2 * config.batch_size)
-            single_threaded = threading.Event()
-            preprocess = threading.Thread(target=self._preprocess_loop, args=(single_threaded,),
-                                          name=f"{threading.current_thread().name}-pre", daemon=True)
-            self._threads.append(preprocess)
-            preprocess.start()
-            single_threaded.wait()  # set_num_threads also sets the default of later threads
-        self.tuner = tuner = Tuner(enabled=self.gpu_id is None)
+            self.pool = ThreadPoolExecutor(
+                preprocess_threads(config, version.config.min_workers),
+                thread_name_prefix=f"{threading.current_thread().name}-pre",
+                initializer=torch.set_num_threads, initargs=(1,))
+            dispatch = threading.Thread(target=self._dispatch_loop,
+                                        name=f"{threading.current_thread().name}-dispatch",
+                                        daemon=True)
+            self._threads.append(dispatch)
+            dispatch.start()
+        # One measurement of each batch: the tuner's, which the batching policy reads too.
+        self.tuner = tuner = Tuner(enabled=self.gpu_id is None, on_batch=version.batching.ran)
         self.start_time = datetime.now(timezone.utc)
         self.status = "READY"
         self._loaded.set()
         if pipelined:
             self._inference_loop(tuner)
+            self.pool.shutdown()
         else:
             self._handle_loop(tuner)
 
@@ -126,7 +160,7 @@ class Worker:
     def _handle_loop(self, tuner: Tuner) -> None:
         config = self.version.config
         while (batch := self.version.queue.take_batch(
-                config.batch_size, config.max_batch_delay / 1000, self._stop)) is not None:
+                config.batch_size, self._stop, self.version.batching)) is not None:
             self.version.stats.record_batch(len(batch))
             with tuner.timing(len(batch)):
                 self._run_handle(batch)
@@ -138,68 +172,84 @@ class Worker:
             return
         context = self._batch_context(requests)
         try:
-            outputs = self.entry.handle([r.inputs for r in requests], context)
+            with self._on_stream():
+                outputs = self.entry.handle([r.inputs for r in requests], context)
             self._answer(requests, context, outputs)
         except Exception as error:  # noqa: BLE001 - the handler's failure is the answer
             self._isolate(requests, error, "handle")
 
     def _isolate(self, requests: list[Request], error: Exception, stage: str) -> None:
+        """Find the request that failed its batch: each alone, or halves of the batch while it
+        runs out of memory (what fits still runs batched)."""
         if len(requests) == 1:
             self._fail(requests[0], self._inference_error(error, stage))
+            return
+        if _out_of_memory(error):
+            if self.device is not None and self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            half = len(requests) // 2
+            self._run_handle(requests[:half])
+            self._run_handle(requests[half:])
             return
         for request in requests:
             self._run_handle([request])
 
-    # The pipeline, for handlers whose preprocess is nbserve's own (per request by nature).
+    # The pipeline, for handlers whose preprocess is per request.
 
-    def _preprocess_loop(self, single_threaded: threading.Event) -> None:
-        """Preprocess each request as it arrives; the forward pass batches what is ready."""
-        torch.set_num_threads(1)
-        single_threaded.set()
-        handler = self.entry.instance
+    def _dispatch_loop(self) -> None:
+        """Hand each request to the pool as it arrives; the forward pass takes them, in order,
+        as they are ready."""
         batch_size = self.version.config.batch_size  # take no more than this worker can use
-        while (arrived := self.version.queue.take_batch(batch_size, 0, self._stop)) is not None:
+        while (arrived := self.version.queue.take_batch(batch_size, self._stop)) is not None:
             for request in arrived:
                 if request.settled:
                     continue
                 if asks_for_handle(request.headers):
-                    self._ready.put(request, _RUN_HANDLE)
-                    continue
-                handler.context = self._batch_context([request])
-                try:
-                    data = handler.preprocess([request.inputs])
-                except Exception as error:  # noqa: BLE001 - the input's fault, its answer
-                    self._fail(request, self._inference_error(error, "preprocess"))
-                    continue
-                self._ready.put(request, data)
+                    self._ready.put(request, _done(_RUN_HANDLE))
+                else:
+                    self._ready.put(request, self.pool.submit(self._preprocess, request))
         self._ready.close()
+
+    def _preprocess(self, request: Request) -> Any:
+        handler = self.entry.instance
+        context = self._batch_context([request])
+        context.stages_batches = True  # the inference loop moves the whole batch to the device
+        handler.context = context
+        return handler.preprocess([request.inputs])
 
     def _inference_loop(self, tuner: Tuner) -> None:
         handler = self.entry.instance
         config = self.version.config
-        while (ready := self._ready.take(config.batch_size, config.max_batch_delay / 1000)) is not None:
+        while (ready := self._ready.take(config.batch_size, self.version.batching)) is not None:
             batch = []
-            for request, data in ready:
-                if data is _RUN_HANDLE:
+            for request, preprocessed in ready:
+                error = preprocessed.exception()
+                if error is not None:  # the input's fault: its answer alone
+                    self._fail(request, self._inference_error(error, "preprocess"))
+                elif preprocessed.result() is _RUN_HANDLE:
                     self._run_handle([request])
                 elif not request.settled:
-                    batch.append((request, data))
-            ready = batch
-            if not ready:
-                continue
-            requests = [r for r, _ in ready]
-            self.version.stats.record_batch(len(requests))
-            context = self._batch_context(requests)
-            handler.context = context
-            stage = "inference"
-            try:
-                with tuner.timing(len(requests)):
-                    output = handler.inference(_join([data for _, data in ready]))
-                    stage = "postprocess"
-                    outputs = handler.postprocess(output)
-                self._answer(requests, context, outputs)
-            except Exception as error:  # noqa: BLE001
-                self._isolate(requests, error, stage)
+                    batch.append((request, preprocessed.result()))
+            if batch:
+                self._run_batch(handler, batch, tuner)
+
+    def _run_batch(self, handler, ready: list[tuple[Request, Any]], tuner: Tuner) -> None:
+        requests = [r for r, _ in ready]
+        self.version.stats.record_batch(len(requests))
+        context = self._batch_context(requests)
+        handler.context = context
+        stage = "inference"
+        try:
+            with tuner.timing(len(requests)), self._on_stream():
+                output = handler.inference(_join([data for _, data in ready], self.device))
+                stage = "postprocess"
+                outputs = handler.postprocess(output)
+            self._answer(requests, context, outputs)
+        except Exception as error:  # noqa: BLE001
+            self._isolate(requests, error, stage)
+
+    def _on_stream(self):
+        return torch.cuda.stream(self._stream) if self._stream is not None else nullcontext()
 
     # Answers.
 
@@ -236,7 +286,7 @@ class Worker:
         status = getattr(error, "error_code", None)
         if isinstance(status, int) and hasattr(error, "message"):  # PredictionException
             message = str(error.message)
-        elif isinstance(error, MemoryError) or "out of memory" in str(error):
+        elif _out_of_memory(error):
             status, message = 507, f"Out of resources: {error}"
         else:
             status, message = 500, f"{type(error).__name__}: {error}"
@@ -250,24 +300,49 @@ class Worker:
 
 
 def _pipelines(handler) -> bool:
-    """Whether the handler's preprocess is nbserve's own, which is per request by nature.
-
-    Then each request is preprocessed as it arrives and the forward pass batches what is ready.
-    A custom preprocess may depend on its batch (padding to the longest text, say): such
-    handlers, and those with their own ``handle``, run ``handle`` on whole batches.
-    """
-    from nbserve.handlers.object_detector import ObjectDetector
-    from nbserve.handlers.vision import VisionHandler
-
+    """Whether the handler's preprocess is declared per request, and its ``handle`` is
+    BaseHandler's: then the pool preprocesses each request as it arrives and the forward pass
+    batches what is ready. Otherwise ``handle`` runs on whole batches."""
     cls = type(handler)
     return (isinstance(handler, BaseHandler) and cls.handle is BaseHandler.handle
             and "handle" not in vars(handler)  # replaced on the instance (MicroBatching)
-            and cls.preprocess in (BaseHandler.preprocess, VisionHandler.preprocess,
-                                   ObjectDetector.preprocess))
+            and declared_per_request(cls.preprocess))
 
 
-def _join(parts: list):
-    """Preprocessed requests as one batch: tensors concatenated, lists (of images) chained."""
+def preprocess_threads(config, workers: int) -> int:
+    """The preprocessing pool of each worker: the model's setting, else the CPUs this process
+    may use shared among its workers."""
+    if config.preprocess_threads:
+        return config.preprocess_threads
+    return max(1, len(os.sched_getaffinity(0)) // max(1, workers))
+
+
+def _done(value) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError)) \
+        or "out of memory" in str(error)
+
+
+def _join(parts: list, device: torch.device | None):
+    """Preprocessed requests as one batch on ``device``: tensors concatenated, lists (of
+    images) chained. Bound for a GPU, the batch is gathered in pinned memory and copied
+    without blocking the CPU."""
+    cuda = device is not None and device.type == "cuda"
     if all(isinstance(p, torch.Tensor) for p in parts):
-        return torch.cat(parts)
-    return [item for part in parts for item in part]
+        if not cuda:
+            return torch.cat(parts)
+        if any(p.is_cuda for p in parts):
+            return torch.cat([p.to(device) for p in parts])
+        shape = (sum(p.shape[0] for p in parts), *parts[0].shape[1:])
+        pinned = torch.empty(shape, dtype=parts[0].dtype, pin_memory=True)
+        return torch.cat(parts, out=pinned).to(device, non_blocking=True)
+    items = [item for part in parts for item in part]
+    if cuda:
+        items = [item.pin_memory().to(device, non_blocking=True)
+                 if isinstance(item, torch.Tensor) and not item.is_cuda else item for item in items]
+    return items

@@ -1,6 +1,7 @@
 """The engine: batching, failures that stay with their request, queues, timeouts, scaling and
 replacing models, all without losing a request."""
 
+import functools
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -112,15 +113,22 @@ def test_a_request_past_its_timeout_is_a_408_and_the_model_goes_on(ctl):
         assert engine.predict("ctl", "own timeout", timeout=5)["echo"] == "own timeout"
 
 
-def test_scaling_up_and_down_under_load_loses_nothing(ctl):
-    with Engine() as engine:
-        engine.register(ctl, batch_size=1)
-        futures, stop = [], threading.Event()
+def steady_load(engine, futures, stop, sleep):
+    """Requests to ctl every 2 ms, at most 20 unanswered (a process worker takes seconds to
+    start, and the queue must not fill meanwhile)."""
+    while not stop.is_set():
+        futures.append(engine.submit("ctl", {"body": {"sleep": sleep}}))
+        if len(futures) > 20:
+            futures[-20].exception(timeout=60)
+        time.sleep(0.002)
 
-        def load():
-            while not stop.is_set():
-                futures.append(engine.submit("ctl", {"body": {"sleep": 0.01}}))
-                time.sleep(0.002)
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_scaling_up_and_down_under_load_loses_nothing(ctl, isolation):
+    with Engine() as engine:
+        engine.register(ctl, batch_size=1, isolation=isolation)
+        futures, stop = [], threading.Event()
+        load = functools.partial(steady_load, engine, futures, stop, 0.01)
 
         thread = threading.Thread(target=load)
         thread.start()
@@ -136,20 +144,18 @@ def test_scaling_up_and_down_under_load_loses_nothing(ctl):
         assert len(futures) > 50
 
 
-def test_replacing_a_model_under_load_answers_every_request(tmp_path):
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_replacing_a_model_under_load_answers_every_request(tmp_path, isolation):
     with Engine() as engine:
-        engine.register(controlled(tmp_path / "one", "v1"), batch_size=4)
+        engine.register(controlled(tmp_path / "one", "v1"), batch_size=4, isolation=isolation)
         futures, stop = [], threading.Event()
-
-        def load():
-            while not stop.is_set():
-                futures.append(engine.submit("ctl", {"body": {"sleep": 0.005}}))
-                time.sleep(0.002)
+        load = functools.partial(steady_load, engine, futures, stop, 0.005)
 
         thread = threading.Thread(target=load)
         thread.start()
         time.sleep(0.2)
-        engine.register(controlled(tmp_path / "two", "v2"), batch_size=4, replace=True)
+        engine.register(controlled(tmp_path / "two", "v2"), batch_size=4, replace=True,
+                        isolation=isolation)
         time.sleep(0.2)
         stop.set()
         thread.join()
@@ -158,9 +164,10 @@ def test_replacing_a_model_under_load_answers_every_request(tmp_path):
     assert {"v1", "v2"} == set(tags)
 
 
-def test_unregister_answers_what_is_queued_then_forgets_the_model(ctl):
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_unregister_answers_what_is_queued_then_forgets_the_model(ctl, isolation):
     with Engine() as engine:
-        engine.register(ctl, batch_size=1)
+        engine.register(ctl, batch_size=1, isolation=isolation)
         queued = [engine.submit("ctl", {"body": {"sleep": 0.05}}) for _ in range(5)]
         engine.unregister("ctl")
         assert all(f.result(timeout=0).value["tag"] == "v1" for f in queued)

@@ -56,3 +56,83 @@ def test_a_whole_batch_preprocess_runs_as_handle(tmp_path):
         version = serve(engine, tmp_path, "padder", WHOLE_BATCH)
         assert len(version.workers[0]._threads) == 1
         assert engine.predict("padder", [3.0]) == [6.0]
+
+
+SLOW_PREPROCESS = '''\
+import random
+import threading
+import time
+
+import torch
+from nbserve.handlers.base import BaseHandler, per_request
+
+SEEN = {"threads": set(), "preprocess_sizes": [], "batches": []}
+
+
+class Slow(BaseHandler):
+    """Preprocessing takes a random while, so a pool finishes requests out of order."""
+
+    def initialize(self, context):
+        self.model = lambda x: x
+        self.initialized = True
+
+    @per_request
+    def preprocess(self, data):
+        SEEN["threads"].add(threading.current_thread().name)
+        SEEN["preprocess_sizes"].append(len(data))
+        time.sleep(random.uniform(0, 0.02))
+        if data[0]["body"] < 0:
+            raise ValueError("negative input")
+        return torch.as_tensor([row["body"] for row in data])
+
+    def postprocess(self, data):
+        SEEN["batches"].append(data.tolist())
+        return data.tolist()
+
+
+'''
+
+#: The same handler, but its preprocess is not declared per request: batches stay whole.
+WHOLE_BATCH_SLOW = SLOW_PREPROCESS.replace("class Slow(", "class WholeBatch(").replace(
+    "    @per_request\n", "")
+
+
+def handler_module(stem):
+    import sys
+    return next(m for name, m in sys.modules.items()
+                if name.startswith("nbserve_archive_") and name.endswith("_" + stem))
+
+
+def test_the_preprocessing_pool_keeps_order_and_each_answer_reaches_its_request(tmp_path):
+    handler = tmp_path / "slow.py"
+    handler.write_text(SLOW_PREPROCESS)
+    with Engine() as engine:
+        version = engine.register(archive("slow", "1.0", str(handler), export_path=tmp_path),
+                                  batch_size=8, preprocess_threads=4)
+        assert version.workers[0].pool._max_workers == 4
+        futures = [engine.submit("slow", {"body": float(i)}) for i in range(200)]
+        bad = engine.submit("slow", {"body": -1.0})
+        later = [engine.submit("slow", {"body": float(i)}) for i in range(200, 220)]
+        answers = [f.result(60).value for f in futures + later]
+        assert answers == [float(i) for i in range(220)]  # each its own
+        error = bad.exception(60)
+        assert error.status == 500 and "negative input" in str(error)  # alone
+        seen = handler_module("slow").SEEN
+    assert len(seen["threads"]) > 1  # the pool did run in parallel
+    assert set(seen["preprocess_sizes"]) == {1}  # split: one request per preprocess call
+    flat = [x for batch in seen["batches"] for x in batch]
+    assert flat == sorted(flat) and max(len(b) for b in seen["batches"]) > 1  # batched, in order
+
+
+def test_a_whole_batch_preprocess_override_is_never_split(tmp_path):
+    handler = tmp_path / "whole.py"
+    handler.write_text(WHOLE_BATCH_SLOW)
+    with Engine() as engine:
+        version = engine.register(
+            archive("whole", "1.0", str(handler), export_path=tmp_path),
+            batch_size=8, preprocess_threads=4)
+        assert not hasattr(version.workers[0], "pool")
+        futures = [engine.submit("whole", {"body": float(i)}) for i in range(100)]
+        assert [f.result(60).value for f in futures] == [float(i) for i in range(100)]
+        seen = handler_module("whole").SEEN
+    assert max(seen["preprocess_sizes"]) > 1  # whole batches reached its preprocess

@@ -21,13 +21,15 @@ list (sent as JSON), a ``str`` or ``bytes`` (sent as they are).
         def postprocess(self, data):                # model output -> one answer per request
             return data.tolist()
 
-Handlers that keep ``BaseHandler.handle`` let the engine run ``preprocess`` for the next batch
-while ``inference`` runs for this one. A handler raises
+Handlers that keep ``BaseHandler.handle`` and whose ``preprocess`` is declared
+:func:`per_request` let the engine preprocess each request on a pool of threads as it arrives,
+while ``inference`` runs on the batch before. A handler raises
 :class:`~nbserve.handlers.util.PredictionException` to answer with a status of its choosing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
@@ -65,6 +67,27 @@ def timed(func):
         return result
 
     return wrapper
+
+
+def per_request(preprocess):
+    """Declare that a ``preprocess`` treats each request alone, so that preprocessing a batch
+    equals preprocessing its requests one by one and concatenating: nbserve may then split
+    batches across its preprocessing threads. The default handlers' are; a ``preprocess``
+    written for the whole batch (padding texts to the longest) must not be declared::
+
+        class MyHandler(ImageClassifier):
+            @per_request
+            def preprocess(self, data):
+                return torch.stack([my_transform(row["body"]) for row in data])
+    """
+    preprocess.per_request = True
+    return preprocess
+
+
+def declared_per_request(preprocess) -> bool:
+    """Whether this ``preprocess`` (the method a handler class has) was declared
+    :func:`per_request`; an override of a declared one is not, unless declared itself."""
+    return getattr(preprocess, "per_request", False)
 
 
 def compiled(model, pt2: dict | None):
@@ -213,16 +236,35 @@ class BaseHandler:
     def _load_exported_program(self, model_pt2_path):
         return torch.export.load(model_pt2_path).module().to(self.device)
 
+    @per_request
     @timed
     def preprocess(self, data):
         """Requests -> the model's input. Default: the requests' (JSON) values as one tensor."""
-        return torch.as_tensor([request_body(row) for row in data], device=self.device)
+        return self.to_device(torch.as_tensor([request_body(row) for row in data]))
+
+    def to_device(self, batch):
+        """A preprocessed batch on the model's device, unless the worker moves whole batches
+        itself (it gathers them in pinned memory and copies them without blocking)."""
+        if getattr(self.context, "stages_batches", False):
+            return batch
+        if isinstance(batch, list):
+            return [item.to(self.device) for item in batch]
+        return batch.to(self.device)
 
     @timed
     def inference(self, data, *args, **kwargs):
-        """The model's input -> its output, without autograd, on the handler's device."""
-        with torch.inference_mode():
+        """The model's input -> its output, without autograd, on the handler's device; under
+        autocast where model-config.yaml's ``handler: {autocast: float16}`` (or ``bfloat16``)
+        asks."""
+        with torch.inference_mode(), self.autocast():
             return self.model(data.to(self.device), *args, **kwargs)
+
+    def autocast(self):
+        """Autocast to model-config.yaml's ``handler.autocast`` dtype; nothing if unset."""
+        dtype = (self.model_yaml_config.get("handler") or {}).get("autocast")
+        if not dtype:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=getattr(torch, dtype))
 
     @timed
     def postprocess(self, data):

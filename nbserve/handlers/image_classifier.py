@@ -13,10 +13,17 @@ class ImageClassifier(VisionHandler):
     """Answers ``{"tabby": 0.45, "tiger_cat": 0.26, ...}`` per image, as TorchServe's does."""
 
     topk = 5
+    fixed_size_inputs = True
     image_processing = transforms.Compose([
         transforms.Resize(256),
         transforms.CenterCrop(224),
         transforms.ToTensor(),
+        transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+    ])
+    tensor_processing = transforms.Compose([
+        transforms.Resize(256, antialias=True),
+        transforms.CenterCrop(224),
+        transforms.ConvertImageDtype(torch.float),
         transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
     ])
 

@@ -3,7 +3,7 @@
 import torch
 from torchvision import transforms
 
-from nbserve.handlers.base import timed
+from nbserve.handlers.base import per_request, timed
 from nbserve.handlers.util import map_class_to_label
 from nbserve.handlers.vision import VisionHandler
 
@@ -14,14 +14,15 @@ class ObjectDetector(VisionHandler):
     image_processing = transforms.Compose([transforms.ToTensor()])
     threshold = 0.5
 
+    @per_request
     @timed
     def preprocess(self, data):
         # Detection models take images of any size: a list, not a stacked batch.
-        return [self.preprocess_one(row).to(self.device) for row in data]
+        return self.to_device([self.preprocess_one(row) for row in data])
 
     @timed
     def inference(self, data, *args, **kwargs):
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast():
             return self.model(data, *args, **kwargs)
 
     @timed

@@ -17,8 +17,9 @@ import warnings
 
 import torch
 from PIL import Image, UnidentifiedImageError
+from torchvision.io import ImageReadMode, decode_jpeg
 
-from nbserve.handlers.base import BaseHandler, timed
+from nbserve.handlers.base import BaseHandler, per_request, timed
 from nbserve.handlers.util import PredictionException, request_body
 
 
@@ -71,22 +72,44 @@ class VisionHandler(BaseHandler):
     """Base of the image handlers: decode each request's image, ``image_processing`` it, stack."""
 
     image_processing = None
+    #: ``image_processing`` for a decoded uint8 CHW tensor on the model's device, used where
+    #: model-config.yaml's ``handler: {decode_on_device: true}`` asks (see preprocess_one).
+    tensor_processing = None
+    #: Whether every input comes out of ``image_processing`` the same size (a center crop),
+    #: so that on a GPU cuDNN may choose its kernels once for that shape.
+    fixed_size_inputs = False
 
     def initialize(self, context):
         super().initialize(context)
         if not context.system_properties.get("limit_max_image_pixels", True):
             Image.MAX_IMAGE_PIXELS = None
 
+    @per_request
     @timed
     def preprocess(self, data):
-        return torch.stack([self.preprocess_one(row) for row in data]).to(self.device)
+        return self.to_device(torch.stack([self.preprocess_one(row) for row in data]))
 
     def preprocess_one(self, row) -> torch.Tensor:
-        """One request's image as the model's input tensor."""
+        """One request's image as the model's input tensor.
+
+        With ``handler: {decode_on_device: true}`` in model-config.yaml (beyond TorchServe), a
+        JPEG is decoded by torchvision on the model's device (nvJPEG on a GPU) and resized
+        there by ``tensor_processing``; the answers differ slightly from PIL's decoding and
+        resizing, which stay the default because they give TorchServe's answers.
+        """
         value = request_body(row)
         if isinstance(value, (list, tuple)):
             return torch.FloatTensor(value)
+        if self._decodes_on_device() and isinstance(value, (bytes, bytearray)) \
+                and value[:3] == b"\xff\xd8\xff":
+            return self.tensor_processing(decode_jpeg(
+                torch.frombuffer(bytearray(value), dtype=torch.uint8),
+                mode=ImageReadMode.RGB, device=self.device))
         return self.image_processing(decode_image(value, rgb=self.converts_to_rgb))
+
+    def _decodes_on_device(self) -> bool:
+        return bool(self.tensor_processing is not None
+                    and (self.model_yaml_config.get("handler") or {}).get("decode_on_device"))
 
     @property
     def converts_to_rgb(self) -> bool:

@@ -27,6 +27,10 @@ _FAMILIES = [
      "End-to-end latency percentiles over the last 2048 requests."),
     ("nbserve_worker_restarts_total", "counter",
      "Worker processes that died (crashed, killed, timed out) and were started again."),
+    ("nbserve_batch_target", "gauge",
+     "The batch size a worker's batching policy fills to (nbserve.batch_policy)."),
+    ("nbserve_batch_wait_milliseconds", "gauge",
+     "How long a worker's batching policy lets a batch wait to fill."),
     ("nbserve_worker_threads", "gauge", "Torch intra-op threads of a worker's latest batch."),
 ]
 
@@ -57,9 +61,12 @@ def render(engine) -> str:
                     samples["nbserve_request_latency_milliseconds"].append(
                         f'{{{labels},quantile="{quantile / 100}"}} {value:.3f}')
             for worker in list(version.workers):
+                worker_labels = f'{labels},worker="{worker.id}"'
+                samples["nbserve_batch_target"].append(f"{{{worker_labels}}} {worker.batch_target}")
+                samples["nbserve_batch_wait_milliseconds"].append(
+                    f"{{{worker_labels}}} {worker.batch_wait_s * 1000:.3f}")
                 tuner = getattr(worker, "tuner", None)
                 if tuner is not None:
-                    worker_labels = f'{labels},worker="{worker.id}"'
                     samples["nbserve_worker_threads"].append(f"{{{worker_labels}}} {tuner.threads}")
             for metric in version.handler_metrics.metrics():
                 _handler_samples(metric, hostname, handler_families)

@@ -101,6 +101,7 @@ class NBServe:
 
     def __enter__(self):
         ports = [self.port, free_port(), free_port()]
+        self.metrics_port = ports[2]
         self.workdir = Path(tempfile.mkdtemp(prefix="bench-nbserve-"))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "nbserve", "serve", "--models", f"{self.mar.stem}={self.mar}",

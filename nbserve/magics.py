@@ -18,14 +18,15 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import ArgDecorator, magic_arguments, parse_argstring
 from nbserve import session
-from nbserve.cli import (TerminalProgress, add_archive_arguments, add_model_arguments,
+from nbserve.cli import (TerminalProgress, add_archive_arguments, add_bench_magic_arguments,
+                         add_model_arguments,
                          add_predict_arguments, add_serve_arguments,
                          ray_placement, run_archive, server_config)
 from nbserve.display import device_text, served_line, shown, thumbnail_png
 from nbserve.errors import InferenceError, NBServeError
 from nbserve.session import as_body
 from nbserve.startup import find_archive
-from nbserve.widgets import ArchiveProgress, PredictionUpload
+from nbserve.widgets import ArchiveProgress, BenchProgress, PredictionUpload
 
 
 class _Arguments(ArgDecorator):
@@ -193,6 +194,40 @@ class NBServeMagics(Magics):
             value = "".join(pieces) if all(isinstance(p, str) for p in pieces) else pieces
         return shown(value, thumbnail_png(data) if isinstance(data, bytes) else None)
 
+    @line_magic
+    @magic_arguments()
+    @_Arguments(add_bench_magic_arguments)
+    def bench(self, line: str):
+        """Measure a served model as TorchServe's benchmark-ab does, from a separate process:
+        throughput, p50/p90/p99, errors by status, a latency histogram, and how close the
+        server comes to the same handler's in-process speed on the same input::
+
+            %bench densenet161 cat.jpg --concurrency 16 --requests 400
+
+        With ``--sweep``, tries batch sizes and worker counts within ``--budget`` seconds,
+        plots throughput against p99, and recommends the setting for ``--p99-ms``::
+
+            %bench densenet161 cat.jpg --sweep --budget 60 --p99-ms 500
+        """
+        args = parse_argstring(self.bench, line)
+        try:
+            session.current.get(args.model_name)
+            data = self._input(args.input)
+            if args.sweep:
+                return session.bench_sweep(
+                    args.model_name, data, batch_sizes=_numbers(args.batch_sizes),
+                    workers=_numbers(args.workers),
+                    concurrencies=_numbers(args.concurrencies or str(args.concurrency)),
+                    budget_s=args.budget, p99_ms=args.p99_ms, content_type=args.content_type)
+            progress = BenchProgress(f"%bench {args.model_name}")
+            result = session.bench(args.model_name, data, concurrency=args.concurrency,
+                                   requests=args.requests, content_type=args.content_type,
+                                   on_progress=progress)
+            progress.close()
+            return result
+        except NBServeError as e:
+            raise UsageError(str(e)) from None
+
     def _input(self, text: str) -> Any:
         """What ``%predict``'s INPUT names, as the body an HTTP client would send."""
         if text.isidentifier() and text in self.shell.user_ns:
@@ -204,6 +239,10 @@ class NBServeMagics(Magics):
         if path.is_file():
             return path.read_bytes()
         raise UsageError(f"{text} is neither a file, a URL, nor a variable.")
+
+
+def _numbers(text: str) -> list[int]:
+    return [int(n) for n in _names(text)]
 
 
 def _names(text: str | None) -> list[str]:

@@ -9,6 +9,8 @@ Python, for any model the kernel serves::
 
 from __future__ import annotations
 
+import time
+
 import html
 import threading
 from concurrent.futures import Future
@@ -106,3 +108,23 @@ class ArchiveProgress:
     def close(self) -> None:
         if self.shown:
             self.bar.bar_style = "success"
+
+
+class BenchProgress:
+    """``%bench``'s live progress: requests answered, and the rate so far."""
+
+    def __init__(self, label: str):
+        self.bar = widgets.IntProgress(min=0, max=1, description=label,
+                                       style={"description_width": "initial"})
+        self.text = widgets.Label()
+        self.started = time.monotonic()
+        display(widgets.HBox([self.bar, self.text]))
+
+    def __call__(self, done: int, total: int) -> None:
+        self.bar.max = max(total, 1)
+        self.bar.value = min(done, total)
+        elapsed = time.monotonic() - self.started
+        self.text.value = f"{done}/{total} requests, {done / max(elapsed, 1e-6):.1f}/s"
+
+    def close(self) -> None:
+        self.bar.bar_style = "success"

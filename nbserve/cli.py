@@ -7,12 +7,14 @@ Each ``add_*_arguments`` function defines a verb's flags once; the CLI and ``%ar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+from pathlib import Path
 
 from nbserve import __version__
 from nbserve.archive import ARCHIVE_FORMATS, RUNTIMES, archive
-from nbserve.errors import NBServeError
+from nbserve.errors import BadRequest, NBServeError
 
 #: Below this many bytes an archive is written too fast for a progress bar to help.
 PROGRESS_THRESHOLD = 64 * 2**20
@@ -111,6 +113,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--disable-token-auth", action="store_true",
                         help="Answer without TorchServe's keys (anyone who reaches the "
                              "addresses may call them).")
+    parser.add_argument("--grpc", action="store_true",
+                        help="Serve TorchServe's gRPC APIs too (inference 127.0.0.1:7070, "
+                             "management :7071; pip install 'nbserve[grpc]').")
     parser.add_argument("--isolation", choices=("process", "thread"),
                         help="Where a model's workers run: process (one each, restarted when it "
                              "dies; nbserve serve's default, as in TorchServe) or thread (in "
@@ -171,6 +176,50 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", help="The model's version (default: its default version).")
 
 
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """TorchServe benchmark-ab's parameters, with its meanings (defaults: see nbserve.bench)."""
+    parser.add_argument("--url", "-u", help="The model archive to serve and measure (a .mar "
+                                             "path or URL); leave out with --address to measure "
+                                             "a model already served.")
+    parser.add_argument("--input", "-i", help="The file sent as each request's body.")
+    parser.add_argument("--content-type", "-ic", help="Its content type (default application/jpg).")
+    parser.add_argument("--concurrency", "-c", type=int, help="Clients at once (default 10).")
+    parser.add_argument("--requests", "-r", type=int, help="Requests in all (default 100).")
+    parser.add_argument("--workers", "-w", type=int, help="Workers to serve --url with (default 1).")
+    parser.add_argument("--batch-size", "-bs", type=int, help="Its batch size (default 1).")
+    parser.add_argument("--batch-delay", "-bd", type=float,
+                        help="Its max batch delay, ms (default 200).")
+    parser.add_argument("--inference-model-url", help="The path measured (default "
+                        "predictions/benchmark; explanations/..., v1/models/...:predict, "
+                        "v2/models/.../infer).")
+    parser.add_argument("--config", help="A JSON file with the same keys (benchmark-ab's --config).")
+    parser.add_argument("--report-location", help="Where benchmark/ab_report.csv and the latency "
+                                                  "plot go (default the temp folder).")
+    parser.add_argument("--address", help="A server already running (nbserve or TorchServe): its "
+                                          "inference address, e.g. http://127.0.0.1:8080.")
+    parser.add_argument("--management-address",
+                        help="With --address and --url: where to register --url as the model.")
+    parser.add_argument("--key", help="The inference key the --address server asks for.")
+    parser.add_argument("--management-key", help="The management key, to register --url there.")
+
+
+def add_bench_magic_arguments(parser: argparse.ArgumentParser) -> None:
+    """``%bench``'s flags: a model this kernel serves, what to send, and how hard."""
+    parser.add_argument("model_name", help="A model this kernel serves.")
+    parser.add_argument("input", help="A file, a URL, or a variable: each request's body.")
+    parser.add_argument("--concurrency", "-c", type=int, default=10, help="Clients at once.")
+    parser.add_argument("--requests", "-r", type=int, default=100, help="Requests in all.")
+    parser.add_argument("--content-type", default="application/jpg")
+    parser.add_argument("--sweep", action="store_true",
+                        help="Try batch sizes and worker counts (and --concurrencies) within "
+                             "--budget seconds, and recommend one for --p99-ms.")
+    parser.add_argument("--batch-sizes", default="1,2,4,8", help="Batch sizes a sweep tries.")
+    parser.add_argument("--workers", default="1,2", help="Worker counts a sweep tries.")
+    parser.add_argument("--concurrencies", help="Concurrencies a sweep tries (default --concurrency).")
+    parser.add_argument("--budget", type=float, default=60, help="A sweep's seconds in all.")
+    parser.add_argument("--p99-ms", type=float, help="The p99 latency a sweep's choice must meet.")
+
+
 def server_config(args: argparse.Namespace):
     """The ServerConfig that parsed ``serve`` arguments describe: config.properties, then flags,
     then ``TS_*`` environment variables where config.properties enables them (TorchServe's
@@ -189,6 +238,8 @@ def server_config(args: argparse.Namespace):
         config.values["disable_token_authorization"] = True
     if args.isolation:
         config.values["isolation"] = args.isolation
+    if args.grpc:
+        config.values["enable_grpc"] = True
     if args.preprocess_threads:
         config.values["preprocess_threads"] = args.preprocess_threads
     config.apply_environment(os.environ)
@@ -224,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_serve_arguments(serve_parser)
     serve_parser.set_defaults(run=_serve_command)
+    bench_parser = verbs.add_parser(
+        "bench", help="Measure a served model as TorchServe's benchmark-ab does.",
+        description="Serve --url (or call --address) with closed-loop clients from a separate "
+                    "process, and write benchmark-ab's ab_report.csv and a latency plot.")
+    add_bench_arguments(bench_parser)
+    bench_parser.set_defaults(run=_bench_command)
     return parser
 
 
@@ -249,6 +306,8 @@ def _serve_command(args: argparse.Namespace) -> int:
         return 1
     for notice in serving_notices(config, server.tokens):
         print(f"nbserve: {notice}", file=sys.stderr, flush=True)
+    for api, url in (server.grpc.urls if server.grpc else {}).items():
+        print(f"nbserve: gRPC {api} API at {url}", file=sys.stderr, flush=True)
     for api, url in server.urls.items():
         print(f"nbserve: {api} API at {url}", file=sys.stderr, flush=True)
     stop.wait()
@@ -256,6 +315,106 @@ def _serve_command(args: argparse.Namespace) -> int:
     server.stop()
     engine.close()
     return 0
+
+
+def _bench_command(args: argparse.Namespace) -> int:
+    from nbserve.bench import BenchSettings, measure
+
+    flags = {key: getattr(args, key) for key in (
+        "url", "input", "content_type", "concurrency", "requests", "workers", "batch_size",
+        "batch_delay", "inference_model_url", "report_location")}
+    settings = (BenchSettings.from_config(args.config, **flags) if args.config
+                else BenchSettings(**{k: v for k, v in flags.items() if v is not None}))
+    if not settings.input:
+        raise BadRequest("nbserve bench needs --input (the file each request sends).")
+    if args.address:
+        with _registered(args, settings):
+            result = measure(settings, f"{args.address.rstrip('/')}/{settings.inference_model_url}",
+                             key=args.key, on_progress=TerminalCount("requests"))
+    else:
+        if not settings.url:
+            raise BadRequest("nbserve bench needs --url (an archive to serve) or --address.")
+        with _serving(settings) as (server, key):
+            result = measure(settings, f"{server.urls['inference']}/{settings.inference_model_url}",
+                             key=key, metrics_url=server.urls["metrics"],
+                             on_progress=TerminalCount("requests"))
+    result.write_report()
+    print(result)
+    return 0 if result.failed < result.answered else 1
+
+
+@contextlib.contextmanager
+def _serving(settings):
+    """``settings.url`` served under the name its inference_model_url calls, on free loopback
+    ports, with worker processes, as benchmark-ab registers it on TorchServe."""
+    import tempfile
+
+    from nbserve.config import ServerConfig
+    from nbserve.http import Server
+    from nbserve.startup import engine_for
+
+    config = ServerConfig()
+    config.values.update({f"{api}_address": "http://127.0.0.1:0"
+                          for api in ("inference", "management", "metrics")})
+    engine = engine_for(config, isolation="process")
+    key_file = Path(tempfile.mkdtemp(prefix="nbserve-bench-")) / "key_file.json"
+    try:
+        engine.register(settings.url, model_name=_model_of(settings.inference_model_url),
+                        batch_size=settings.batch_size, max_batch_delay=settings.batch_delay,
+                        initial_workers=settings.workers)
+        server = Server(engine, config, key_file=key_file).start()
+        try:
+            yield server, server.tokens.keys["inference"] if server.tokens else None
+        finally:
+            server.stop()
+    finally:
+        engine.close()
+
+
+@contextlib.contextmanager
+def _registered(args, settings):
+    """With --management-address and --url, the model registered there for the run (as
+    benchmark-ab registers ``benchmark``), and unregistered after."""
+    import urllib.parse
+    import urllib.request
+
+    if not (settings.url and args.management_address):
+        yield
+        return
+    name = _model_of(settings.inference_model_url)
+    base = args.management_address.rstrip("/")
+    headers = {"Authorization": f"Bearer {args.management_key}"} if args.management_key else {}
+    query = urllib.parse.urlencode({"url": settings.url, "model_name": name,
+                                    "batch_size": settings.batch_size,
+                                    "max_batch_delay": int(settings.batch_delay),
+                                    "initial_workers": settings.workers, "synchronous": "true"})
+    urllib.request.urlopen(urllib.request.Request(f"{base}/models?{query}", method="POST",
+                                                  headers=headers), timeout=600).read()
+    try:
+        yield
+    finally:
+        urllib.request.urlopen(urllib.request.Request(f"{base}/models/{name}", method="DELETE",
+                                                      headers=headers), timeout=600).read()
+
+
+def _model_of(inference_model_url: str) -> str:
+    """The model an inference path calls: predictions/NAME, v1/models/NAME:predict, ..."""
+    parts = inference_model_url.strip("/").split("/")
+    name = parts[2] if parts[0] in ("v1", "v2") and len(parts) > 2 else parts[1]
+    return name.split(":")[0]
+
+
+class TerminalCount:
+    """Requests answered so far, on one line of stderr."""
+
+    def __init__(self, label: str, stream=sys.stderr):
+        self.label, self.stream = label, stream
+
+    def __call__(self, done: int, total: int) -> None:
+        self.stream.write(f"\r{done}/{total} {self.label}")
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
 
 
 def _serve_on_ray(args: argparse.Namespace, config) -> int:

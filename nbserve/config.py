@@ -213,22 +213,27 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "isolation": None,
     # nbserve's: each worker's preprocessing threads; unset, the CPUs shared among workers.
     "preprocess_threads": None,
+    # TorchServe's gRPC APIs (nbserve.grpc): off unless asked, on loopback.
+    "enable_grpc": False,
+    "grpc_inference_port": 7070,
+    "grpc_management_port": 7071,
+    "grpc_inference_address": None,
+    "grpc_management_address": None,
+    "enable_grpc_ssl": False,
+    "grpc_inference_max_connection_age_ms": None,
+    "grpc_management_max_connection_age_ms": None,
     # Jupyter's names: which Host names a server on loopback answers (see nbserve.http.access).
     "allow_remote_access": False,
     "local_hostnames": "localhost",
 }
 #: TorchServe 0.12 keys nbserve does not apply, and why: each one set is named in a warning.
 _NO_NETTY = "nbserve has no Netty: each API is a tornado server"
-_NO_GRPC = "gRPC is not served yet"
 NOT_APPLIED = {
     **dict.fromkeys(("number_of_netty_threads", "netty_client_threads", "use_native_io",
                      "io_ratio", "prefer_direct_buffer"), _NO_NETTY),
-    **dict.fromkeys(("grpc_inference_port", "grpc_management_port", "grpc_inference_address",
-                     "grpc_management_address", "enable_grpc_ssl",
-                     "grpc_inference_max_connection_age_ms",
-                     "grpc_management_max_connection_age_ms",
-                     "grpc_inference_max_connection_age_grace_ms",
-                     "grpc_management_max_connection_age_grace_ms"), _NO_GRPC),
+    **dict.fromkeys(("grpc_inference_max_connection_age_grace_ms",
+                     "grpc_management_max_connection_age_grace_ms"),
+                    "a gRPC connection past its age is closed after the calls in flight"),
     **dict.fromkeys(("metrics_mode", "model_metrics_auto_detect", "metric_time_interval"),
                     "the metrics API always answers Prometheus text (TorchServe's prometheus "
                     "mode), with every metric handlers add; there are no metrics logs"),

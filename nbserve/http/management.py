@@ -34,16 +34,8 @@ class ModelsHandler(_ManagementHandler):
     """``GET /models`` (paged) and ``POST /models?url=...``."""
 
     def get(self):
-        limit = self._int("limit", 100)
-        start = self._int("next_page_token", 0)
-        models = self.engine.models()
-        page = models[start:start + limit]
-        answer = {}
-        if start + limit < len(models):
-            answer["nextPageToken"] = str(start + limit)
-        answer["models"] = [{"modelName": m.name, "modelUrl": m.default.archive.source.name}
-                            for m in page]
-        self.write_json(answer)
+        self.write_json(models_page(self.engine, self._int("limit", 100),
+                                    self._int("next_page_token", 0)))
 
     async def post(self):
         self.require_model_api("Registering models")
@@ -61,8 +53,7 @@ class ModelsHandler(_ManagementHandler):
             "response_timeout": self._int("response_timeout"),
         }
         version = await _off_loop(self.engine.register, source, **options)
-        self.write_json({"status": f'Model "{version.name}" Version: {version.version} '
-                                   f"registered with {len(version.workers)} initial workers"})
+        self.write_json(registered(version))
 
 
 class ModelHandler(_ManagementHandler):
@@ -99,7 +90,7 @@ class ModelHandler(_ManagementHandler):
                             max_workers=max_workers)
         if synchronous:
             await scaling
-            self.write_json({"status": f"Workers scaled to {min_workers} for model: {model}"})
+            self.write_json(scaled(model, min_workers))
         else:
             asyncio.ensure_future(scaling)
             self.write_json({"status": "Processing worker updates..."}, status=202)
@@ -108,7 +99,7 @@ class ModelHandler(_ManagementHandler):
         self.require_model_api("Unregistering models")
         self.engine.get(model, version)  # 404 before anything is done
         await _off_loop(self.engine.unregister, model, version)
-        self.write_json({"status": f'Model "{model}" unregistered'})
+        self.write_json(unregistered(model))
 
 
 class SetDefaultHandler(APIHandler):
@@ -116,8 +107,7 @@ class SetDefaultHandler(APIHandler):
 
     def put(self, model: str, version: str):
         self.engine.set_default(model, version)
-        self.write_json({"status": f'Default version successfully updated for model "{model}" '
-                                   f'to "{version}"'})
+        self.write_json(default_set(model, version))
 
 
 class TokenHandler(APIHandler):
@@ -133,6 +123,36 @@ class TokenHandler(APIHandler):
         if kind not in ROTATING:
             raise BadRequest(f"Parameter type must be management or inference, not {kind!r}.")
         self.write_json({kind: self.server.tokens.rotate(kind)})
+
+
+# TorchServe's answers, shared with its gRPC management service (nbserve.grpc.management).
+
+def models_page(engine, limit: int, start: int) -> dict:
+    """``limit`` models from the ``start``-th, and the token of the next page if any."""
+    models = engine.models()
+    answer = {}
+    if start + limit < len(models):
+        answer["nextPageToken"] = str(start + limit)
+    answer["models"] = [{"modelName": m.name, "modelUrl": m.default.archive.source.name}
+                        for m in models[start:start + limit]]
+    return answer
+
+
+def registered(version) -> dict:
+    return {"status": f'Model "{version.name}" Version: {version.version} registered with '
+                      f"{len(version.workers)} initial workers"}
+
+
+def scaled(model: str, workers: int) -> dict:
+    return {"status": f"Workers scaled to {workers} for model: {model}"}
+
+
+def default_set(model: str, version: str) -> dict:
+    return {"status": f'Default version successfully updated for model "{model}" to "{version}"'}
+
+
+def unregistered(model: str) -> dict:
+    return {"status": f'Model "{model}" unregistered'}
 
 
 def _off_loop(function, *args, **kwargs):

@@ -82,6 +82,8 @@ class Server:
         self._servers: list[LimitedHTTPServer] = []
         #: ``{api: address}`` for each API that found its address taken and took a free port.
         self.moved: dict[str, str] = {}
+        #: TorchServe's gRPC APIs, where config.properties enables them (nbserve.grpc).
+        self.grpc = None
 
     def start(self, fallback: frozenset[str] = frozenset()) -> Server:
         """Bind the three addresses and serve; OSError names an address that is taken.
@@ -116,6 +118,17 @@ class Server:
                                         name="nbserve-http", daemon=True)
         self._thread.start()
         started.wait()
+        if self.config.enable_grpc:
+            try:
+                from nbserve.grpc import GrpcServer
+            except ImportError as e:
+                self.stop()
+                raise BadRequest(f"enable_grpc needs grpcio: pip install 'nbserve[grpc]' ({e}).") from None
+            try:
+                self.grpc = GrpcServer(self).start()
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     def _run(self, sockets: dict, tls: dict[str, ssl.SSLContext], started: threading.Event) -> None:
@@ -146,6 +159,9 @@ class Server:
         if self._loop is None or self._thread is None:
             return
         timeout = self.config.default_response_timeout if timeout is None else timeout
+        if self.grpc is not None:
+            self.grpc.stop()
+            self.grpc = None
         self._loop.call_soon_threadsafe(lambda: [s.stop() for s in self._servers])
         deadline = time.monotonic() + timeout
         while self._in_flight and time.monotonic() < deadline:

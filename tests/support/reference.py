@@ -33,11 +33,13 @@ class TorchServe:
         self.store = workdir / "model-store"
         self.store.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "config.properties"
+        self.grpc_ports = {"inference": free_port(), "management": free_port()}
         self.config.write_text(
             "".join(f"{kind}_address=http://127.0.0.1:{port}\n" for kind, port in ports.items())
             + f"model_store={self.store}\n"
             # gRPC's ports too, so that two TorchServes can run side by side.
-            + f"grpc_inference_port={free_port()}\ngrpc_management_port={free_port()}\n"
+            + f"grpc_inference_port={self.grpc_ports['inference']}\n"
+            + f"grpc_management_port={self.grpc_ports['management']}\n"
             "disable_token_authorization=true\nenable_model_api=true\n"
             "default_workers_per_model=1\n" + settings
         )

@@ -1,0 +1,58 @@
+"""TorchServe's gRPC management service; each answer's ``msg`` is the REST API's JSON body."""
+
+from __future__ import annotations
+
+from nbserve.grpc import json_message, messages
+from nbserve.grpc.service import Service
+from nbserve.http.base import refuse_model_api
+from nbserve.http.management import default_set, models_page, registered, scaled, unregistered
+
+
+class ManagementService(Service):
+    NAME = f"{messages.MANAGEMENT}.ManagementAPIsService"
+    KEY = "management"
+
+    def _answer(self, value) -> object:
+        return messages.ManagementResponse(msg=json_message(value))
+
+    def ListModels(self, request, context):  # noqa: N802 - TorchServe's RPC names
+        return self._answer(models_page(self.engine, request.limit or 100,
+                                        request.next_page_token))
+
+    def DescribeModel(self, request, context):  # noqa: N802
+        version = request.model_version or None
+        if version == "all":
+            versions = list(self.engine.model(request.model_name).versions.values())
+        else:
+            versions = [self.engine.get(request.model_name, version)]
+        return self._answer([v.describe() for v in versions])
+
+    def RegisterModel(self, request, context):  # noqa: N802
+        if not self.http.config.enable_model_api:
+            raise refuse_model_api("Registering models")
+        source = self.http.model_store.resolve(request.url)
+        version = self.engine.register(
+            source, model_name=request.model_name or None, handler=request.handler or None,
+            batch_size=request.batch_size or None, max_batch_delay=request.max_batch_delay or None,
+            initial_workers=request.initial_workers or None,
+            response_timeout=request.response_timeout or None)
+        return self._answer(registered(version))
+
+    def ScaleWorker(self, request, context):  # noqa: N802
+        target = self.engine.get(request.model_name, request.model_version or None)
+        min_workers = request.min_worker or target.config.min_workers
+        max_workers = max(request.max_worker or target.config.max_workers, min_workers)
+        self.engine.scale(request.model_name, request.model_version or None,
+                          min_workers=min_workers, max_workers=max_workers)
+        return self._answer(scaled(request.model_name, min_workers))
+
+    def SetDefault(self, request, context):  # noqa: N802
+        self.engine.set_default(request.model_name, request.model_version)
+        return self._answer(default_set(request.model_name, request.model_version))
+
+    def UnregisterModel(self, request, context):  # noqa: N802
+        if not self.http.config.enable_model_api:
+            raise refuse_model_api("Unregistering models")
+        self.engine.get(request.model_name, request.model_version or None)
+        self.engine.unregister(request.model_name, request.model_version or None)
+        return self._answer(unregistered(request.model_name))

@@ -1,0 +1,265 @@
+"""TorchServe's gRPC APIs: a client generated from TorchServe 0.12's own proto files (taken
+from its wheel's model-server.jar) calls every RPC on nbserve and on TorchServe, same archives."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import grpc
+import pytest
+
+import archives
+from helpers import start_server
+from jupyter_app import free_port
+
+from nbserve.engine import Engine
+
+SITE = Path(grpc.__file__).parents[1]  # google/rpc/status.proto and google/protobuf/*.proto
+
+
+@pytest.fixture(scope="module")
+def stubs(tmp_path_factory):
+    """inference_pb2(_grpc) and management_pb2(_grpc), generated from TorchServe's files."""
+    import ts
+
+    folder = tmp_path_factory.mktemp("ts-stubs")
+    with zipfile.ZipFile(Path(ts.__file__).parent / "frontend" / "model-server.jar") as jar:
+        for name in ("proto/inference.proto", "proto/management.proto"):
+            (folder / Path(name).name).write_bytes(jar.read(name))
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{folder}", f"-I{SITE}",
+                    f"--python_out={folder}", f"--grpc_python_out={folder}",
+                    str(folder / "inference.proto"), str(folder / "management.proto")],
+                   check=True)
+    sys.path.insert(0, str(folder))
+    import inference_pb2
+    import inference_pb2_grpc
+    import management_pb2
+    import management_pb2_grpc
+    yield inference_pb2, inference_pb2_grpc, management_pb2, management_pb2_grpc
+    sys.path.remove(str(folder))
+
+
+class Client:
+    """The two services of one server, through TorchServe's generated stubs."""
+
+    def __init__(self, stubs, inference: str, management: str, keys: dict | None = None):
+        self.pb, inference_grpc, self.mpb, management_grpc = stubs
+        self.keys = keys or {}
+        self.inference = inference_grpc.InferenceAPIsServiceStub(grpc.insecure_channel(inference))
+        self.management = management_grpc.ManagementAPIsServiceStub(
+            grpc.insecure_channel(management))
+
+    def _metadata(self, kind):
+        key = self.keys.get(kind)
+        return (("authorization", f"Bearer {key}"),) if key else ()
+
+    def call(self, rpc: str, request):
+        service, kind = ((self.inference, "inference") if hasattr(self.inference, rpc)
+                         else (self.management, "management"))
+        return getattr(service, rpc)(request, metadata=self._metadata(kind), timeout=120)
+
+    def predict(self, model: str, body: bytes, version: str = "") -> bytes:
+        request = self.pb.PredictionsRequest(model_name=model, model_version=version,
+                                             input={"data": body})
+        return self.call("Predictions", request).prediction
+
+    def code(self, rpc: str, request) -> grpc.StatusCode:
+        with pytest.raises(grpc.RpcError) as raised:
+            answer = self.call(rpc, request)
+            list(answer) if not hasattr(answer, "ListFields") else answer
+        return raised.value.code()
+
+
+@pytest.fixture(scope="module")
+def archives_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("grpc-archives")
+    return {"ctl": archives.controlled(folder / "ctl"),
+            "resnet18": archives.classifier(folder / "classifier"),
+            "streaming": archives.streaming(folder / "streaming")}
+
+
+@pytest.fixture(scope="module")
+def nbserve_grpc(stubs, archives_dir, tmp_path_factory):
+    store = tmp_path_factory.mktemp("grpc-store")
+    for path in archives_dir.values():
+        shutil.copy(path, store / path.name)
+    engine = Engine()
+    for name in ("ctl", "resnet18", "streaming"):
+        engine.register(store / archives_dir[name].name)
+    ports = {"inference": free_port(), "management": free_port()}
+    server, _ = start_server(engine, enable_grpc=True, enable_model_api=True,
+                             model_store=str(store), max_request_size=1_000_000,
+                             grpc_inference_port=ports["inference"],
+                             grpc_management_port=ports["management"])
+    yield Client(stubs, server.grpc.urls["inference"], server.grpc.urls["management"],
+                 server.tokens.keys), server
+    server.stop()
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def torchserve_grpc(stubs, torchserve, archives_dir):
+    for name in ("ctl", "resnet18", "streaming"):
+        torchserve.register(archives_dir[name])
+    return Client(stubs, f"127.0.0.1:{torchserve.grpc_ports['inference']}",
+                  f"127.0.0.1:{torchserve.grpc_ports['management']}")
+
+
+def both(nbserve_grpc, torchserve_grpc):
+    return [nbserve_grpc[0], torchserve_grpc]
+
+
+def test_ping_and_predictions_answer_as_torchserve_does(nbserve_grpc, torchserve_grpc, photos):
+    ours, theirs = both(nbserve_grpc, torchserve_grpc)
+    empty = __import__("google.protobuf.empty_pb2", fromlist=["Empty"]).Empty()
+    assert json.loads(ours.call("Ping", empty).health) == json.loads(theirs.call("Ping", empty).health)
+    body = json.dumps({"hello": "grpc"}).encode()
+    assert json.loads(ours.predict("ctl", body)) == json.loads(theirs.predict("ctl", body))
+    image = next(iter(photos.values()))
+    mine, reference = json.loads(ours.predict("resnet18", image)), json.loads(theirs.predict("resnet18", image))
+    assert list(mine) == list(reference)
+    assert all(abs(mine[k] - reference[k]) < 1e-4 for k in reference)
+
+
+def test_stream_predictions_streams_the_handlers_parts(nbserve_grpc, torchserve_grpc):
+    ours, theirs = both(nbserve_grpc, torchserve_grpc)
+    request = ours.pb.PredictionsRequest(model_name="streaming", input={"data": b"go"})
+    mine = [r.prediction for r in ours.call("StreamPredictions", request)]
+    reference = [r.prediction for r in theirs.call("StreamPredictions", request)]
+    assert mine == reference and [p.decode() for p in mine] == archives.STREAMING_PARTS
+
+
+def test_stream_predictions2_is_refused_with_a_clear_status(nbserve_grpc):
+    ours = nbserve_grpc[0]
+    request = ours.pb.PredictionsRequest(model_name="ctl", input={"data": b"x"}, sequence_id="s1")
+    with pytest.raises(grpc.RpcError) as raised:
+        list(ours.inference.StreamPredictions2(iter([request]), metadata=ours._metadata("inference")))
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "sequence batching" in raised.value.details()
+
+
+def test_errors_carry_the_status_that_says_what_happened(nbserve_grpc, torchserve_grpc):
+    ours, theirs = both(nbserve_grpc, torchserve_grpc)
+    unknown = ours.pb.PredictionsRequest(model_name="nope", input={"data": b"x"})
+    assert ours.code("Predictions", unknown) == grpc.StatusCode.NOT_FOUND
+    assert theirs.code("Predictions", unknown) == grpc.StatusCode.INTERNAL  # TorchServe's
+    bad_image = ours.pb.PredictionsRequest(model_name="resnet18", input={"data": b"not an image"})
+    assert ours.code("Predictions", bad_image) == grpc.StatusCode.INVALID_ARGUMENT
+    too_large = ours.pb.PredictionsRequest(model_name="ctl", input={"data": b"x" * 2_000_000})
+    assert ours.code("Predictions", too_large) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    missing = ours.mpb.DescribeModelRequest(model_name="nope")
+    assert ours.code("DescribeModel", missing) == grpc.StatusCode.NOT_FOUND
+
+
+def test_the_keys_are_asked_for_in_the_metadata(nbserve_grpc):
+    client, server = nbserve_grpc
+    request = client.pb.PredictionsRequest(model_name="ctl", input={"data": b"{}"})
+    with pytest.raises(grpc.RpcError) as raised:
+        client.inference.Predictions(request, timeout=30)  # no key
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as raised:
+        client.management.ListModels(client.mpb.ListModelsRequest(),
+                                     metadata=client._metadata("inference"), timeout=30)
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED  # the inference key won't do
+    assert len(server.engine.models()) == 3
+
+
+def test_management_rpcs_answer_as_torchserve_does(nbserve_grpc, torchserve_grpc, archives_dir,
+                                                   torchserve):
+    ours, theirs = both(nbserve_grpc, torchserve_grpc)
+    mpb = ours.mpb
+    listed = [json.loads(c.call("ListModels", mpb.ListModelsRequest(limit=2)).msg) for c in (ours, theirs)]
+    assert listed[0] == listed[1]
+    described = [json.loads(c.call("DescribeModel", mpb.DescribeModelRequest(model_name="ctl")).msg)[0]
+                 for c in (ours, theirs)]
+    for key in ("modelName", "modelVersion", "batchSize", "maxBatchDelay", "minWorkers"):
+        assert described[0][key] == described[1][key], key
+    shutil.copy(archives_dir["ctl"], torchserve.store / "ctl2.mar")
+    answers = []
+    for client in (ours, theirs):
+        steps = [
+            ("RegisterModel", mpb.RegisterModelRequest(url="ctl.mar" if client is ours else "ctl2.mar",
+                                                       model_name="again", initial_workers=1,
+                                                       synchronous=True)),
+            ("ScaleWorker", mpb.ScaleWorkerRequest(model_name="again", min_worker=2,
+                                                   synchronous=True)),
+            ("SetDefault", mpb.SetDefaultRequest(model_name="again", model_version="1.0")),
+            ("UnregisterModel", mpb.UnregisterModelRequest(model_name="again")),
+        ]
+        answers.append([json.loads(client.call(rpc, request).msg) for rpc, request in steps])
+    assert answers[0] == answers[1]
+    assert ours.code("DescribeModel", mpb.DescribeModelRequest(model_name="again")) \
+        == grpc.StatusCode.NOT_FOUND
+
+
+GRPC_CLIENT = '''
+import sys
+import grpc
+import inference_pb2, inference_pb2_grpc, management_pb2, management_pb2_grpc
+
+inference_address, management_address, key_file, image = sys.argv[1:5]
+import json
+keys = json.load(open(key_file))
+def meta(kind):
+    return (("authorization", "Bearer " + keys[kind]["key"]),)
+
+management = management_pb2_grpc.ManagementAPIsServiceStub(grpc.insecure_channel(management_address))
+inference = inference_pb2_grpc.InferenceAPIsServiceStub(grpc.insecure_channel(inference_address))
+registered = management.RegisterModel(management_pb2.RegisterModelRequest(
+    url="resnet18.mar", model_name="resnet18", initial_workers=1, synchronous=True),
+    metadata=meta("management")).msg
+answer = inference.Predictions(inference_pb2.PredictionsRequest(
+    model_name="resnet18", input={"data": open(image, "rb").read()}), metadata=meta("inference"))
+unregistered = management.UnregisterModel(
+    management_pb2.UnregisterModelRequest(model_name="resnet18"), metadata=meta("management")).msg
+print(json.dumps({"registered": json.loads(registered), "prediction": json.loads(answer.prediction),
+                  "unregistered": json.loads(unregistered)}))
+'''
+
+
+def test_torchserves_grpc_client_script_works_against_nbserve_serve(stubs, archives_dir, tmp_path,
+                                                                   photos):
+    """What ts_scripts/torchserve_grpc_client.py does (register, infer, unregister), with
+    only the stubs generated from TorchServe's files, against ``nbserve serve --grpc``."""
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copy(archives_dir["resnet18"], store / "resnet18.mar")
+    (tmp_path / "kitten.jpg").write_bytes(next(iter(photos.values())))
+    grpc_ports = [free_port(), free_port()]
+    config = tmp_path / "config.properties"
+    config.write_text(f"grpc_inference_port={grpc_ports[0]}\ngrpc_management_port={grpc_ports[1]}\n"
+                      "enable_model_api=true\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nbserve", "serve", "--grpc", "--model-store", str(store),
+         "--ts-config", str(config),
+         *(f"--{api}-address=http://127.0.0.1:{free_port()}" for api in
+           ("inference", "management", "metrics"))],
+        stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    log = []
+    while not any("metrics API at" in line for line in log):
+        line = process.stderr.readline()
+        assert line, "".join(log)
+        log.append(line)
+    assert any(f"gRPC inference API at 127.0.0.1:{grpc_ports[0]}" in line for line in log), log
+    try:
+        script = tmp_path / "client.py"
+        script.write_text(GRPC_CLIENT)
+        stub_folder = Path(stubs[0].__file__).parent
+        run = subprocess.run([sys.executable, str(script), f"127.0.0.1:{grpc_ports[0]}",
+                              f"127.0.0.1:{grpc_ports[1]}", str(tmp_path / "key_file.json"),
+                              str(tmp_path / "kitten.jpg")], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(stub_folder)}, timeout=300)
+        assert run.returncode == 0, run.stderr
+        answers = json.loads(run.stdout)
+        assert answers["registered"]["status"] == ('Model "resnet18" Version: 1.0 registered '
+                                                   "with 1 initial workers")
+        assert len(answers["prediction"]) == 5
+        assert answers["unregistered"]["status"] == 'Model "resnet18" unregistered'
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)

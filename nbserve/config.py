@@ -85,7 +85,7 @@ class ModelConfig:
     #: it dies; see nbserve.process_worker).
     isolation: str = "thread"
     #: Threads preprocessing each worker's requests (see nbserve.worker); None: the CPUs this
-    #: process may use, shared among the workers.
+    #: process may use, shared among the workers, less one for a forward pass on the CPU.
     preprocess_threads: int | None = None
     #: The whole model-config.yaml, which handlers read as ``context.model_yaml_config``.
     yaml: dict = field(default_factory=dict, compare=False)

@@ -1,6 +1,7 @@
 """TorchServe's gRPC APIs: a client generated from TorchServe 0.12's own proto files (taken
 from its wheel's model-server.jar) calls every RPC on nbserve and on TorchServe, same archives."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -25,10 +26,10 @@ SITE = Path(grpc.__file__).parents[1]  # google/rpc/status.proto and google/prot
 @pytest.fixture(scope="module")
 def stubs(tmp_path_factory):
     """inference_pb2(_grpc) and management_pb2(_grpc), generated from TorchServe's files."""
-    import ts
-
+    # Found, not imported: handlers' ``import ts...`` must keep meaning nbserve's shim here.
+    ts = Path(importlib.util.find_spec("ts").submodule_search_locations[0])
     folder = tmp_path_factory.mktemp("ts-stubs")
-    with zipfile.ZipFile(Path(ts.__file__).parent / "frontend" / "model-server.jar") as jar:
+    with zipfile.ZipFile(ts / "frontend" / "model-server.jar") as jar:
         for name in ("proto/inference.proto", "proto/management.proto"):
             (folder / Path(name).name).write_bytes(jar.read(name))
     subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{folder}", f"-I{SITE}",
@@ -177,7 +178,7 @@ def test_management_rpcs_answer_as_torchserve_does(nbserve_grpc, torchserve_grpc
     assert listed[0] == listed[1]
     described = [json.loads(c.call("DescribeModel", mpb.DescribeModelRequest(model_name="ctl")).msg)[0]
                  for c in (ours, theirs)]
-    for key in ("modelName", "modelVersion", "batchSize", "maxBatchDelay", "minWorkers"):
+    for key in ("modelName", "modelVersion", "modelUrl", "runtime", "minWorkers", "maxWorkers"):
         assert described[0][key] == described[1][key], key
     shutil.copy(archives_dir["ctl"], torchserve.store / "ctl2.mar")
     answers = []
@@ -191,7 +192,7 @@ def test_management_rpcs_answer_as_torchserve_does(nbserve_grpc, torchserve_grpc
             ("SetDefault", mpb.SetDefaultRequest(model_name="again", model_version="1.0")),
             ("UnregisterModel", mpb.UnregisterModelRequest(model_name="again")),
         ]
-        answers.append([json.loads(client.call(rpc, request).msg) for rpc, request in steps])
+        answers.append([client.call(rpc, request).msg for rpc, request in steps])
     assert answers[0] == answers[1]
     assert ours.code("DescribeModel", mpb.DescribeModelRequest(model_name="again")) \
         == grpc.StatusCode.NOT_FOUND
@@ -217,8 +218,8 @@ answer = inference.Predictions(inference_pb2.PredictionsRequest(
     model_name="resnet18", input={"data": open(image, "rb").read()}), metadata=meta("inference"))
 unregistered = management.UnregisterModel(
     management_pb2.UnregisterModelRequest(model_name="resnet18"), metadata=meta("management")).msg
-print(json.dumps({"registered": json.loads(registered), "prediction": json.loads(answer.prediction),
-                  "unregistered": json.loads(unregistered)}))
+print(json.dumps({"registered": registered, "prediction": json.loads(answer.prediction),
+                  "unregistered": unregistered}))
 '''
 
 
@@ -256,10 +257,10 @@ def test_torchserves_grpc_client_script_works_against_nbserve_serve(stubs, archi
                              env={**os.environ, "PYTHONPATH": str(stub_folder)}, timeout=300)
         assert run.returncode == 0, run.stderr
         answers = json.loads(run.stdout)
-        assert answers["registered"]["status"] == ('Model "resnet18" Version: 1.0 registered '
-                                                   "with 1 initial workers")
+        assert answers["registered"] == ('Model "resnet18" Version: 1.0 registered '
+                                         "with 1 initial workers")
         assert len(answers["prediction"]) == 5
-        assert answers["unregistered"]["status"] == 'Model "resnet18" unregistered'
+        assert answers["unregistered"] == 'Model "resnet18" unregistered'
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)

@@ -1,4 +1,6 @@
-"""TorchServe's gRPC management service; each answer's ``msg`` is the REST API's JSON body."""
+"""TorchServe's gRPC management service: ``msg`` is the REST API's JSON body for ListModels and
+DescribeModel, and its ``status`` text for the calls that change something, as TorchServe
+answers them."""
 
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ class ManagementService(Service):
 
     def _answer(self, value) -> object:
         return messages.ManagementResponse(msg=json_message(value))
+
+    def _status(self, answer: dict) -> object:
+        return messages.ManagementResponse(msg=answer["status"])
 
     def ListModels(self, request, context):  # noqa: N802 - TorchServe's RPC names
         return self._answer(models_page(self.engine, request.limit or 100,
@@ -36,7 +41,7 @@ class ManagementService(Service):
             batch_size=request.batch_size or None, max_batch_delay=request.max_batch_delay or None,
             initial_workers=request.initial_workers or None,
             response_timeout=request.response_timeout or None)
-        return self._answer(registered(version))
+        return self._status(registered(version))
 
     def ScaleWorker(self, request, context):  # noqa: N802
         target = self.engine.get(request.model_name, request.model_version or None)
@@ -44,15 +49,15 @@ class ManagementService(Service):
         max_workers = max(request.max_worker or target.config.max_workers, min_workers)
         self.engine.scale(request.model_name, request.model_version or None,
                           min_workers=min_workers, max_workers=max_workers)
-        return self._answer(scaled(request.model_name, min_workers))
+        return self._status(scaled(request.model_name, min_workers))
 
     def SetDefault(self, request, context):  # noqa: N802
         self.engine.set_default(request.model_name, request.model_version)
-        return self._answer(default_set(request.model_name, request.model_version))
+        return self._status(default_set(request.model_name, request.model_version))
 
     def UnregisterModel(self, request, context):  # noqa: N802
         if not self.http.config.enable_model_api:
             raise refuse_model_api("Unregistering models")
         self.engine.get(request.model_name, request.model_version or None)
         self.engine.unregister(request.model_name, request.model_version or None)
-        return self._answer(unregistered(request.model_name))
+        return self._status(unregistered(request.model_name))

@@ -206,7 +206,7 @@ def server_latencies(metrics_url: str, url: str) -> dict[str, float]:
 def in_process_limit(version, body: bytes, seconds: float = 2.0) -> float:
     """Requests a second a fresh copy of ``version``'s handler answers in a plain loop on this
     thread, at the version's batch size: the model's own speed, without a server."""
-    from nbserve.handlers.context import Context
+    from nbserve.handlers.context import Context, RequestProcessor
     from nbserve.handlers.loader import archive_imports, load_handler
 
     with archive_imports(version.model_dir):
@@ -215,6 +215,8 @@ def in_process_limit(version, body: bytes, seconds: float = 2.0) -> float:
                           version.config.batch_size, None, model_yaml_config=version.config.yaml)
         entry.initialize(context)
     rows = [{"body": body}] * version.config.batch_size
+    context.request_ids = {i: f"bench-{i}" for i in range(len(rows))}
+    context.request_processor = [RequestProcessor({}) for _ in rows]
     entry.handle(rows, context)
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:

@@ -50,12 +50,13 @@ def test_bad_settings_say_what_is_wrong(overrides, message):
 
 def test_every_torchserve_key_is_applied_or_named_with_its_reason(tmp_path):
     path = tmp_path / "config.properties"
-    path.write_text("metrics_mode=log\ngrpc_inference_port=7070\nvmargs=-Xmx4g\n"
+    path.write_text("metrics_mode=log\nnumber_of_netty_threads=4\nvmargs=-Xmx4g\n"
                     "number_of_gpu=0\nlimit_max_image_pixels=false\n")
     config = ServerConfig.from_properties(path)
     assert [w.split("'")[1] for w in config.warnings] == [
-        "metrics_mode", "grpc_inference_port", "vmargs"]
-    assert "gRPC is not served yet" in config.warnings[1]
+        "metrics_mode", "number_of_netty_threads", "vmargs"]
+    assert "nbserve has no Netty" in config.warnings[1]
+    assert ServerConfig.from_properties(path).values["grpc_inference_port"] == 7070  # applied
     from nbserve.startup import engine_for
 
     engine = engine_for(config)

@@ -1,7 +1,7 @@
 """TorchServe's gRPC APIs: a client generated from TorchServe 0.12's own proto files (taken
 from its wheel's model-server.jar) calls every RPC on nbserve and on TorchServe, same archives."""
 
-import importlib.util
+import importlib.metadata
 import json
 import os
 import shutil
@@ -27,9 +27,10 @@ SITE = Path(grpc.__file__).parents[1]  # google/rpc/status.proto and google/prot
 def stubs(tmp_path_factory):
     """inference_pb2(_grpc) and management_pb2(_grpc), generated from TorchServe's files."""
     # Found, not imported: handlers' ``import ts...`` must keep meaning nbserve's shim here.
-    ts = Path(importlib.util.find_spec("ts").submodule_search_locations[0])
+    jar_path = importlib.metadata.distribution("torchserve").locate_file(
+        "ts/frontend/model-server.jar")
     folder = tmp_path_factory.mktemp("ts-stubs")
-    with zipfile.ZipFile(ts / "frontend" / "model-server.jar") as jar:
+    with zipfile.ZipFile(jar_path) as jar:
         for name in ("proto/inference.proto", "proto/management.proto"):
             (folder / Path(name).name).write_bytes(jar.read(name))
     subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{folder}", f"-I{SITE}",

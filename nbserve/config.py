@@ -247,7 +247,7 @@ NOT_APPLIED = {
     **dict.fromkeys(("ts_header_key_sequence_id", "ts_header_key_sequence_start",
                      "ts_header_key_sequence_end"), "sequence batching is not supported"),
     **dict.fromkeys(("initial_worker_port", "initial_distribution_port"),
-                    "workers are threads of this process and listen on no port"),
+                    "workers talk to the server over a socket pair, not a port"),
     "vmargs": "nbserve has no Java VM",
     "enable_metrics_api": "the metrics API is always on (loopback, read-only, no key)",
     "disable_system_metrics": "nbserve reports no system metrics",
@@ -263,7 +263,7 @@ NOT_APPLIED = {
     "model_server_home": "nbserve needs no home folder",
     "cpp_log_config": "the C++ backend is not supported",
     "ts_open_inference_protocol": "the KServe v1/v2 routes are always served",
-    "blacklist_env_vars": "workers are threads of this process: they share its environment",
+    "blacklist_env_vars": "worker processes inherit the server's environment whole",
     "debug": "nbserve has no Java debugger to attach",
 }
 #: TorchServe's Java keystore settings; nbserve reads PEM files instead.

@@ -175,8 +175,15 @@ def test_management_rpcs_answer_as_torchserve_does(nbserve_grpc, torchserve_grpc
                                                    torchserve):
     ours, theirs = both(nbserve_grpc, torchserve_grpc)
     mpb = ours.mpb
-    listed = [json.loads(c.call("ListModels", mpb.ListModelsRequest(limit=2)).msg) for c in (ours, theirs)]
-    assert listed[0] == listed[1]
+    # The session's TorchServe serves other tests' models too: compare these three, and paging.
+    # (limit=100 said: TorchServe lists none for an unset limit, nbserve its documented 100.)
+    ours_listed, theirs_listed = (
+        json.loads(c.call("ListModels", mpb.ListModelsRequest(limit=100)).msg) for c in (ours, theirs))
+    assert json.loads(ours.call("ListModels", mpb.ListModelsRequest()).msg) == ours_listed
+    assert ours_listed["models"] == [m for m in theirs_listed["models"]
+                                     if m["modelName"] in ("ctl", "resnet18", "streaming")]
+    assert json.loads(ours.call("ListModels", mpb.ListModelsRequest(limit=2)).msg) == {
+        "nextPageToken": "2", "models": ours_listed["models"][:2]}
     described = [json.loads(c.call("DescribeModel", mpb.DescribeModelRequest(model_name="ctl")).msg)[0]
                  for c in (ours, theirs)]
     for key in ("modelName", "modelVersion", "modelUrl", "runtime", "minWorkers", "maxWorkers"):

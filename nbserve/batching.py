@@ -152,10 +152,8 @@ class RequestQueue:
                 self._cond.wait()
             if stop.is_set() or not self._items:
                 return None
-            if policy is not None:
-                target, wait = policy.decide(len(self._items))
-                wait_to_fill(self._cond, lambda: len(self._items) >= min(target, max_size)
-                             or self._closed or stop.is_set(), wait)
+            wait_to_fill(self._cond, policy, lambda: len(self._items), max_size,
+                         lambda: self._closed or stop.is_set())
             self._drop_settled()
             batch = [self._items.popleft() for _ in range(min(max_size, len(self._items)))]
         started = time.monotonic()
@@ -173,11 +171,17 @@ class RequestQueue:
             self._items = deque(r for r in self._items if not r.settled)
 
 
-def wait_to_fill(cond: threading.Condition, full, max_delay: float) -> None:
-    """With ``cond`` held, wait up to ``max_delay`` seconds for ``full()``: how a batch that has
-    its first request waits for more."""
-    until = time.monotonic() + max_delay
-    while not full():
+def wait_to_fill(cond: threading.Condition, policy: BatchPolicy | None,
+                 count: Callable[[], int], max_size: int, done: Callable[[], bool]) -> None:
+    """With ``cond`` held and a batch begun (``count()`` requests in hand): how it waits for
+    more, as long as ``policy`` says, for its target (at most ``max_size``), or until
+    ``done()``. Without a policy, not at all."""
+    if policy is None:
+        return
+    target, wait = policy.decide(count())
+    target = min(target, max_size)
+    until = time.monotonic() + wait
+    while count() < target and not done():
         left = until - time.monotonic()
         if left <= 0:
             return
@@ -279,10 +283,7 @@ class ReadyBuffer:
                 self._cond.wait()
             if not self._items:
                 return None
-            if policy is not None:
-                target, wait = policy.decide(self._ready())
-                wait_to_fill(self._cond, lambda: self._ready() >= min(target, max_size)
-                             or self._closed, wait)
+            wait_to_fill(self._cond, policy, self._ready, max_size, lambda: self._closed)
             taken = [self._items.popleft() for _ in range(min(max_size, self._ready()))]
             self._cond.notify_all()
             return taken

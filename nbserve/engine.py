@@ -12,6 +12,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 import traceback
 from concurrent.futures import Future
 import dataclasses
@@ -26,7 +27,7 @@ from nbserve.archive import ModelArchive, check_model_name, check_model_version,
 from nbserve.batch_policy import BatchPolicy
 from nbserve.batching import DeadlineWatcher, Prediction, Request, RequestQueue, streamed
 from nbserve.errors import (BadRequest, ModelAlreadyRegistered, ModelLoadFailed, ModelNotFound,
-                            ModelVersionNotFound, QueueFull)
+                            ModelVersionNotFound, NBServeError, QueueFull)
 from nbserve.handlers.metrics import HandlerMetrics
 from nbserve.handlers.util import get_yaml_config
 from nbserve.live import LiveModel
@@ -90,6 +91,17 @@ class ModelVersion:
         if wait:
             for worker in surplus:
                 worker.join()
+
+    def answer(self, request: Request, prediction: Prediction) -> None:
+        """Answer ``request`` and count it, unless it was settled already (timed out, say)."""
+        if request.resolve(prediction):
+            self.stats.record_answer(request.received, request.started, time.monotonic())
+
+    def fail(self, request: Request, error: NBServeError) -> None:
+        """Fail ``request`` and count its status, unless it was settled already."""
+        if request.fail(error):
+            self.stats.record_answer(request.received, request.started, time.monotonic(),
+                                     error_type=str(error.status))
 
     def close(self, wait: bool = True) -> None:
         """Take no new requests, answer every queued one, then stop the workers."""

@@ -266,14 +266,13 @@ class ProcessWorker:
             if kind == "answer":
                 _, request_id, value, status, headers = message
                 request = self._take(request_id)
-                if request is not None and request.resolve(Prediction(value, status, headers)):
-                    version.stats.record_answer(request.received, request.started, time.monotonic())
+                if request is not None:
+                    version.answer(request, Prediction(value, status, headers))
             elif kind == "error":
                 _, request_id, error = message
                 request = self._take(request_id)
-                if request is not None and request.fail(error):
-                    version.stats.record_answer(request.received, request.started,
-                                                time.monotonic(), error_type=str(error.status))
+                if request is not None:
+                    version.fail(request, error)
             elif kind == "started":
                 now = time.monotonic()
                 with self._slots:
@@ -321,9 +320,7 @@ class ProcessWorker:
             error = WorkerDied(f"{version.label}: worker {self.id} (pid {self._process.pid}) "
                                f"{how} while answering this request; it is being restarted."
                                + (f"\nLast lines of its stderr:\n{tail}" if tail else ""))
-            if request.fail(error):
-                version.stats.record_answer(request.received, request.started, time.monotonic(),
-                                            error_type=str(error.status))
+            version.fail(request, error)
         if self._finishing:
             sys.stderr.write(f"[{self.label}] worker process {how} while stopping.\n")
             return

@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import os
 import threading
-import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
@@ -182,7 +181,7 @@ class Worker:
         """Find the request that failed its batch: each alone, or halves of the batch while it
         runs out of memory (what fits still runs batched)."""
         if len(requests) == 1:
-            self._fail(requests[0], self._inference_error(error, stage))
+            self.version.fail(requests[0], self._inference_error(error, stage))
             return
         if _out_of_memory(error):
             if self.device is not None and self.device.type == "cuda":
@@ -225,7 +224,7 @@ class Worker:
             for request, preprocessed in ready:
                 error = preprocessed.exception()
                 if error is not None:  # the input's fault: its answer alone
-                    self._fail(request, self._inference_error(error, "preprocess"))
+                    self.version.fail(request, self._inference_error(error, "preprocess"))
                 elif preprocessed.result() is _RUN_HANDLE:
                     self._run_handle([request])
                 elif not request.settled:
@@ -268,17 +267,10 @@ class Worker:
         if len(outputs) != len(requests):
             raise ValueError(f"the handler returned {len(outputs)} answers for "
                              f"{len(requests)} requests")
-        finished = time.monotonic()
         for i, (request, value) in enumerate(zip(requests, outputs)):
             status, _ = context.get_response_status(i)
             headers = dict(context.get_response_headers(i))
-            if request.resolve(Prediction(value, status or 200, headers)):
-                self.version.stats.record_answer(request.received, request.started, finished)
-
-    def _fail(self, request: Request, error: InferenceError) -> None:
-        if request.fail(error):
-            self.version.stats.record_answer(request.received, request.started, time.monotonic(),
-                                             error_type=str(error.status))
+            self.version.answer(request, Prediction(value, status or 200, headers))
 
     def _inference_error(self, error: Exception, stage: str) -> InferenceError:
         """The handler's exception as an error the caller can act on."""

@@ -162,9 +162,7 @@ class BenchResult:
     def _repr_html_(self) -> str:
         rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
                        for k, v in self.csv_row().items() if not k.startswith(("Model", "Input")))
-        image, kind = latency_histogram(self.latencies_ms)
-        plot = (image.decode() if kind == "svg" else
-                f'<img src="data:image/png;base64,{base64.b64encode(image).decode()}">')
+        plot = _html_image(*latency_histogram(self.latencies_ms))
         return (f'<div class="nbserve-bench"><pre>{html.escape(str(self))}</pre>'
                 f"<table>{rows}</table>{plot}</div>")
 
@@ -269,9 +267,7 @@ class Sweep:
         printer.text(str(self))
 
     def _repr_html_(self) -> str:
-        image, kind = throughput_against_p99(self)
-        plot = (image.decode() if kind == "svg" else
-                f'<img src="data:image/png;base64,{base64.b64encode(image).decode()}">')
+        plot = _html_image(*throughput_against_p99(self))
         return f'<div class="nbserve-sweep">{plot}<pre>{html.escape(str(self))}</pre></div>'
 
 
@@ -298,13 +294,10 @@ def throughput_against_p99(result: Sweep) -> tuple[bytes, str]:
     """Each setting as a point: p99 latency across, throughput up, labelled b/w/c."""
     points = [(r.percentile(99) or 0, r.throughput, f"b{b} w{w} c{c}")
               for (b, w, c), r in sorted(result.results.items())]
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    figure = _figure((7, 4))
+    if figure is None:
         return _svg_points(points, result.p99_ms), "svg"
-    figure, axes = plt.subplots(figsize=(7, 4))
+    axes = figure.subplots()
     for x, y, label in points:
         axes.scatter([x], [y], color="#4c72b0")
         axes.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
@@ -313,10 +306,7 @@ def throughput_against_p99(result: Sweep) -> tuple[bytes, str]:
         axes.legend()
     axes.set(xlabel="p99 latency (ms)", ylabel="throughput (req/s)",
              title="Throughput against p99, per setting")
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue(), "png"
+    return _png(figure), "png"
 
 
 def _svg_points(points, p99_ms, width=560, height=300) -> bytes:
@@ -453,19 +443,36 @@ def latency_histogram(latencies_ms: list[float], bins: int = 30) -> tuple[bytes,
 
 
 def _bars(xs, ys, xlabel: str, ylabel: str, title: str) -> tuple[bytes, str]:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    figure = _figure((7, 3.2))
+    if figure is None:
         return _svg_bars(ys, xlabel, ylabel, title), "svg"
-    figure, axes = plt.subplots(figsize=(7, 3.2))
+    axes = figure.subplots()
     axes.bar(xs, ys, width=(xs[1] - xs[0]) if len(xs) > 1 else 0.8)
     axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    return _png(figure), "png"
+
+
+def _figure(size: tuple[float, float]):
+    """A matplotlib Figure, made without pyplot (so a notebook's backend is left as it is);
+    None without matplotlib."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    return Figure(figsize=size)
+
+
+def _png(figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue(), "png"
+    return buffer.getvalue()
+
+
+def _html_image(image: bytes, kind: str) -> str:
+    """A plot inline in HTML: the SVG itself, or the PNG as a data URL."""
+    if kind == "svg":
+        return image.decode()
+    return f'<img src="data:image/png;base64,{base64.b64encode(image).decode()}">'
 
 
 def _svg_bars(ys, xlabel: str, ylabel: str, title: str, width=560, height=220) -> bytes:

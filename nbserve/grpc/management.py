@@ -7,7 +7,8 @@ from __future__ import annotations
 from nbserve.grpc import json_message, messages
 from nbserve.grpc.service import Service
 from nbserve.http.base import refuse_model_api
-from nbserve.http.management import default_set, models_page, registered, scaled, unregistered
+from nbserve.http.management import (default_set, models_page, registered, scaled,
+                                     unregistered, versions_of)
 
 
 class ManagementService(Service):
@@ -25,11 +26,7 @@ class ManagementService(Service):
                                         request.next_page_token))
 
     def DescribeModel(self, request, context):  # noqa: N802
-        version = request.model_version or None
-        if version == "all":
-            versions = list(self.engine.model(request.model_name).versions.values())
-        else:
-            versions = [self.engine.get(request.model_name, version)]
+        versions = versions_of(self.engine, request.model_name, request.model_version or None)
         return self._answer([v.describe() for v in versions])
 
     def RegisterModel(self, request, context):  # noqa: N802

@@ -60,10 +60,7 @@ class ModelHandler(_ManagementHandler):
     """``GET``/``PUT``/``DELETE /models/{model}[/{version}|/all]``."""
 
     async def get(self, model: str, version: str | None = None):
-        if version == "all":
-            versions = list(self.engine.model(model).versions.values())
-        else:
-            versions = [self.engine.get(model, version)]
+        versions = versions_of(self.engine, model, version)
         described = [v.describe() for v in versions]
         if self.get_query_argument("customized", "false").lower() == "true":
             for entry, served in zip(described, versions):
@@ -126,6 +123,13 @@ class TokenHandler(APIHandler):
 
 
 # TorchServe's answers, shared with its gRPC management service (nbserve.grpc.management).
+
+def versions_of(engine, model: str, version: str | None) -> list:
+    """The versions a describe call names: one (the default if None), or ``all``."""
+    if version == "all":
+        return list(engine.model(model).versions.values())
+    return [engine.get(model, version)]
+
 
 def models_page(engine, limit: int, start: int) -> dict:
     """``limit`` models from the ``start``-th, and the token of the next page if any."""

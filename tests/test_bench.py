@@ -11,7 +11,7 @@ import time
 import pytest
 
 from archives import controlled
-from helpers import Client, start_server
+from helpers import start_server
 from kernel import Kernel, html, text
 
 from nbserve.bench import CSV_COLUMNS

@@ -171,6 +171,30 @@ def test_the_keys_are_asked_for_in_the_metadata(nbserve_grpc):
     assert len(server.engine.models()) == 3
 
 
+def test_changes_without_the_management_key_change_nothing(nbserve_grpc):
+    client, server = nbserve_grpc
+    engine, mpb = server.engine, client.mpb
+    workers = len(engine.get("ctl").workers)
+    wrong = (("authorization", "Bearer not-the-key"),)
+    calls = [
+        (client.management.RegisterModel, mpb.RegisterModelRequest(
+            url="ctl.mar", model_name="intruder", initial_workers=1, synchronous=True), ()),
+        (client.management.ScaleWorker, mpb.ScaleWorkerRequest(
+            model_name="ctl", min_worker=workers + 2, synchronous=True), wrong),
+        (client.management.SetDefault, mpb.SetDefaultRequest(model_name="ctl",
+                                                              model_version="1.0"), wrong),
+        (client.management.UnregisterModel, mpb.UnregisterModelRequest(model_name="ctl"),
+         client._metadata("inference")),
+    ]
+    for rpc, request, metadata in calls:
+        with pytest.raises(grpc.RpcError) as raised:
+            rpc(request, metadata=metadata, timeout=60)
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED, rpc
+    assert sorted(m.name for m in engine.models()) == ["ctl", "resnet18", "streaming"]
+    assert len(engine.get("ctl").workers) == workers  # no worker added
+    assert json.loads(client.predict("ctl", b"{}"))["tag"] == "v1"  # still served, as it was
+
+
 def test_management_rpcs_answer_as_torchserve_does(nbserve_grpc, torchserve_grpc, archives_dir,
                                                    torchserve):
     ours, theirs = both(nbserve_grpc, torchserve_grpc)

@@ -431,20 +431,34 @@ def _unpack(f: BinaryIO, source: Path, cache: Path, unpacked: Path, limits: "_Li
     """Unpack the open archive ``f`` into ``unpacked``, whole or not at all."""
     temp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=cache))
     try:
-        f.seek(0)
-        if zipfile.is_zipfile(f):
-            _unpack_zip(f, source, temp, limits)
-        else:
+        try:
             f.seek(0)
-            if not tarfile.is_tarfile(f):  # reads the head, and seeks back
-                raise ArchiveError(f"{source} is neither a .mar (zip) nor a .tar.gz archive.")
-            _unpack_tar(f, source, temp, limits)
+            if zipfile.is_zipfile(f):
+                _unpack_zip(f, source, temp, limits)
+            else:
+                f.seek(0)
+                if not tarfile.is_tarfile(f):  # reads the head, and seeks back
+                    raise ArchiveError(f"{source} is neither a .mar (zip) nor a .tar.gz archive.")
+                _unpack_tar(f, source, temp, limits)
+        except OSError as e:
+            # A member that is both a file and a folder, a name the file system refuses...:
+            # the archive's fault, answered as such, without the cache's paths.
+            raise ArchiveError(f"{source} cannot be unpacked: {e.strerror or type(e).__name__} "
+                               f"at member {_member_named(e, temp)!r}; refused.") from None
         try:
             os.replace(temp, unpacked)
         except OSError:  # another process unpacked the same archive first
             _check_private(unpacked)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _member_named(error: OSError, temp: Path) -> str:
+    """The member an unpacking error is about, relative to the archive (never a cache path)."""
+    try:
+        return Path(error.filename).relative_to(temp).as_posix()
+    except (TypeError, ValueError):
+        return "?"
 
 
 def _check_private(folder: Path) -> None:
@@ -595,6 +609,7 @@ def _unpack_tar(f: BinaryIO, source: Path, dest: Path, limits: _Limits) -> None:
             for member in tar:
                 path = _member_path(source, member.name)
                 if member.isdir():
+                    limits.add(source, member.name, 0)  # folders count: 120,000 cost inodes
                     (dest / path).mkdir(parents=True, exist_ok=True)
                     continue
                 if not member.isreg():

@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 import shutil
 import subprocess
 import tarfile
@@ -204,6 +205,43 @@ def test_hostile_archives_are_refused_and_write_nothing(tmp_path, name):
     assert tree(tmp_path) == before
     assert list(cache.iterdir()) == []
     assert not Path("/tmp/nbserve-absolute.txt").exists()
+
+
+def _folders_tar(path: Path, count: int) -> Path:
+    def build(tar):
+        for i in range(count):
+            info = tarfile.TarInfo(f"x/d{i}")
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+    return _tar(path, build)
+
+
+def test_folders_count_against_the_member_limit(tmp_path, monkeypatch):
+    """A small .tar.gz of empty folders (120,003 of them in 551 KiB) is refused at the member
+    limit, before it has made them all."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("nbserve.archive"), "MAX_MEMBERS", 1000)
+    folders = _folders_tar(tmp_path / "folders.tar.gz", 1200)
+    cache = tmp_path / "cache"
+    with pytest.raises(ArchiveError, match="more than 1000 members"):
+        open_archive(folders, cache_dir=cache)
+    assert list(cache.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["mar", "tar.gz"])
+def test_a_member_that_is_a_file_and_a_folder_is_the_archives_error(tmp_path, kind):
+    """``a`` then ``a/b``: a 400 that names the member, and no cache path in the message."""
+    path = tmp_path / f"both.{kind}"
+    if kind == "mar":
+        _zip(path, {"a": "file", "a/b": "inside"})
+    else:
+        _tar(path, lambda tar: [_tar_member(name)(tar) for name in ("x/a", "x/a/b")])
+    cache = tmp_path / "cache"
+    with pytest.raises(ArchiveError) as refused:
+        open_archive(path, cache_dir=cache)
+    assert refused.value.status == 400 and re.search(r"at member '(x/)?a'", str(refused.value))
+    assert str(cache) not in str(refused.value) and list(cache.iterdir()) == []
 
 
 def test_the_size_limit_holds_whatever_the_ratio(tiny_model_dir, tmp_path):

@@ -97,20 +97,28 @@ class ModelStore:
         deadline = time.monotonic() + self.download_timeout
         opener = urllib.request.build_opener(_CheckedRedirects(self._check_url))
         try:
-            with opener.open(url, timeout=min(60, self.download_timeout)) as response, \
+            with opener.open(url, timeout=self.download_timeout) as response, \
                     open(out_path, "wb") as out:
                 declared = response.headers.get("Content-Length", "")
                 if declared.isdigit() and int(declared) > self.max_download_size:
                     raise self._too_large(url)
                 size = 0
-                while chunk := response.read(_CHUNK):
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise self._too_slow(url)
+                    # Each read waits at most the time left, and returns whatever has come:
+                    # a server that sends a byte a second cannot stretch the deadline.
+                    _set_read_timeout(response, left)
+                    try:
+                        chunk = response.read1(_CHUNK)
+                    except TimeoutError:
+                        raise self._too_slow(url) from None
+                    if not chunk:
+                        break
                     size += len(chunk)
                     if size > self.max_download_size:
                         raise self._too_large(url)
-                    if time.monotonic() > deadline:
-                        raise DownloadArchiveError(
-                            f"Downloading {url} took longer than download_timeout "
-                            f"({self.download_timeout:g} s).")
                     out.write(chunk)
         except urllib.error.HTTPError as e:
             raise DownloadArchiveError(f"Failed to download archive from: {url} "
@@ -119,12 +127,24 @@ class ModelStore:
             # The network's own error (errno, resolver, addresses) stays out of the answer.
             raise DownloadArchiveError(f"Failed to download archive from: {url}") from None
 
+    def _too_slow(self, url: str) -> DownloadArchiveError:
+        return DownloadArchiveError(f"Downloading {url} took longer than download_timeout "
+                                    f"({self.download_timeout:g} s).")
+
     def _too_large(self, url: str) -> DownloadArchiveError:
         return DownloadArchiveError(f"The archive at {url} is larger than max_download_size "
                                     f"({self.max_download_size} bytes).")
 
     def close(self) -> None:
         self.downloads.shutdown(wait=False, cancel_futures=True)
+
+
+def _set_read_timeout(response, seconds: float) -> None:
+    """Bound the next read of ``response``'s socket (http.client reads it through a file
+    object that hides it)."""
+    sock = getattr(getattr(response.fp, "raw", None), "_sock", None)
+    if sock is not None:
+        sock.settimeout(seconds)
 
 
 class _CheckedRedirects(urllib.request.HTTPRedirectHandler):

@@ -15,7 +15,8 @@ from helpers import tree
 
 
 class Files(http.server.BaseHTTPRequestHandler):
-    """A loopback web server: /ctl.mar, /redirect (to ``redirect_to``), /slow.mar (trickles)."""
+    """A loopback web server: /ctl.mar, /redirect (to ``redirect_to``), /slow.mar (trickles),
+    /drip.mar (a byte every 2 s, for a minute)."""
 
     archive = b""
     redirect_to = ""
@@ -33,6 +34,17 @@ class Files(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(self.archive[i:i + 64])
                 self.wfile.flush()
                 time.sleep(0.05)
+        elif self.path == "/drip.mar":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(self.archive)))
+            self.end_headers()
+            try:
+                for byte in self.archive[:30]:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(2)
+            except OSError:  # the server gave up on us, as it should
+                pass
         else:
             self.send_response(200)
             self.send_header("Content-Length", str(len(self.archive)))
@@ -108,6 +120,25 @@ def test_size_and_time_are_capped_and_leave_nothing(registering, web):
     assert (status, answer["type"]) == (400, "DownloadArchiveException")
     assert time.monotonic() - started < 10
     assert engine.models() == [] and tree(store) == {}
+
+
+def test_download_timeout_holds_against_a_byte_every_two_seconds(registering, web):
+    """Each read waits only the time left: two dripping downloads (as many as there are
+    download threads) end at download_timeout, and a registration after them goes through."""
+    engine, management, store = registering(download_timeout=3)
+    started = time.monotonic()
+    answers = []
+    drips = [threading.Thread(target=lambda: answers.append(register(management, f"{web}/drip.mar")))
+             for _ in range(2)]
+    for drip in drips:
+        drip.start()
+    for drip in drips:
+        drip.join(30)
+    assert time.monotonic() - started < 5, "a download outlived download_timeout"
+    assert [(status, a["type"]) for status, a in answers] == [(400, "DownloadArchiveException")] * 2
+    assert all("download_timeout" in a["message"] for _, a in answers)
+    assert register(management, f"{web}/ctl.mar")[0] == 200
+    assert [m.name for m in engine.models()] == ["ctl"] and set(tree(store)) == {"ctl.mar"}
 
 
 def test_an_archive_in_the_store_is_never_overwritten(registering, web):

@@ -266,6 +266,8 @@ class Engine:
                               self.metrics_config)
         loaded.notices = notices
         loaded.requirements = self._requirements(archive, name)
+        if loaded.requirements is not None and config.isolation == "thread":
+            requirements.use(loaded.requirements, first=False)
         try:
             loaded.scale(config.min_workers)
         except BaseException:

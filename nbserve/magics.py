@@ -109,8 +109,12 @@ class NBServeMagics(Magics):
             for notice in version.notices:
                 print(notice)
             if version.requirements is not None:
+                where = ("first on its worker processes' sys.path"
+                         if version.config.isolation == "process" else
+                         f"last on this kernel's sys.path ({sys.executable}), so they cannot "
+                         "shadow the kernel's own packages")
                 print(f"{version.name}'s requirements are installed in {version.requirements}, "
-                      f"first on this kernel's sys.path ({sys.executable}).")
+                      f"{where}.")
             workers = len(version.workers)
             where = f"({device_text(version)}, {workers} worker{'s' * (workers != 1)})"
             print(served_line(version.name, version.version, where, urls["inference"]))

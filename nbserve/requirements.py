@@ -3,9 +3,11 @@ installed before its handler loads when ``install_py_dep_per_model=true``, as To
 
 TorchServe installs them with ``pip install -t`` into the model's folder. Here they go to a
 folder of their own under the cache, named by the requirements file's hash, so an archive opened
-again (or another with the same file) installs nothing; that folder is put first on
-``sys.path``. With the setting off, as TorchServe's default is, such an archive loads with a
-warning that names the setting.
+again (or another with the same file) installs nothing. A worker process puts that folder first
+on its ``sys.path`` (the process is the model's alone); thread workers share the server's
+process, so there it goes last, where a model's packages cannot shadow the server's own or
+another model's (:func:`use`). With the setting off, as TorchServe's default is, such an archive
+loads with a warning that names the setting.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ class RequirementsError(NBServeError):
 
 
 def install(requirements: Path, model_name: str, cache_dir: Path | None = None) -> Path:
-    """Install ``requirements`` (once per content) and put them first on ``sys.path``; the
-    folder they are in. pip's output goes to the log; a failure names the requirement."""
+    """Install ``requirements`` (once per content); the folder they are in. pip's output goes
+    to the log; a failure names the requirement."""
     digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
     cache = (cache_dir or default_cache_dir().parent) / "requirements"
     target = cache / digest
@@ -56,9 +58,18 @@ def install(requirements: Path, model_name: str, cache_dir: Path | None = None) 
             os.replace(partial, target)
         except OSError:  # installed meanwhile by another process
             shutil.rmtree(partial, ignore_errors=True)
-    if str(target) not in sys.path:
-        sys.path.insert(0, str(target))
     return target
+
+
+def use(folder: Path, *, first: bool) -> None:
+    """Make the packages in ``folder`` importable: ``first`` in a process of the model's own,
+    last in a process that others share."""
+    if str(folder) in sys.path:
+        return
+    if first:
+        sys.path.insert(0, str(folder))
+    else:
+        sys.path.append(str(folder))
 
 
 def _failure(output: str) -> str:

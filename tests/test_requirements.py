@@ -82,3 +82,33 @@ def test_with_the_setting_off_a_warning_names_it(tmp_path, caplog):
     finally:
         server.stop(timeout=5)
         engine.close()
+
+
+def test_requirements_never_shadow_the_servers_own_packages(tmp_path):
+    """Thread workers share the server's process: the model's folder goes last on sys.path.
+    Worker processes are the model's own: there it goes first, and the server's path is
+    untouched."""
+    import sys
+
+    wheel = str(tiny_wheel(tmp_path))
+    engine, server = serve(tmp_path, needing(tmp_path / "t", wheel), install_py_dep_per_model=True,
+                           isolation="thread")
+    try:
+        installed = str(engine.get("needs").requirements)
+        packages = max(i for i, entry in enumerate(sys.path) if "-packages" in entry)
+        assert sys.path.index(installed) > packages and sys.path.count(installed) == 1
+        status, _, answer = Client(server.urls["inference"]).call("POST", "/predictions/needs", b"x")
+        assert (status, answer) == (200, b"from tinydep")
+    finally:
+        server.stop(timeout=5)
+        engine.close()
+        sys.path.remove(installed)
+    engine, server = serve(tmp_path, needing(tmp_path / "p", wheel), install_py_dep_per_model=True,
+                           isolation="process")
+    try:
+        assert str(engine.get("needs").requirements) not in sys.path
+        status, _, answer = Client(server.urls["inference"]).call("POST", "/predictions/needs", b"x")
+        assert (status, answer) == (200, b"from tinydep")
+    finally:
+        server.stop(timeout=5)
+        engine.close()

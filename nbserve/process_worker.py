@@ -6,18 +6,22 @@ or signal), the other workers and models go on, and the process is started again
 TorchServe's backoff. A request past its ``response_timeout`` gets 408 and its worker is killed
 and restarted, so a forward pass that hangs does not hold the worker forever.
 
-The process is spawned (a fresh interpreter: CUDA is safe and no kernel thread is copied) as
-``python -m nbserve.process_worker FD``. Inside it, the same :class:`~nbserve.worker.Worker`
+The process is spawned (a fresh interpreter: CUDA is safe and no kernel thread is copied) with
+the working folder off its ``sys.path`` (:data:`CHILD`), so a ``nbserve/`` folder where the
+server was started is never imported in place of the installed package. Inside it, the same :class:`~nbserve.worker.Worker`
 that thread isolation runs serves a local queue, so batching, pipelining, ``Context``,
-streaming and handler metrics behave alike in both. The two ends talk over a socket pair with
-pickled tuples: a request body crosses it once each way, with no shared-memory segment to leave
-behind. Its stdout and stderr reach this process's stderr, each line prefixed with the model and
+streaming and handler metrics behave alike in both. The two ends talk over a socket pair: a
+request body crosses it once each way, with no shared-memory segment to leave behind. What the
+process sends is plain data (:func:`send_message`): an answer that is not is encoded there, as
+its HTTP answer will be, and one the server still cannot read fails only its own request. Its stdout and stderr reach this process's stderr, each line prefixed with the model and
 worker; the last lines are kept for ``%serve``'s status.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -32,8 +36,9 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
 from nbserve.batching import Prediction, Request, RequestQueue
-from nbserve.errors import InferenceError, RequestTimeout, WorkerDied
+from nbserve.errors import InferenceError, NBServeError, RequestTimeout, WorkerDied
 from nbserve.handlers.loader import HandlerLoadError
+from nbserve.protocol import plain
 
 if TYPE_CHECKING:
     from nbserve.engine import ModelVersion
@@ -42,6 +47,10 @@ if TYPE_CHECKING:
 BACKOFF = (0, 1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610)
 #: Lines of a worker's stderr kept for the status of a worker that died.
 STDERR_LINES = 20
+#: What the worker's interpreter runs. ``python -m`` would put the working folder first on
+#: ``sys.path`` (and ``-P``, which would not, is Python 3.11's); ``-c`` puts it there as the
+#: first entry, which the command removes before it imports anything.
+CHILD = "import sys; del sys.path[0]; from nbserve.process_worker import main; main(int(sys.argv[1]))"
 
 
 class ProcessWorker:
@@ -115,7 +124,7 @@ class ProcessWorker:
         ours, theirs = socket.socketpair()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         process = subprocess.Popen(
-            [sys.executable, "-m", "nbserve.process_worker", str(theirs.fileno())],
+            [sys.executable, "-c", CHILD, str(theirs.fileno())],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, env=env, start_new_session=True)
         theirs.close()
@@ -131,9 +140,9 @@ class ProcessWorker:
                 "requirements": version.requirements, "worker_id": self.id, "gpu_id": self.gpu_id}
         try:
             conn.send(spec)
-            reply = conn.recv()
-        except (EOFError, OSError):
-            reply = ("died",)
+            reply = receive_message(conn)[::2]  # (kind, payload): no request id
+        except (EOFError, OSError, pickle.UnpicklingError):
+            reply = ("died", ())
         if reply[0] != "ready":
             conn.close()
             code = process.wait()
@@ -142,10 +151,10 @@ class ProcessWorker:
             self.status = "UNLOADED"
             if reply[0] == "load_failed":
                 raise HandlerLoadError(f"{version.label} failed to load in worker process "
-                                       f"{self.id}: {reply[1]}\n{reply[2]}")
+                                       f"{self.id}: {reply[1][0]}\n{reply[1][1]}")
             raise HandlerLoadError(f"{version.label}: worker process {self.id} {_death(code)} while "
                                    f"loading.\n" + "".join(self.stderr_tail))
-        self.gpu_memory = reply[1]
+        (self.gpu_memory,) = reply[1]
         self._process, self._conn = process, conn
         self._killed_because = None
         self.start_time = datetime.now(timezone.utc)
@@ -259,33 +268,33 @@ class ProcessWorker:
         version = self.version
         while True:
             try:
-                message = conn.recv()
+                kind, request_id, payload = receive_message(conn)
             except (EOFError, OSError):
                 break
-            kind = message[0]
+            except Unreadable as unreadable:
+                self._unreadable(unreadable)
+                continue
             if kind == "answer":
-                _, request_id, value, status, headers = message
                 request = self._take(request_id)
                 if request is not None:
-                    version.answer(request, Prediction(value, status, headers))
+                    version.answer(request, Prediction(*payload))
             elif kind == "error":
-                _, request_id, error = message
                 request = self._take(request_id)
                 if request is not None:
-                    version.fail(request, error)
+                    version.fail(request, payload[0])
             elif kind == "started":
                 now = time.monotonic()
                 with self._slots:
-                    self._started.update(dict.fromkeys(message[1], now))
+                    self._started.update(dict.fromkeys(payload[0], now))
             elif kind == "part":
-                request = self._in_flight.get(message[1])
+                request = self._in_flight.get(request_id)
                 if request is not None:
-                    request.send_part(message[2])
+                    request.send_part(payload[0])
             elif kind == "batch":
-                _, size, self.batch_target, self.batch_wait_s = message
+                size, self.batch_target, self.batch_wait_s = payload
                 version.stats.record_batch(size)
             elif kind == "metric":
-                version.handler_metrics.record(*message[1:])
+                version.handler_metrics.record(*payload)
         conn.close()
         code = process.wait()
         for relay in relays:  # its last words, before they are quoted
@@ -293,6 +302,19 @@ class ProcessWorker:
         if self._finishing and self._killed_because is None and code == 0:
             return
         self._died(_death(code))
+
+    def _unreadable(self, message: Unreadable) -> None:
+        """A message the server cannot read fails its own request alone (or is logged)."""
+        version = self.version
+        error = InferenceError(
+            f"{version.label}: worker {self.id} sent a {message.kind} the server cannot read "
+            f"({message.reason}).", model_name=version.name, version=version.version,
+            stage="answer")
+        request = self._take(message.request_id) if message.request_id else None
+        if request is not None:
+            version.fail(request, error)
+        else:
+            sys.stderr.write(f"[{self.label}] {error}\n")
 
     def _take(self, request_id: str) -> Request | None:
         with self._slots:
@@ -351,11 +373,53 @@ def _death(code: int) -> str:
     return f"exited with code {code}"
 
 
+# The wire from a worker process to the server.
+
+class Unreadable(Exception):
+    """A message from a worker process that the server cannot read."""
+
+    def __init__(self, kind: str, request_id: str | None, reason: str):
+        super().__init__(reason)
+        self.kind, self.request_id, self.reason = kind, request_id, reason
+
+
+class _PlainData(pickle.Unpickler):
+    """Reads plain data, nbserve's errors and encoded answers, and no other class: reading a
+    worker's message never imports a handler's module into the server."""
+
+    def find_class(self, module: str, name: str):
+        if module == "nbserve.errors" or (module, name) == ("nbserve.protocol", "Encoded"):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not plain data")
+
+
+def send_message(conn: Connection, kind: str, request_id: str | None, *payload) -> None:
+    """One message to the server: its kind and request id first, readable whatever the
+    payload holds, so a payload the server cannot read fails only that request."""
+    head = pickle.dumps((kind, request_id))
+    conn.send_bytes(len(head).to_bytes(4, "big") + head + pickle.dumps(payload))
+
+
+def receive_message(conn: Connection) -> tuple[str, str | None, tuple]:
+    """``(kind, request_id, payload)`` of the next message; Unreadable if it cannot be read."""
+    frame = conn.recv_bytes()
+    size = int.from_bytes(frame[:4], "big")
+    try:
+        kind, request_id = _PlainData(io.BytesIO(frame[4:4 + size])).load()
+    except Exception as error:  # noqa: BLE001 - whatever the bytes are
+        raise Unreadable("message", None, f"{type(error).__name__}: {error}") from None
+    try:
+        return kind, request_id, _PlainData(io.BytesIO(frame[4 + size:])).load()
+    except Exception as error:  # noqa: BLE001 - whatever the bytes are
+        raise Unreadable(kind, request_id, f"{type(error).__name__}: {error}") from None
+
+
 # The process's side.
 
 def main(fd: int) -> None:
     """Load the handler the spec names and serve requests from the socket until told to stop
     (or the server is gone)."""
+    from nbserve import requirements
     from nbserve.engine import ModelVersion
     from nbserve.handlers.metrics import HandlerMetrics
     from nbserve.worker import Worker
@@ -364,30 +428,30 @@ def main(fd: int) -> None:
     conn = Connection(fd)
     send_lock = threading.Lock()
 
-    def send(message: tuple) -> None:
+    def send(kind: str, request_id: str | None, *payload) -> None:
         with send_lock:
-            conn.send(message)
+            send_message(conn, kind, request_id, *payload)
 
     spec = conn.recv()
     if spec["requirements"] is not None:
-        sys.path.insert(0, str(spec["requirements"]))  # this model's alone
+        requirements.use(spec["requirements"], first=True)  # this process is the model's alone
     version = ModelVersion(spec["archive"], spec["name"], spec["version"], spec["handler"],
                            replace(spec["config"], job_queue_size=sys.maxsize))
     version.handler_metrics = HandlerMetrics(
         spec["name"], spec["metrics_config"],
         on_update=lambda metric, value, dims: send(
-            ("metric", metric.name, metric.unit, metric.dimension_names,
-             metric.metric_type.value, value, dims)))
+            "metric", None, metric.name, metric.unit, list(metric.dimension_names),
+            metric.metric_type.value, value, list(dims)))
     version.stats = _BatchesSent(send, version.batching)
     version.queue = _StartsSent(version.queue, send)
     worker = Worker(spec["worker_id"], version, spec["gpu_id"])
     try:
         worker.start()
     except BaseException as error:  # noqa: BLE001 - reported to the server
-        send(("load_failed", f"{type(error).__name__}: {error}",
-              "".join(traceback.format_exception(error))))
+        send("load_failed", None, f"{type(error).__name__}: {error}",
+             "".join(traceback.format_exception(error)))
         return
-    send(("ready", worker.gpu_memory))
+    send("ready", None, worker.gpu_memory)
     while True:
         try:
             message = conn.recv()
@@ -397,8 +461,9 @@ def main(fd: int) -> None:
             break
         _, request_id, inputs, headers = message
         request = Request(inputs=inputs, headers=headers, id=request_id,
-                          on_part=lambda value, rid=request_id: send(("part", rid, value)))
-        request.future.add_done_callback(lambda future, rid=request_id: _reply(send, rid, future))
+                          on_part=lambda value, rid=request_id: send("part", rid, plain(value)))
+        request.future.add_done_callback(
+            lambda future, rid=request_id: _reply(send, version.label, rid, future))
         version.queue.put(request)
     version.close()
     sys.stdout.flush()
@@ -415,7 +480,7 @@ class _StartsSent(RequestQueue):
     def take_batch(self, *args, **kwargs) -> list[Request] | None:
         batch = super().take_batch(*args, **kwargs)
         if batch:
-            self._send(("started", [r.id for r in batch]))
+            self._send("started", None, [r.id for r in batch])
         return batch
 
 
@@ -427,25 +492,25 @@ class _BatchesSent:
         self._send, self._policy = send, policy
 
     def record_batch(self, size: int) -> None:
-        self._send(("batch", size, self._policy.target, self._policy.wait_s))
+        self._send("batch", None, size, self._policy.target, self._policy.wait_s)
 
     def record_answer(self, *args, **kwargs) -> None:
         pass
 
 
-def _reply(send, request_id: str, future) -> None:
-    """A settled request's answer or error, to the server."""
+def _reply(send, label: str, request_id: str, future) -> None:
+    """A settled request's answer or error, to the server, as plain data."""
     error = future.exception()
     if error is None:
         prediction = future.result()
         try:
-            send(("answer", request_id, prediction.value, prediction.status, prediction.headers))
+            send("answer", request_id, plain(prediction.value), prediction.status,
+                 {str(k): str(v) for k, v in prediction.headers.items()})
             return
-        except Exception as unsendable:  # noqa: BLE001 - an answer pickle cannot carry
-            error = InferenceError(f"The handler's answer cannot be sent from its worker process: "
-                                   f"{unsendable}", model_name="", version="", stage="answer")
-    send(("error", request_id, error))  # an InferenceError: the worker wrapped the handler's
-
-
-if __name__ == "__main__":
-    main(int(sys.argv[1]))
+        except NBServeError as unsendable:  # not plain data, and not JSON either
+            error = InferenceError(f"{label}: {unsendable}", model_name="", version="",
+                                   stage="answer")
+    if type(error).__module__ != NBServeError.__module__:  # the server reads nbserve's errors
+        error = InferenceError(str(error), model_name="", version="", stage="answer",
+                               status=getattr(error, "status", 500))
+    send("error", request_id, error)

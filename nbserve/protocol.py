@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from tornado import httputil
@@ -84,9 +85,43 @@ def prediction_answer(prediction: Prediction, max_response_size: int) -> tuple[i
     return prediction.status, headers, body
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """An answer already encoded as :func:`encode_answer` would encode it: what a worker process
+    sends for a value that is not plain data (a tensor, an object of the handler's own class),
+    so the server never has to import the handler's code to read it."""
+
+    body: bytes
+    content_type: str
+
+
+PLAIN_TYPES = (type(None), bool, int, float, str, bytes)
+
+
+def plain(value: Any) -> Any:
+    """``value`` if it is plain data (None, numbers, text, bytes, and lists, tuples and
+    string-keyed dicts of them), else its :class:`Encoded` answer; NBServeError if it cannot be
+    encoded at all."""
+    if _is_plain(value):
+        return value
+    return Encoded(*encode_answer(value))
+
+
+def _is_plain(value: Any) -> bool:
+    if type(value) in PLAIN_TYPES:
+        return True
+    if type(value) in (list, tuple):
+        return all(_is_plain(item) for item in value)
+    if type(value) is dict:
+        return all(type(k) is str and _is_plain(v) for k, v in value.items())
+    return False
+
+
 def encode_answer(value: Any) -> tuple[bytes, str]:
     """An answer as TorchServe sends it: bytes and text as they are, tensors saved, the rest
     as indented JSON; each with a content type that no browser renders as a page."""
+    if isinstance(value, Encoded):
+        return value.body, value.content_type
     if isinstance(value, (bytes, bytearray)):
         return bytes(value), "application/octet-stream"
     if isinstance(value, str):

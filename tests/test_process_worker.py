@@ -145,6 +145,38 @@ def _zombie(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
 
 
+def test_an_answer_of_the_handlers_own_class_fails_alone(server):
+    """The worker sends plain data: an object it cannot encode is that request's 500 (as with
+    thread workers), and the same worker answers the next request."""
+    _, clients, _, _ = server
+    pid = worker_pid(clients)
+    for _ in range(2):
+        status, _, body = clients["inference"].call("PUT", "/predictions/crashing", b"object")
+        error = json.loads(body)
+        assert status == 500 and "'crashing'" in error["message"], error
+        assert "cannot be sent as JSON" in error["message"], error
+        status, _, body = clients["inference"].call("PUT", "/predictions/crashing", b"pid")
+        assert (status, json.loads(body)) == (200, pid)
+    assert worker_pid(clients) == pid
+
+
+def test_a_message_the_server_cannot_read_names_its_request():
+    """What a worker sends is read without importing any class but nbserve's: a payload of
+    another class is refused, and the refusal says which request it was for."""
+    from multiprocessing.connection import Pipe
+
+    from nbserve.process_worker import Unreadable, receive_message, send_message
+
+    ours, theirs = Pipe()
+    send_message(theirs, "answer", "r1", {"ok": [1, 2.5, "x", b"y"]}, 200, {})
+    assert receive_message(ours) == ("answer", "r1", ({"ok": [1, 2.5, "x", b"y"]}, 200, {}))
+    send_message(theirs, "answer", "r2", Path("/x"), 200, {})
+    with pytest.raises(Unreadable) as refused:
+        receive_message(ours)
+    assert (refused.value.kind, refused.value.request_id) == ("answer", "r2")
+    assert "pathlib" in refused.value.reason
+
+
 def test_stop_leaves_no_process_and_no_shared_memory(server):
     process, clients, log, shm_before = server
     pids = [worker_pid(clients, m) for m in ("crashing", "steady")]
@@ -153,3 +185,24 @@ def test_stop_leaves_no_process_and_no_shared_memory(server):
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}"), f"worker process {pid} outlived the server"
     assert set(os.listdir("/dev/shm")) <= shm_before
+
+
+
+def test_a_package_planted_in_the_working_folder_never_runs(tmp_path, monkeypatch):
+    """A ``nbserve/`` folder where the server starts (a clone, a download) is not what its
+    worker processes import: they run the installed package."""
+    from nbserve.config import ServerConfig
+    from nbserve.startup import engine_for
+
+    planted = tmp_path / "cwd" / "nbserve"
+    planted.mkdir(parents=True)
+    marker = tmp_path / "planted-ran"
+    (planted / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (planted / "process_worker.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    mar = crashing(tmp_path / "handler")
+    monkeypatch.chdir(planted.parent)
+    with engine_for(ServerConfig(), isolation="process") as engine:
+        engine.register(mar)
+        (worker,) = engine.get("crashing").workers
+        assert engine.predict("crashing", b"pid") == worker.pid != os.getpid()
+    assert not marker.exists()

@@ -549,6 +549,10 @@ import sys
 import time
 
 
+class Answer:
+    """An answer of this module's own class, which no server can read without importing it."""
+
+
 def handle(data, context):
     """Answers its process id, or crashes the way the body asks."""
     if data is None:
@@ -562,12 +566,15 @@ def handle(data, context):
             os._exit(1)
         elif body == b"hang":
             time.sleep(3600)
+        elif body == b"object":
+            return [Answer() for _ in data]
     return [os.getpid() for _ in data]
 '''
 
 
 def crashing(folder: Path) -> Path:
-    """A handler that answers its pid, or segfaults, exits or hangs when the body says so."""
+    """A handler that answers its pid, or segfaults, exits, hangs or answers an object of its
+    own class when the body says so."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "crashing.py").write_text(CRASHING_PY)
     return make_archive(folder, "crashing", "crashing.py")

@@ -467,8 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except NBServeError as e:
-        print(f"nbserve {args.verb}: error: {e}", file=sys.stderr)
+    except (NBServeError, OSError) as e:  # an address in use, a file missing: said, not a traceback
+        print(f"nbserve {args.verb}: error: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

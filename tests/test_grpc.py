@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 import archives
-from helpers import start_server
+from helpers import nbserve_serve, start_server
 from jupyter_app import free_port
 
 from nbserve.engine import Engine
@@ -296,3 +296,30 @@ def test_torchserves_grpc_client_script_works_against_nbserve_serve(stubs, archi
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
+
+
+def test_a_second_server_cannot_share_the_grpc_ports(stubs, archives_dir, tmp_path):
+    """gRPC's SO_REUSEPORT is off: a second ``nbserve serve`` on the same gRPC ports fails
+    naming the setting, and every call made with the first server's key reaches the first."""
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copy(archives_dir["ctl"], store / "ctl.mar")
+    config = tmp_path / "config.properties"
+    grpc_ports = [free_port(), free_port()]
+    config.write_text(f"grpc_inference_port={grpc_ports[0]}\ngrpc_management_port={grpc_ports[1]}\n")
+    flags = ("--grpc", "--model-store", str(store), "--models", "ctl=ctl.mar",
+             "--ts-config", str(config))
+    first, _, _ = nbserve_serve(*flags, cwd=tmp_path / "store")
+    try:
+        keys = {kind: entry["key"] for kind, entry in
+                json.loads((store / "key_file.json").read_text()).items()}
+        (tmp_path / "second").mkdir()
+        with pytest.raises(AssertionError) as second:
+            nbserve_serve(*flags, cwd=tmp_path / "second")
+        assert "grpc_inference_port" in str(second.value) and "in use" in str(second.value)
+        client = Client(stubs, f"127.0.0.1:{grpc_ports[0]}", f"127.0.0.1:{grpc_ports[1]}", keys)
+        answers = [client.predict("ctl", b"[1, 2]") for _ in range(40)]
+        assert len(set(answers)) == 1
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(60)

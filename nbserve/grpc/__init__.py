@@ -11,6 +11,7 @@ TorchServe answers ``INTERNAL``), with the REST API's message.
 
 from __future__ import annotations
 
+import errno
 import json
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
@@ -65,8 +66,11 @@ class GrpcServer:
 
         self.http = http_server
         config = http_server.config
+        # gRPC's SO_REUSEPORT would let a second server bind the same port and take half the
+        # calls made with the first one's keys; without it, a taken port fails as REST's do.
         options = [("grpc.max_receive_message_length", config.max_request_size),
-                   ("grpc.max_send_message_length", config.max_response_size)]
+                   ("grpc.max_send_message_length", config.max_response_size),
+                   ("grpc.so_reuseport", 0)]
         self.servers = {}
         self.urls: dict[str, str] = {}
         for api, service in (("inference", InferenceService), ("management", ManagementService)):
@@ -82,11 +86,15 @@ class GrpcServer:
         credentials = _credentials(config) if config.values.get("enable_grpc_ssl") else None
         for api, address in addresses(config).items():
             server = self.servers[api]
-            port = (server.add_secure_port(address, credentials) if credentials
-                    else server.add_insecure_port(address))
+            try:
+                port = (server.add_secure_port(address, credentials) if credentials
+                        else server.add_insecure_port(address))
+            except RuntimeError:  # grpcio's "Failed to bind to address"
+                port = 0
             if port == 0:
-                raise OSError(f"The gRPC {api} address {address} cannot be bound (in use?); set "
-                              f"grpc_{api}_port or grpc_{api}_address.")
+                raise OSError(errno.EADDRINUSE, f"The gRPC {api} address {address} is in use; "
+                              f"choose another with grpc_{api}_port (or grpc_{api}_address) in "
+                              "config.properties, or set enable_grpc=false.")
             host = address.rsplit(":", 1)[0]
             self.urls[api] = f"{host}:{port}"
             server.start()

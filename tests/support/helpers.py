@@ -83,6 +83,32 @@ def start_server(engine, **settings):
     return server, clients_of(server.urls, server.tokens.keys if server.tokens else {})
 
 
+def nbserve_serve(*flags: str, cwd: Path, env: dict | None = None):
+    """``nbserve serve FLAGS`` started in ``cwd`` on free loopback ports, once its APIs
+    listen: ``(process, {api: port}, its stderr lines so far)``. AssertionError, with what it
+    said, if it exits instead."""
+    import os
+    import subprocess
+    import sys
+
+    from jupyter_app import free_port
+
+    ports = {api: free_port() for api in ("inference", "management", "metrics")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nbserve", "serve", *flags,
+         *(f"--{api}-address=http://127.0.0.1:{port}" for api, port in ports.items())],
+        stderr=subprocess.PIPE, text=True, cwd=cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    lines: list[str] = []
+    while not any("metrics API at" in line for line in lines):
+        line = process.stderr.readline()
+        if not line:
+            process.wait()
+            raise AssertionError(f"nbserve serve exited ({process.returncode}): {''.join(lines)}")
+        lines.append(line)
+    return process, ports, lines
+
+
 def clients_of(urls: dict[str, str], keys: dict[str, str]) -> dict[str, Client]:
     """A client per API, each holding its API's key (the metrics API takes none)."""
     return {api: Client(url, keys.get(api)) for api, url in urls.items()}

@@ -8,13 +8,14 @@ import json
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from tornado.ioloop import IOLoop
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from nbserve.announce import SECRET_HEADER
 from nbserve.errors import Forbidden, MethodNotAllowed, NBServeError
 from nbserve.http.access import check_token
 from nbserve.http.errors import write_error
-from nbserve.http.limits import RequestBody
+from nbserve.http.limits import Caller, RequestBody
 
 if TYPE_CHECKING:
     from nbserve.http.server import Server
@@ -56,6 +57,9 @@ class APIHandler(RequestHandler):
         """Who may call, and how much it may send, checked before anything runs."""
         self.server.request_started()
         config = self.server.config
+        #: This connection's client, as its server keeps it (see LimitedHTTPServer).
+        self.caller: Caller = getattr(self.request.connection.stream, "caller", None) or Caller()
+        self._lingering = None
         self.request_body = RequestBody(
             self.request.headers, limit=config.max_request_size, keep=self.takes_body,
             lingering_size=config.lingering_size, lingering_time=config.lingering_time)
@@ -64,6 +68,7 @@ class APIHandler(RequestHandler):
             self.request_body.check_declared()
         except NBServeError as refusal:
             self.request_body.refuse(refusal)
+            self._answer_refusal_in_time()
 
     def _check_caller(self) -> None:
         """See :mod:`nbserve.http.access`; a CORS preflight is answered here."""
@@ -75,6 +80,7 @@ class APIHandler(RequestHandler):
             expected = (self.server.secret or "").encode()
             if not (expected and hmac.compare_digest(secret.encode(), expected)):
                 raise Forbidden(f"Wrong {SECRET_HEADER}.")
+            self.caller.begin()
             return
         access = self.server.access[self.api]
         access.check_host(self.request.host)
@@ -89,9 +95,24 @@ class APIHandler(RequestHandler):
             self.finish()
             return
         check_token(self.server.tokens, self.token_kind, self.request.headers.get("Authorization"))
+        self.caller.begin()
 
     def data_received(self, chunk: bytes) -> None:
-        if not self.request_body.add(chunk) and not self._finished:
+        if not self.request_body.add(chunk):
+            self._answer_refusal()
+        else:
+            self._answer_refusal_in_time()
+
+    def _answer_refusal_in_time(self) -> None:
+        """A refused request whose body is still coming is answered within lingering_time,
+        whether or not the client goes on sending."""
+        if self.request_body.refusal is not None and self._lingering is None:
+            self._lingering = IOLoop.current().call_later(self.request_body.lingering_time,
+                                                          self._answer_refusal)
+
+    def _answer_refusal(self) -> None:
+        """Answer the refusal now; the connection closes after it (its body is not all in)."""
+        if not self._finished:
             refusal = self.request_body.refusal
             self.send_error(refusal.status, exc_info=(type(refusal), refusal, None))
 
@@ -106,6 +127,9 @@ class APIHandler(RequestHandler):
             raise refuse_model_api(what)
 
     def on_finish(self) -> None:
+        if self._lingering is not None:
+            IOLoop.current().remove_timeout(self._lingering)
+        self.caller.end()
         self.server.request_finished()
 
     def set_default_headers(self) -> None:

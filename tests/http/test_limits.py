@@ -4,6 +4,7 @@ checks the answer, that the refused bytes were not kept, and that the server sti
 
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -103,21 +104,90 @@ def test_a_thousand_idle_connections_do_not_stop_a_prediction(server_factory, tm
             sock.close()
 
 
-def test_connections_past_max_connections_are_closed(server_factory):
+def test_a_full_server_makes_room_by_closing_the_longest_idle_connection(server_factory):
     _, server, clients = server_factory(max_connections=5)
     inference = clients["inference"]
     held = [socket.create_connection((inference.host, inference.port)) for _ in range(5)]
     time.sleep(0.2)
     try:
-        extra = socket.create_connection((inference.host, inference.port))
-        extra.settimeout(5)
-        assert extra.recv(1) == b""
-        extra.close()
+        assert inference.json("GET", "/ping") == (200, {"status": "Healthy"})
+        held[0].settimeout(5)
+        assert held[0].recv(1) == b""  # the oldest made room
+        for sock in held[1:]:
+            sock.settimeout(0.1)
+            with pytest.raises(TimeoutError):
+                sock.recv(1)
     finally:
         for sock in held:
             sock.close()
-    time.sleep(0.2)
-    assert inference.json("GET", "/ping")[0] == 200
+
+
+def test_connections_answering_keyed_requests_are_never_closed_for_another(server_factory,
+                                                                          tmp_path):
+    """When every connection is answering a request that showed the key, a new one is closed."""
+    engine, server, clients = server_factory(max_connections=2)
+    engine.register(controlled(tmp_path), batch_size=2)
+    inference = clients["inference"]
+    answers = []
+    slow = [threading.Thread(target=lambda: answers.append(inference.json(
+        "POST", "/predictions/ctl", b'{"sleep": 2}', {"Content-Type": "application/json"})))
+        for _ in range(2)]
+    for thread in slow:
+        thread.start()
+    time.sleep(0.8)
+    extra = socket.create_connection((inference.host, inference.port))
+    extra.settimeout(5)
+    assert extra.recv(1) == b""
+    extra.close()
+    for thread in slow:
+        thread.join()
+    assert [status for status, _ in answers] == [200, 200]
+
+
+def _flood(inference, count: int) -> list[socket.socket]:
+    """``count`` connections that each send the headers of a POST without a key, and no body."""
+    flood = []
+    for _ in range(count):
+        try:
+            sock = socket.create_connection((inference.host, inference.port), timeout=5)
+            sock.sendall(b"POST /predictions/ctl HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Length: 100\r\n\r\n")
+            flood.append(sock)
+        except OSError:  # the server closed it to make room: the flood goes on
+            pass
+    return flood
+
+
+def test_a_flood_without_the_key_never_locks_out_a_client_with_it(server_factory, tmp_path):
+    """The live attack: connections that send a keyless POST's headers and no body fill the
+    server. A client with the key is answered within 2 s every time, and each refused request
+    is answered 401 within lingering_time and closed, not held to body_timeout."""
+    engine, server, clients = server_factory(max_connections=200, lingering_time=2)
+    engine.register(controlled(tmp_path))
+    inference = clients["inference"]
+    flood = _flood(inference, 400)
+    try:
+        for _ in range(10):
+            flood += _flood(inference, 40)
+            started = time.monotonic()
+            status, answer = inference.json("POST", "/predictions/ctl", b'{"x": 1}',
+                                            {"Content-Type": "application/json"})
+            assert status == 200 and answer["echo"] == {"x": 1}
+            assert time.monotonic() - started < 2
+        time.sleep(2.5)  # lingering_time: every refused request has had its answer
+        answered = 0
+        for sock in flood[-40:]:
+            sock.settimeout(5)
+            try:
+                data = sock.recv(4096)
+            except OSError:
+                data = b""
+            answered += data.startswith(b"HTTP/1.1 401")
+        assert answered >= 30  # the rest were closed earlier, to make room
+        assert engine.get("ctl").stats.requests == 10  # the keyless ones reached no model
+    finally:
+        for sock in flood:
+            sock.close()
 
 
 def test_kserve_instances_are_capped_before_anything_is_queued(served):

@@ -3,7 +3,9 @@
 While a kernel serves, ``nbserve-kernel-<id>.json`` there holds its kernel id, process id,
 loopback URLs and a secret the extension sends with each request it forwards. The file is
 readable by its owner only, is removed when serving stops or the kernel exits, and one left by
-a process that died is ignored and removed by whoever reads it.
+a process that died is ignored and removed by whoever reads it. One that another user owns, or
+that others may read or write, or a link, is never read: where the runtime dir is shared, no one
+else can point the extension at a server of theirs.
 """
 
 from __future__ import annotations
@@ -91,6 +93,16 @@ def write_private(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
+def _read_own(path: Path) -> str:
+    """The text of a file this user owns and alone may read or write; PermissionError else."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(descriptor) as f:
+        info = os.fstat(f.fileno())
+        if info.st_uid != os.getuid() or info.st_mode & 0o077:
+            raise PermissionError(f"{path} is not this user's own private file")
+        return f.read()
+
+
 def withdraw(path: Path) -> None:
     path.unlink(missing_ok=True)
 
@@ -100,7 +112,7 @@ def announcements(runtime_dir: str | os.PathLike | None = None) -> list[Announce
     found = []
     for path in Path(runtime_dir or jupyter_runtime_dir()).glob(f"{_PREFIX}*.json"):
         try:
-            record = Announcement(**json.loads(path.read_text()))
+            record = Announcement(**json.loads(_read_own(path)))
         except (OSError, ValueError, TypeError):
             continue
         if record.alive:

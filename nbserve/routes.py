@@ -26,6 +26,9 @@ class Route:
     methods: tuple[str, ...]
     #: The path as OpenAPI writes it.
     openapi: str
+    #: The methods that register, replace or unregister a model: TorchServe's model API, off
+    #: unless ``enable_model_api``; through Jupyter, allowed only to who may run code there.
+    model_api: tuple[str, ...] = ()
 
     def matches(self, path: str) -> re.Match | None:
         return re.fullmatch(self.pattern, path)
@@ -52,17 +55,23 @@ ROUTES = (
           ("GET",), "/v2/models/{model_name}/versions/{model_version}/ready"),
     Route("api-description", "management", r"/", ("GET", "OPTIONS"), "/"),
     Route("token", "management", r"/token", ("GET",), "/token"),
-    Route("models", "management", r"/models", ("GET", "POST"), "/models"),
+    Route("models", "management", r"/models", ("GET", "POST"), "/models", model_api=("POST",)),
     Route("set-default", "management", r"/models/([^/]+)/([^/]+)/set-default", ("PUT",),
           "/models/{model_name}/{model_version}/set-default"),
     Route("model", "management", r"/models/([^/]+)(?:/([^/]+))?", ("GET", "PUT", "DELETE"),
-          "/models/{model_name}/{model_version}"),
+          "/models/{model_name}/{model_version}", model_api=("DELETE",)),
     Route("metrics", "metrics", r"/metrics", ("GET",), "/metrics"),
 )
 
 
 def of_api(api: str) -> list[Route]:
     return [route for route in ROUTES if route.api == api]
+
+
+def changes_models(method: str, path: str) -> bool:
+    """Whether ``method path`` is a model-API call: registering, replacing or unregistering."""
+    path = "/" + path.partition("?")[0].lstrip("/")
+    return any(method in route.model_api and route.matches(path) for route in ROUTES)
 
 
 def api_of(path: str) -> str:

@@ -37,3 +37,25 @@ def test_a_folder_others_may_write_is_refused(tmp_path):
     with pytest.raises(PermissionError, match="not private"):
         announce.announce("k3", {}, "s3cret", shared)
     assert list(shared.iterdir()) == []
+
+
+def _planted(runtime, kernel_id: str, mode: int):
+    """An announcement as a kernel writes it, then given ``mode``."""
+    path = announce.announce(kernel_id, {"inference": "http://127.0.0.1:9"}, "theirs", runtime)
+    path.chmod(mode)
+    return path
+
+
+def test_announcements_others_could_have_written_are_not_read(tmp_path):
+    """A file others may read or write, a link, or another user's file names no kernel the
+    extension would forward to."""
+    runtime = tmp_path / "runtime"
+    own = announce.announce("mine", {"inference": "http://127.0.0.1:1"}, "s3cret", runtime)
+    _planted(runtime, "loose", 0o644)
+    _planted(runtime, "writable", 0o622)
+    target = _planted(tmp_path / "elsewhere", "k", 0o600)
+    (runtime / "nbserve-kernel-linked.json").symlink_to(target)
+    if os.getuid() == 0:  # as root, a file can be given to another user
+        os.chown(_planted(runtime, "foreign", 0o600), 12345, 12345)
+    assert [a.kernel_id for a in announce.announcements(runtime)] == ["mine"]
+    announce.withdraw(own)

@@ -1,8 +1,11 @@
 """The extension's routes under ``{base_url}nbserve/``, behind Jupyter's authentication.
 
-A request's path: Jupyter authenticates and authorizes it (resource ``nbserve``); the kernel
-that answers it is chosen (:mod:`nbserve.extension.kernels`); its body streams to that kernel's
-loopback server with the kernel's secret, and the answer streams back as the kernel sent it.
+A request's path: Jupyter authenticates and authorizes it (resource ``nbserve``; registering,
+replacing or unregistering a model runs an archive's code in the kernel, so those need what
+running code in a kernel needs, ``execute`` on ``kernels``); the kernel that answers it is
+chosen (:mod:`nbserve.extension.kernels`); its body streams to that kernel's loopback server
+with the kernel's secret, and the answer streams back as the kernel sent it, under a content
+type that no browser runs as a page on Jupyter's origin.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from tornado.web import HTTPError, stream_request_body
 
 from nbserve.extension.kernels import merged_metrics, unreachable
 from nbserve.http.errors import write_error
+from nbserve.routes import changes_models
 
 AUTH_RESOURCE = "nbserve"
 _PAGE = Path(__file__).with_name("page.html")
@@ -33,9 +37,11 @@ _RESPONSE_ONLY = {"connection", "keep-alive", "transfer-encoding", "server", "da
                   "set-cookie2", "content-security-policy", "strict-transport-security",
                   "x-frame-options", "x-content-type-options", "location", "refresh", "link",
                   "clear-site-data", "www-authenticate"}
-#: Content types a browser would run as a page on Jupyter's origin; sent as text instead.
-_ACTIVE_CONTENT = {"text/html", "application/xhtml+xml", "image/svg+xml", "text/xml",
-                   "application/xml", "text/javascript", "application/javascript"}
+#: Content types that reach Jupyter's origin as they are: none of them runs as a page. Any
+#: other (HTML, SVG, every XML type, and those not known yet) is sent as a download.
+_PASSIVE_CONTENT = {"application/json", "text/plain", "text/csv", "text/event-stream",
+                    "application/octet-stream", "image/png", "image/jpeg", "image/gif",
+                    "image/webp", "image/bmp", "image/tiff", "audio/wav", "audio/mpeg"}
 
 
 class NBServeHandler(ExtensionHandlerMixin, APIHandler):
@@ -103,10 +109,11 @@ class ProxyHandler(NBServeHandler):
         if not self.current_user:
             raise HTTPError(403, "Log in to Jupyter, or send its token, to call the models.")
         action = {"GET": "read", "HEAD": "read"}.get(self.request.method, "write")
-        if not await ensure_async(self.authorizer.is_authorized(
-                self, self.current_user, action, AUTH_RESOURCE)):
-            raise HTTPError(403, f"User is not authorized to {action} on resource: {AUTH_RESOURCE}.")
+        await self._require(action, AUTH_RESOURCE)
         kernel_id, path = self.path_kwargs.get("kernel_id"), self.path_kwargs["path"]
+        if changes_models(self.request.method, path):
+            await self._require("execute", "kernels", "a model's archive runs its code in the "
+                                                      "kernel, as a cell does")
         if self.request.query:
             path += "?" + self.request.query
         self.kernel = self.kernels.get(kernel_id) if kernel_id else await self.kernels.owner(path)
@@ -120,7 +127,15 @@ class ProxyHandler(NBServeHandler):
         self._upstream = asyncio.ensure_future(
             AsyncHTTPClient().fetch(request, raise_error=False))
         self._content_type = "application/json"
+        #: Whether the answer goes out as a download (its content type is not passive).
+        self._download = False
         self.set_header("X-Content-Type-Options", "nosniff")
+
+    async def _require(self, action: str, resource: str, why: str = "") -> None:
+        if not await ensure_async(self.authorizer.is_authorized(
+                self, self.current_user, action, resource)):
+            raise HTTPError(403, f"User is not authorized to {action} on resource: {resource}"
+                                 + (f" ({why})." if why else "."))
 
     async def data_received(self, chunk: bytes) -> None:
         self._body.put_nowait(chunk)
@@ -139,9 +154,12 @@ class ProxyHandler(NBServeHandler):
             lower = name.lower()
             if lower.startswith("access-control-") or lower in _RESPONSE_ONLY:
                 return
+            if lower == "content-disposition" and self._download:
+                return  # a download it stays
             if lower == "content-type":
-                if value.split(";")[0].strip().lower() in _ACTIVE_CONTENT:
-                    value = "text/plain; charset=utf-8"
+                if value.split(";")[0].strip().lower() not in _PASSIVE_CONTENT:
+                    value, self._download = "application/octet-stream", True
+                    self.set_header("Content-Disposition", "attachment")
                 self._content_type = value  # APIHandler.finish would set its own otherwise
             self.set_header(name, value)
 

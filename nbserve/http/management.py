@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from nbserve.errors import BadRequest
+from nbserve.errors import BadRequest, Forbidden
 from nbserve.http.base import APIHandler
 from nbserve.protocol import encode_answer
 from nbserve.tokens import API_KEY, ROTATING
@@ -114,6 +114,10 @@ class TokenHandler(APIHandler):
     token_kind = API_KEY
 
     def get(self):
+        if self.via_jupyter:  # a GET any page can send with Jupyter's cookie
+            raise Forbidden("The kernel's keys are not replaced through Jupyter: they are not "
+                            "the Jupyter user's to rotate. Call /token on the kernel's own "
+                            "management API with its API key.")
         kind = self.get_query_argument("type", None)
         if self.server.tokens is None:
             raise BadRequest("Token authorization is off: there is no key to replace.")

@@ -420,11 +420,14 @@ class TerminalCount:
 def _serve_on_ray(args: argparse.Namespace, config) -> int:
     from nbserve import ray_serve
     from nbserve.display import served_line
+    from nbserve.http.access import key_notice
 
     serving = ray_serve.connect(args.ray_address, http_address=args.inference_address,
                                 config=config)
     stop = _stop_on_signals()  # after connecting: ray.init sets a SIGTERM handler of its own
     try:
+        if serving.tokens is not None:
+            print(f"nbserve: {key_notice(serving.tokens)}", file=sys.stderr, flush=True)
         for model in serving.deploy_models(config, args.models, **ray_placement(args)):
             print("nbserve: " + served_line(model.name, model.version,
                                             f"on Ray ({model.describe_placement()})", serving.url),

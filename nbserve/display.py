@@ -155,7 +155,8 @@ class ServingStatus:
 
     rows: list[dict]
     urls: dict[str, str]
-    #: A ``curl`` line that calls the first model served here, its key included.
+    #: A ``!curl`` line that calls the first model served here; it names where the key is
+    #: (IPython puts it in when the line runs), never the key: a cell's output is saved.
     curl: str = ""
     #: Worker processes that died: which, how, and the last lines of their stderr.
     deaths: list[str] = field(default_factory=list)
@@ -164,11 +165,12 @@ class ServingStatus:
                "p99 ms", "predictions URL")
 
     @classmethod
-    def of(cls, engine, urls: dict[str, str], ray=None,
-           inference_key: str | None = None) -> ServingStatus:
+    def of(cls, engine, urls: dict[str, str], ray=None, keys_at: dict[str, str] | None = None
+           ) -> ServingStatus:
         """The versions ``engine`` serves, and the models deployed to Ray through ``ray`` (a
-        :class:`~nbserve.ray_serve.serving.RayServing`), with their replicas' states;
-        ``inference_key`` goes in the curl line where token authorization is on."""
+        :class:`~nbserve.ray_serve.serving.RayServing`), with their replicas' states.
+        ``keys_at``: for each place models answer (``here``, ``ray``), the Python expression
+        of its inference key, where token authorization is on there."""
         rows, deaths = [], []
         for model in engine.models() if engine is not None else []:
             for name, version in sorted(model.versions.items()):
@@ -218,9 +220,10 @@ class ServingStatus:
         served = [row["predictions URL"] for row in rows if row["workers"] != "failed to load"]
         if served:
             url = served[0]
-            here = inference_key and "inference" in urls and url.startswith(urls["inference"])
-            header = f' -H "Authorization: Bearer {inference_key}"' if here else ""
-            curl = f"curl {url} -T INPUT{header}"
+            where = "here" if url.startswith(urls.get("inference", "//")) else "ray"
+            key = (keys_at or {}).get(where)
+            header = f' -H "Authorization: Bearer {{{key}}}"' if key else ""
+            curl = f"!curl {url} -T INPUT{header}"
         return cls(rows, urls, curl, deaths)
 
     def __str__(self) -> str:

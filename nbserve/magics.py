@@ -24,6 +24,7 @@ from nbserve.cli import (TerminalProgress, add_archive_arguments, add_bench_magi
                          ray_placement, run_archive, server_config)
 from nbserve.display import device_text, served_line, shown, thumbnail_png
 from nbserve.errors import InferenceError, NBServeError
+from nbserve.http.access import key_notice
 from nbserve.session import as_body
 from nbserve.startup import find_archive
 from nbserve.widgets import ArchiveProgress, BenchProgress, PredictionUpload
@@ -132,6 +133,8 @@ class NBServeMagics(Magics):
         for model in deployed:
             print(served_line(model.name, model.version, f"on Ray ({model.describe_placement()})",
                               ray.url))
+        if ray.tokens is not None:
+            print(key_notice(ray.tokens) + " In Python: nbserve.session.current.ray.tokens.keys.")
 
     def _source(self, args):
         """What SOURCE names: a variable's value (a live object, or a path), else the text."""

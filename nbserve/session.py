@@ -101,7 +101,8 @@ class Session:
             if self.ray is None:
                 from nbserve import ray_serve
 
-                self.ray = ray_serve.connect(address, http_address=http_address, config=config)
+                self.ray = ray_serve.connect(address, http_address=http_address, config=config,
+                                             key_file=_key_file(announce.current_kernel_id(), "ray-"))
             return self.ray
 
     def _retire_others(self, version: ModelVersion) -> None:
@@ -141,8 +142,13 @@ class Session:
 
     def status(self) -> ServingStatus:
         with self._lock:
+            keys_at = {}
+            if self.keys:
+                keys_at["here"] = "__import__('nbserve').session.current.keys['inference']"
+            if self.ray is not None and self.ray.tokens is not None:
+                keys_at["ray"] = "__import__('nbserve').session.current.ray.tokens.keys['inference']"
             return ServingStatus.of(self.engine, self.server.urls if self.server else {},
-                                    self.ray, inference_key=self.keys.get("inference"))
+                                    self.ray, keys_at=keys_at)
 
     def _on_ray(self, model_name: str) -> bool:
         """Whether this kernel deployed ``model_name`` to Ray (rather than serving it here)."""
@@ -167,11 +173,12 @@ class Session:
         return self.engine.submit(model_name, inputs, version=version, on_part=on_part)
 
 
-def _key_file(kernel_id: str | None) -> Path:
+def _key_file(kernel_id: str | None, kind: str = "") -> Path:
     """Where a kernel keeps its keys: Jupyter's runtime dir, private to the user, one file per
     kernel (TorchServe's ``key_file.json`` in the notebook's folder would be shared by every
-    kernel started there, and committed with it)."""
-    return Path(jupyter_runtime_dir()) / f"nbserve-key_file-{kernel_id or os.getpid()}.json"
+    kernel started there, and committed with it). ``kind``: ``ray-`` for the keys of the Ray
+    Serve ingress this kernel deploys to."""
+    return Path(jupyter_runtime_dir()) / f"nbserve-{kind}key_file-{kernel_id or os.getpid()}.json"
 
 
 def _named(config: ServerConfig) -> set[str]:

@@ -9,7 +9,8 @@ replaces one of the other two. The keys live in ``key_file.json``, in TorchServe
      "API": {"key": "..."}}
 
 written with mode 0600 and removed when serving stops. The management and inference keys expire
-after ``token_expiration_min`` minutes (60 by default); the API key does not.
+after ``token_expiration_min`` minutes (60 by default); the API key does not. Where no token API
+can replace them (Ray Serve's ingress), they do not expire: serving again makes new ones.
 """
 
 from __future__ import annotations
@@ -33,16 +34,22 @@ API_KEY = "API"
 class TokenAuthorization:
     """The keys of one server, and the file that hands them to its owner."""
 
-    def __init__(self, key_file: str | os.PathLike, expiration_min: float = 60):
-        self.key_file = Path(key_file).absolute()
-        self.expiration = timedelta(minutes=expiration_min)
+    def __init__(self, key_file: str | os.PathLike | None, expiration_min: float | None = 60,
+                 keys: dict[str, str] | None = None):
+        """``key_file`` None: the keys are checked here and written nowhere (a process that
+        was handed them). ``expiration_min`` None: they never expire. ``keys``: the keys to
+        hold, made elsewhere; new ones otherwise."""
+        self.key_file = Path(key_file).absolute() if key_file is not None else None
+        self.expiration = timedelta(minutes=expiration_min) if expiration_min is not None else None
         self._keys: dict[str, str] = {API_KEY: _new_key()}
         self._expires: dict[str, datetime] = {}
         self._lock = threading.Lock()
         for kind in ROTATING:
             self._renew(kind)
-        self._write()
-        atexit.register(self.remove)
+        self._keys.update(keys or {})
+        if self.key_file is not None:
+            self._write()
+            atexit.register(self.remove)
 
     @property
     def keys(self) -> dict[str, str]:
@@ -70,11 +77,13 @@ class TokenAuthorization:
 
     def remove(self) -> None:
         """Delete the key file (at shutdown): the keys die with the server."""
-        self.key_file.unlink(missing_ok=True)
+        if self.key_file is not None:
+            self.key_file.unlink(missing_ok=True)
 
     def _renew(self, kind: str) -> None:
         self._keys[kind] = _new_key()
-        self._expires[kind] = datetime.now(timezone.utc) + self.expiration
+        if self.expiration is not None:
+            self._expires[kind] = datetime.now(timezone.utc) + self.expiration
 
     def _entry(self, kind: str) -> dict:
         entry = {"key": self._keys[kind]}

@@ -60,13 +60,13 @@ def test_a_model_that_failed_to_load_shows_why(engine, classifier_mar, tmp_path)
     engine.register(classifier_mar, model_name="served_model")
     try:
         status = ServingStatus.of(engine, {"inference": "http://127.0.0.1:8080"},
-                                  inference_key="k3y")
+                                  keys_at={"here": "keys['inference']"})
         row = next(r for r in status.rows if r["model"] == "broken")
         assert row["workers"] == "failed to load"
         assert row["predictions URL"] == "ImportError: no such package"
-        assert status.curl.startswith("curl http://127.0.0.1:8080/predictions/")
-        assert status.curl.endswith('-T INPUT -H "Authorization: Bearer k3y"')
-        assert "failed to load" in str(status) and "k3y" in status._repr_html_()
+        assert status.curl.startswith("!curl http://127.0.0.1:8080/predictions/")
+        assert status.curl.endswith("-T INPUT -H \"Authorization: Bearer {keys['inference']}\"")
+        assert "failed to load" in str(status) and "keys[&#x27;inference&#x27;]" in status._repr_html_()
     finally:
         engine.unregister("served_model")
         engine.failures.clear()

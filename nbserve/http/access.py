@@ -10,6 +10,9 @@ comes from, and the key it holds.
 - **Token.** TorchServe 0.12's keys (:mod:`nbserve.tokens`): the inference key for the inference
   API, the management key for the management API, the API key for ``/token``. The metrics API
   takes none, as in TorchServe.
+
+The kernel's tornado servers (:class:`nbserve.http.base.APIHandler`) and the Ray Serve ingress
+run the same two calls on every request: :meth:`Access.admit`, then :func:`check_token`.
 """
 
 from __future__ import annotations
@@ -69,13 +72,24 @@ class Access:
                             "loopback only. Add the name to local_hostnames in config.properties "
                             "to allow it.")
 
-    def cross_origin(self, request) -> str | None:
+    def admit(self, headers, method: str, scheme: str, host: str) -> tuple[dict[str, str], bool]:
+        """Check a request's Host and Origin (403 if refused); the CORS headers its answer
+        carries, and whether it is a CORS preflight (answered with those headers alone, before
+        any key is asked for)."""
+        self.check_host(host)
+        origin = self.cross_origin(headers, method, f"{scheme}://{host}")
+        if origin is None:
+            return {}, False
+        preflight = method == "OPTIONS" and "Access-Control-Request-Method" in headers
+        return self.cors_headers(origin, preflight), preflight
+
+    def cross_origin(self, headers, method: str, own_origin: str) -> str | None:
         """The ``Origin`` of a request from another origin (None for same-origin and non-browser
         requests); 403 where the CORS settings do not admit it."""
-        origin = request.headers.get("Origin")
-        if origin is None or origin == f"{request.protocol}://{request.host}":
+        origin = headers.get("Origin")
+        if origin is None or origin == own_origin:
             return None
-        method = request.headers.get("Access-Control-Request-Method", request.method)
+        method = headers.get("Access-Control-Request-Method", method)
         if not self._admits(origin):
             raise Forbidden(f"Requests from {origin} are not allowed: add the origin to "
                             "cors_allowed_origin in config.properties to allow them.")
@@ -126,8 +140,10 @@ def exposure_warnings(config: ServerConfig) -> list[str]:
 
 def serving_notices(config: ServerConfig, tokens) -> list[str]:
     """What a user must know once the APIs listen: any exposure, and where the keys are."""
-    notices = exposure_warnings(config)
-    if tokens is not None:
-        notices.append(f"Token authorization is on: the keys are in {tokens.key_file} (send "
-                       "'Authorization: Bearer <key>'; --disable-token-auth turns it off).")
-    return notices
+    return exposure_warnings(config) + ([key_notice(tokens)] if tokens is not None else [])
+
+
+def key_notice(tokens) -> str:
+    """Where the keys are, never the keys themselves (a cell's output is saved)."""
+    return (f"Token authorization is on: the keys are in {tokens.key_file} (send "
+            "'Authorization: Bearer <key>'; --disable-token-auth turns it off).")

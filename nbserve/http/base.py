@@ -82,14 +82,11 @@ class APIHandler(RequestHandler):
                 raise Forbidden(f"Wrong {SECRET_HEADER}.")
             self.caller.begin()
             return
-        access = self.server.access[self.api]
-        access.check_host(self.request.host)
-        origin = access.cross_origin(self.request)
-        preflight = self.request.method == "OPTIONS" and origin is not None and \
-            "Access-Control-Request-Method" in self.request.headers
-        if origin is not None:
-            for name, value in access.cors_headers(origin, preflight).items():
-                self.set_header(name, value)
+        request = self.request
+        cors, preflight = self.server.access[self.api].admit(
+            request.headers, request.method, request.protocol, request.host)
+        for name, value in cors.items():
+            self.set_header(name, value)
         if preflight:
             self.set_status(200)
             self.finish()
@@ -122,7 +119,8 @@ class APIHandler(RequestHandler):
         return self.request_body.value
 
     def require_model_api(self, what: str) -> None:
-        """Registering and unregistering: with enable_model_api, or for a Jupyter user."""
+        """Registering and unregistering: with enable_model_api, or for a Jupyter user the
+        extension found allowed to run code in kernels (see nbserve.extension.handlers)."""
         if not (self.via_jupyter or self.server.config.enable_model_api):
             raise refuse_model_api(what)
 

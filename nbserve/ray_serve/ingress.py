@@ -1,6 +1,7 @@
 """TorchServe's and KServe's paths on Ray Serve's HTTP proxy, so clients do not change.
 
-One deployment at route prefix ``/`` reads each request as nbserve's own server does
+One deployment at route prefix ``/`` checks each request as nbserve's own servers do (Host,
+Origin, and the inference or management key: :mod:`nbserve.http.access`), reads it as they do
 (:mod:`nbserve.protocol`), sends it to the model's replicas (:mod:`.replica`), and answers
 as TorchServe does, errors included. Inference and management share the proxy's one port.
 Registering, scaling and unregistering stay with whoever deploys (``%serve --on ray``,
@@ -17,8 +18,9 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from nbserve.config import SERVER_DEFAULTS
+from nbserve.config import SERVER_DEFAULTS, ServerConfig
 from nbserve.errors import MethodNotAllowed, ModelNotFound, ModelVersionNotFound, NBServeError
+from nbserve.http.access import Access, check_token
 from nbserve.http.errors import error_body, error_parts
 from nbserve.http.limits import RequestBody
 from nbserve.protocol import (encode_answer, kserve_metadata, kserve_v1_answer,
@@ -28,6 +30,7 @@ from nbserve.ray_serve import MODEL_APP_PREFIX, app_name, deployment_state
 from nbserve.batching import Prediction
 from nbserve.ray_serve.replica import call_replica, stream_replica
 from nbserve.routes import ROUTES
+from nbserve.tokens import TokenAuthorization
 
 _MAX_INSTANCES = SERVER_DEFAULTS["max_kserve_instances"]
 
@@ -36,10 +39,14 @@ _MAX_INSTANCES = SERVER_DEFAULTS["max_kserve_instances"]
 class Ingress:
     """Routes TorchServe's paths to the models' Serve applications."""
 
-    def __init__(self, max_request_size: int, max_response_size: int, response_timeout: float):
-        self.max_request_size = max_request_size
-        self.max_response_size = max_response_size
-        self.response_timeout = response_timeout
+    def __init__(self, config: ServerConfig, url: str, keys: dict[str, str] | None):
+        """``url``: where Ray's proxy listens (its Host rules follow it); ``keys``: the
+        deployer's, None with token authorization off."""
+        self.max_request_size = config.max_request_size
+        self.max_response_size = config.max_response_size
+        self.response_timeout = config.default_response_timeout
+        self.access = Access(config, url)
+        self.tokens = TokenAuthorization(None, None, keys=keys) if keys is not None else None
         self._handles: dict[str, Any] = {}
         #: What answers each route of :data:`nbserve.routes.ROUTES` on Ray's proxy: inference,
         #: and reading the management API (its writes are refused, see refuse_management).
@@ -52,12 +59,21 @@ class Ingress:
         }
 
     async def __call__(self, request: Request) -> Response:
+        cors: dict[str, str] = {}
         try:
-            return await self._route(request)
+            cors, preflight = self.access.admit(request.headers, request.method,
+                                                request.url.scheme, request.headers.get("host", ""))
+            response = Response(status_code=200) if preflight else await self._route(request)
         except Exception as error:  # every error is answered as TorchServe's JSON
             status, type_, message, headers = error_parts(error, 500)
-            return Response(error_body(status, type_, message), status, headers,
-                            media_type="application/json")
+            response = Response(error_body(status, type_, message), status, headers,
+                                media_type="application/json")
+        response.headers.update(cors)
+        return response
+
+    def keys(self) -> dict[str, str] | None:
+        """The keys this ingress asks for, for another deployer to hand its users."""
+        return self.tokens.keys if self.tokens is not None else None
 
     async def _route(self, request: Request) -> Response:
         path = request.url.path
@@ -65,6 +81,8 @@ class Ingress:
             match = route.matches(path)
             if match is None or request.method not in route.methods:
                 continue
+            kind = None if route.api == "metrics" else route.api
+            check_token(self.tokens, kind, request.headers.get("authorization"))
             if route.api == "management" and request.method != "GET":
                 return await self.refuse_management(request)
             if route.name in self._answers:

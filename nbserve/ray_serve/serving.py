@@ -32,6 +32,7 @@ from nbserve.ray_serve import INGRESS_APP, MODEL_APP_PREFIX, app_name, deploymen
 from nbserve.ray_serve.ingress import Ingress
 from nbserve.ray_serve.replica import ModelReplica, call_replica
 from nbserve.startup import startup_archives
+from nbserve.tokens import TokenAuthorization
 
 #: Requests a replica takes at once (Ray's ``max_ongoing_requests``); its engine batches them.
 MAX_ONGOING_REQUESTS = 64
@@ -101,19 +102,22 @@ class RayServing:
     """nbserve's models on a Ray cluster, deployed from this process."""
 
     def __init__(self, address: str | None = None, *, http_address: str | None = None,
-                 config: ServerConfig | None = None):
-        """Connect to the cluster at ``address`` (``ray://head:10001``, ``auto``...; a new local
-        one if None and ``RAY_ADDRESS`` is unset), start Serve's proxy at ``http_address`` if
-        Serve is not running yet, and deploy the ingress if it is not there."""
+                 config: ServerConfig | None = None,
+                 key_file: str | os.PathLike = "key_file.json"):
+        """Connect to the cluster at ``address`` (``ray://head:10001``, ``auto``...; a new
+        private local one if None and ``RAY_ADDRESS`` is unset), start Serve's proxy at
+        ``http_address`` if Serve is not running yet, and deploy the ingress if it is not there.
+        With token authorization on, the ingress's keys are written to ``key_file``."""
         config = config or ServerConfig()
         self._started_ray = False
         if not ray.is_initialized():
             local = address is None and "RAY_ADDRESS" not in os.environ
-            # A local cluster starts without Ray's dashboard: its Jobs API on 127.0.0.1:8265
-            # takes no credentials, so any local user could run code there as this user.
+            # A local cluster is a new one ("local": never one named in /tmp/ray, which any
+            # local user can write), started without Ray's dashboard: its Jobs API on
+            # 127.0.0.1:8265 takes no credentials, so any local user could run code there.
             options = {"include_dashboard": False} if local else {}
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
-                     **options)
+            ray.init(address="local" if local else address, logging_level=logging.WARNING,
+                     log_to_driver=False, **options)
             self._started_ray = local
         parts = urlsplit(http_address or DEFAULT_HTTP_ADDRESS)
         serve.start(http_options={"host": parts.hostname, "port": parts.port})
@@ -125,10 +129,15 @@ class RayServing:
         self._handles: dict[str, object] = {}
         self._calls = ThreadPoolExecutor(max_workers=16, thread_name_prefix="nbserve-ray")
         self._lock = threading.RLock()
+        #: The keys the ingress asks for (the running ingress's, if another deployer started
+        #: it), in ``key_file``; None with token authorization off.
+        self.tokens: TokenAuthorization | None = None
+        if config.token_authorization:
+            self.tokens = TokenAuthorization(key_file, None, keys=_running_ingress_keys())
         self._ingress = Ingress.options(
             ray_actor_options={"num_cpus": 0}, max_ongoing_requests=config.job_queue_size,
             logging_config=_LOGGING,
-        ).bind(config.max_request_size, config.max_response_size, self.response_timeout)
+        ).bind(config, _proxy_url(bound=True), self.tokens.keys if self.tokens is not None else None)
         self._ensure_ingress()
         atexit.register(self.shutdown)
 
@@ -252,9 +261,19 @@ class RayServing:
         if not any(name.startswith(MODEL_APP_PREFIX) for name in applications):
             serve.delete(INGRESS_APP)
         self._calls.shutdown(wait=False)
+        if self.tokens is not None:
+            self.tokens.remove()
         if self._started_ray:
             serve.shutdown()
             ray.shutdown()
+
+
+def _running_ingress_keys() -> dict[str, str] | None:
+    """The keys of an ingress another deployer runs on this cluster, if one does: its users
+    and ours hold the same keys."""
+    if INGRESS_APP not in serve.status().applications:
+        return None
+    return serve.get_app_handle(INGRESS_APP).keys.remote().result()
 
 
 def _archive_bytes(path: Path) -> tuple[str, bytes]:
@@ -277,9 +296,10 @@ def _shared(data: bytes):
     return ray.put(data)
 
 
-def _proxy_url() -> str:
+def _proxy_url(bound: bool = False) -> str:
+    """Where Ray's proxy answers (``bound``: the address it listens on, ``0.0.0.0`` say)."""
     # Ray has no public getter for its proxy's address (serve.start ignores new options when
     # Serve already runs), so ask what its controller was started with.
     options = serve.context._get_global_client().http_config
-    host = options.host if options.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    host = options.host if bound or options.host not in ("0.0.0.0", "::") else "127.0.0.1"
     return f"http://{host}:{options.port}"

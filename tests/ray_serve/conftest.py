@@ -3,15 +3,16 @@ process, and the same archive on nbserve's own engine and HTTP server to compare
 
 import pytest
 
-from helpers import Client, start_server
+from helpers import RoutedClient, start_server
 from nbserve.engine import Engine
 
 
 @pytest.fixture(scope="session")
-def on_ray(ray_cluster):
+def on_ray(ray_cluster, tmp_path_factory):
     from nbserve import ray_serve
 
-    serving = ray_serve.connect(ray_cluster.address, http_address=ray_cluster.http_address)
+    serving = ray_serve.connect(ray_cluster.address, http_address=ray_cluster.http_address,
+                                key_file=tmp_path_factory.mktemp("ray-keys") / "key_file.json")
     yield serving
     serving.shutdown()
 
@@ -24,7 +25,7 @@ def classifier_on_ray(on_ray, classifier_mar):
 
 @pytest.fixture(scope="session")
 def ray_client(on_ray, classifier_on_ray):
-    return Client(on_ray.url)
+    return RoutedClient(on_ray.url, on_ray.tokens.keys)
 
 
 @pytest.fixture(scope="session")

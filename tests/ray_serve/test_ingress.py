@@ -5,7 +5,7 @@ import base64
 import json
 
 from archives import not_images
-from helpers import assert_same_answer
+from helpers import Client, assert_same_answer
 
 
 def test_predictions_equal_the_engines(ray_client, local_clients, photos):
@@ -91,9 +91,53 @@ def test_a_streaming_answer_goes_through_ray_as_it_is_sent(on_ray, tmp_path):
 
     on_ray.deploy(archives.streaming(tmp_path), num_cpus=0)  # the classifier holds both CPUs
     try:
-        status, pieces = timed_chunks(f"{on_ray.url}/predictions/streaming")
+        status, pieces = timed_chunks(f"{on_ray.url}/predictions/streaming", {
+            "Authorization": f"Bearer {on_ray.tokens.keys['inference']}"})
         assert status == 200
         assert b"".join(c for _, c in pieces).decode() == "".join(archives.STREAMING_PARTS)
         assert pieces[0][0] < pieces[-1][0] - 0.5  # the first part long before the answer
     finally:
         on_ray.undeploy("streaming")
+
+
+MARKING_PY = """\
+def handle(data, context):
+    if data is None:
+        return None
+    with open({mark!r}, "a") as f:
+        f.write("ran\\n" * len(data))
+    return ["ran" for _ in data]
+"""
+
+
+def test_without_the_key_or_from_a_foreign_host_or_origin_nothing_runs(on_ray, tmp_path):
+    """Ray's proxy runs the checks the kernel's servers run: no key or the wrong API's key is
+    401, a foreign Host (DNS rebinding) or cross-site Origin is 403, and the model never ran
+    (it marks a file each time it does)."""
+    import archives
+
+    mark = tmp_path / "ran.txt"
+    (tmp_path / "marking.py").write_text(MARKING_PY.format(mark=str(mark)))
+    on_ray.deploy(archives.make_archive(tmp_path, "marking", "marking.py"), num_cpus=0)
+    try:
+        keys = on_ray.tokens.keys
+        assert json.loads(on_ray.tokens.key_file.read_text())["inference"]["key"] == \
+            keys["inference"]
+        anonymous = Client(on_ray.url)
+        for key in (None, "wrong", keys["management"]):
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            status, answer = anonymous.json("POST", "/predictions/marking", b"x", headers)
+            assert (status, answer["type"]) == (401, "InvalidKeyException"), answer
+        for key in (None, keys["inference"]):
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            assert anonymous.json("GET", "/models", None, headers)[0] == 401
+        with_key = {"Authorization": f"Bearer {keys['inference']}"}
+        for hostile in ({"Host": "attacker.example"}, {"Origin": "http://attacker.example"}):
+            status, answer = anonymous.json("POST", "/predictions/marking", b"x",
+                                            {**with_key, **hostile})
+            assert (status, answer["type"]) == (403, "ForbiddenException"), (hostile, answer)
+        assert not mark.exists()
+        assert anonymous.call("POST", "/predictions/marking", b"x", with_key)[::2] == (200, b"ran")
+        assert mark.read_text() == "ran\n"
+    finally:
+        on_ray.undeploy("marking")

@@ -10,7 +10,7 @@ import pytest
 from ray import serve
 
 import archives
-from helpers import Client, Stream, assert_same_answer
+from helpers import RoutedClient, Stream, assert_same_answer
 from nbserve import ray_serve
 from nbserve.errors import InferenceError, NBServeError
 
@@ -53,13 +53,16 @@ def test_a_model_that_cannot_load_is_an_error_and_leaves_nothing(on_ray, tmp_pat
     assert "broken" not in on_ray.models
 
 
-def test_shutdown_deletes_what_it_deployed(ray_cluster, classifier_on_ray, tmp_path):
+def test_shutdown_deletes_what_it_deployed(ray_cluster, on_ray, classifier_on_ray, tmp_path):
     echo = echo_archive(tmp_path)
-    other = ray_serve.connect(ray_cluster.address)  # a second deployer, as a second kernel is
+    # A second deployer, as a second kernel is.
+    other = ray_serve.connect(ray_cluster.address, key_file=tmp_path / "key_file.json")
     model = other.deploy(echo, model_name="echo", min_replicas=1, max_replicas=2, num_cpus=0)
     assert model.describe_placement() == "1-2 replicas, 0 CPU each"
     assert other.state("echo")["replicaStates"] == {"RUNNING": 1}  # autoscaling, idle
-    assert Client(other.url).json("POST", "/predictions/echo", b"12345") == (200, {"bytes": 5})
+    assert other.tokens.keys == on_ray.tokens.keys  # one ingress, one set of keys
+    client = RoutedClient(other.url, other.tokens.keys)
+    assert client.json("POST", "/predictions/echo", b"12345") == (200, {"bytes": 5})
     other.shutdown()
     applications = serve.status().applications
     assert "nbserve:echo" not in applications
@@ -87,11 +90,11 @@ def test_a_model_without_room_on_the_cluster_says_so(on_ray, classifier_on_ray, 
 
 
 def test_nbserve_serve_on_ray_through_ray_client_then_sigterm(ray_cluster, on_ray, classifier_mar,
-                                                              engine, photos):
+                                                              engine, photos, tmp_path):
     command = [sys.executable, "-m", "nbserve", "serve", "--models", f"cli18={classifier_mar}",
                "--on", "ray", "--ray-address", ray_cluster.client_address, "--replicas", "1",
                "--num-cpus", "0"]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         lines = []
@@ -100,7 +103,8 @@ def test_nbserve_serve_on_ray_through_ray_client_then_sigterm(ray_cluster, on_ra
             assert line, f"nbserve serve exited: {''.join(lines)}"
             lines.append(line)
         assert f"cli18 1.0 on Ray (1 replica, 0 CPU each): {on_ray.url}/predictions/cli18" in "".join(lines)
-        client = Client(on_ray.url)
+        assert any(f"keys are in {tmp_path / 'key_file.json'}" in line for line in lines), lines
+        client = RoutedClient(on_ray.url, on_ray.tokens.keys)
         status, answer = client.json("POST", "/predictions/cli18", photos["cat.jpg"])
         if "resnet18" not in [m.name for m in engine.models()]:
             engine.register(classifier_mar)

@@ -57,6 +57,23 @@ class Client:
         return status, json.loads(raw)
 
 
+class RoutedClient(Client):
+    """A client of one port that answers several APIs (Ray Serve's proxy): each call carries
+    the key of the API its path belongs to."""
+
+    def __init__(self, base: str, keys: dict[str, str]):
+        super().__init__(base)
+        self.keys = keys
+
+    def call(self, method, path, body=None, headers=None, timeout=60):
+        from nbserve.routes import api_of
+
+        headers = dict(headers or {})
+        if api_of(path) in self.keys:
+            headers.setdefault("Authorization", f"Bearer {self.keys[api_of(path)]}")
+        return super().call(method, path, body, headers, timeout)
+
+
 def loopback_config(**settings):
     """A ServerConfig whose three APIs take free loopback ports; ``settings`` are
     config.properties keys."""

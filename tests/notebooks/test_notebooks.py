@@ -52,10 +52,20 @@ def test_stored_clean_of_volatile_state(path):
 def test_runs_top_to_bottom_offline(path, tmp_path, monkeypatch):
     folder = checkout(tmp_path)
     notebook = nbformat.read(folder / path.name, as_version=4)
+    # Once serving starts, a cell of the test's own reads the kernel's keys: no other cell's
+    # saved output may hold one.
+    first_serve = next(i for i, c in enumerate(notebook.cells)
+                       if c.cell_type == "code" and "%serve" in c.source)
+    probe = nbformat.v4.new_code_cell("print('KEYS', *__import__('nbserve').session.current.keys.values())")
+    notebook.cells.insert(first_serve + 1, probe)
     env = {**__import__("os").environ, **OFFLINE}
     NotebookClient(notebook, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(folder)}}).execute(env=env)  # a failing cell raises
+    keys = outputs(nbformat.v4.new_notebook(cells=[probe])).split()[1:]
+    notebook.cells.remove(probe)
     text = outputs(notebook)
+    saved = nbformat.writes(notebook)  # every output, HTML included, as the .ipynb keeps it
+    assert len(keys) == 3 and not any(key in saved for key in keys)
     assert "InvalidKeyException" not in text  # every call carries its key
     if path.name.startswith("01"):
         assert "OFFLINE: could not download" in text

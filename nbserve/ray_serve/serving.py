@@ -133,13 +133,23 @@ class RayServing:
         #: it), in ``key_file``; None with token authorization off.
         self.tokens: TokenAuthorization | None = None
         if config.token_authorization:
-            self.tokens = TokenAuthorization(key_file, None, keys=_running_ingress_keys())
+            self.tokens = TokenAuthorization(key_file, None, keys=self._running_ingress_keys())
         self._ingress = Ingress.options(
             ray_actor_options={"num_cpus": 0}, max_ongoing_requests=config.job_queue_size,
             logging_config=_LOGGING,
         ).bind(config, _proxy_url(bound=True), self.tokens.keys if self.tokens is not None else None)
         self._ensure_ingress()
         atexit.register(self.shutdown)
+
+    def _running_ingress_keys(self) -> dict[str, str] | None:
+        """The keys of an ingress another deployer runs on this cluster, if one does: its users
+        and ours hold the same keys. Asked from the call pool, as predictions are: a handle's
+        synchronous ``result()`` refuses to run where an event loop does (a kernel's thread)."""
+        if INGRESS_APP not in serve.status().applications:
+            return None
+        call = call_replica(serve.get_app_handle(INGRESS_APP), "keys",
+                            timeout=self.startup_timeout)
+        return self._calls.submit(asyncio.run, call).result()
 
     def _ensure_ingress(self) -> None:
         """Deploy the ingress unless it runs (another deployer's shutdown may have deleted it)."""
@@ -266,14 +276,6 @@ class RayServing:
         if self._started_ray:
             serve.shutdown()
             ray.shutdown()
-
-
-def _running_ingress_keys() -> dict[str, str] | None:
-    """The keys of an ingress another deployer runs on this cluster, if one does: its users
-    and ours hold the same keys."""
-    if INGRESS_APP not in serve.status().applications:
-        return None
-    return serve.get_app_handle(INGRESS_APP).keys.remote().result()
 
 
 def _archive_bytes(path: Path) -> tuple[str, bytes]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
+import re
 import sys
 import time
 from pathlib import Path
@@ -123,6 +125,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preprocess-threads", type=int,
                         help="Threads preprocessing each worker's requests (default: the CPUs "
                              "this process may use, shared among a model's workers).")
+    parser.add_argument("--access-log", metavar="FILE",
+                        help="Write a line per request, as TorchServe's access log does, to "
+                             "FILE, or to stderr with - (access_log).")
     parser.add_argument("--on", choices=("local", "ray"), default="local",
                         help="Where the models run: local (this process: the kernel, or nbserve "
                              "serve) or ray (replicas on Ray Serve; pip install 'nbserve[ray]').")
@@ -229,7 +234,8 @@ def server_config(args: argparse.Namespace):
     from nbserve.config import ServerConfig
 
     config = ServerConfig.from_properties(args.ts_config) if args.ts_config else ServerConfig()
-    for key in ("model_store", "inference_address", "management_address", "metrics_address"):
+    for key in ("model_store", "inference_address", "management_address", "metrics_address",
+                "access_log"):
         if getattr(args, key, None):
             config.values[key] = getattr(args, key)
     if args.enable_model_api:
@@ -253,8 +259,38 @@ def ray_placement(args: argparse.Namespace) -> dict:
             "num_gpus": args.num_gpus}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, for the verbs too, whose errors come with the usage of the verb they
+    are about and name the flag or verb most likely meant."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        # A verb's parser refuses what it does not know itself; argparse would hand it up to
+        # the top-level parser, which prints its own usage instead of the verb's.
+        parsed, unknown = super().parse_known_args(args, namespace)
+        if unknown:
+            meant = [self._closest(arg.split("=")[0], [option for action in self._actions
+                                                      for option in action.option_strings])
+                     for arg in unknown if arg.startswith("-")]
+            self.error(f"unrecognized arguments: {' '.join(unknown)}"
+                       + "".join(f" (did you mean {m}?)" for m in meant if m))
+        return parsed, unknown
+
+    def error(self, message):
+        choice = re.search(r"invalid choice: '([^']*)'", message)
+        if choice:
+            verbs = [verb for action in self._actions if isinstance(action.choices, dict)
+                     for verb in action.choices]
+            meant = self._closest(choice[1], verbs)
+            message += f" (did you mean {meant}?)" if meant else ""
+        super().error(message)
+
+    @staticmethod
+    def _closest(word: str, known: list[str]) -> str | None:
+        return next(iter(difflib.get_close_matches(word, known, n=1)), None)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nbserve",
         description="TorchServe-compatible model serving, in the notebook and on the command line.",
     )

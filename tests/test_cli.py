@@ -58,6 +58,15 @@ def test_missing_required_flags_are_argparse_errors():
     assert "the following arguments are required: --handler, -v/--version" in result.stderr
 
 
+def test_a_mistyped_flag_or_verb_names_the_one_meant():
+    result = nbserve("serve", "--modles", "x")
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: nbserve serve"), result.stderr
+    assert "unrecognized arguments: --modles x (did you mean --models?)" in result.stderr
+    result = nbserve("serv", "--models", "x")
+    assert result.returncode == 2 and "(did you mean serve?)" in result.stderr, result.stderr
+
+
 def test_terminal_progress_only_for_big_archives():
     stream = io.StringIO()
     bar = TerminalProgress("Archiving big", stream=stream)

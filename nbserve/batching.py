@@ -21,7 +21,7 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from nbserve.errors import NBServeError, QueueFull, RequestTimeout
+from nbserve.errors import ClientClosedRequest, NBServeError, QueueFull, RequestTimeout
 
 if TYPE_CHECKING:
     from nbserve.batch_policy import BatchPolicy
@@ -34,6 +34,23 @@ class Prediction:
     value: Any
     status: int = 200
     headers: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a request's way through a worker (``preprocess``, ``inference``,
+    ``postprocess``, or ``handle`` for a handler's own ``handle``): wall-clock nanoseconds,
+    comparable across a worker process and the server, and the batch it ran in."""
+
+    name: str
+    start_ns: int
+    end_ns: int
+    batch_size: int
+    worker: int
+
+    def plain(self) -> tuple:
+        """As a worker process sends it."""
+        return self.name, self.start_ns, self.end_ns, self.batch_size, self.worker
 
 
 @dataclass(eq=False)
@@ -52,6 +69,9 @@ class Request:
     #: Called, on the worker's thread, with each part of the answer the handler sends before
     #: it returns (TorchServe's streaming); None drops the parts.
     on_part: Callable[[Any], None] | None = None
+    #: What the worker did with it, for traces (:mod:`nbserve.tracing`): one :class:`Stage`
+    #: per step, appended as each ends.
+    stages: list[Stage] = field(default_factory=list)
 
     def send_part(self, value: Any) -> None:
         """Hand an intermediate part of the answer to the caller, unless already settled."""
@@ -99,6 +119,8 @@ class RequestQueue:
     def __init__(self, capacity: int, label: str):
         self.capacity = capacity
         self.label = label
+        #: Requests dropped unrun because their client closed the connection while they waited.
+        self.abandoned = 0
         self._items: deque[Request] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -168,6 +190,8 @@ class RequestQueue:
 
     def _drop_settled(self) -> None:
         if any(r.settled for r in self._items):
+            self.abandoned += sum(isinstance(r.future.exception(), ClientClosedRequest)
+                                  for r in self._items if r.settled)
             self._items = deque(r for r in self._items if not r.settled)
 
 

@@ -213,6 +213,8 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "isolation": None,
     # nbserve's: each worker's preprocessing threads; unset, the CPUs shared among workers.
     "preprocess_threads": None,
+    # nbserve's: a file for the access log (TorchServe's ACCESS_LOG lines), or "-" for stderr.
+    "access_log": None,
     # TorchServe's gRPC APIs (nbserve.grpc): off unless asked, on loopback.
     "enable_grpc": False,
     "grpc_inference_port": 7070,

@@ -25,7 +25,8 @@ from nbserve import config as model_config
 from nbserve import requirements
 from nbserve.archive import ModelArchive, check_model_name, check_model_version, open_archive
 from nbserve.batch_policy import BatchPolicy
-from nbserve.batching import DeadlineWatcher, Prediction, Request, RequestQueue, streamed
+from nbserve.batching import (DeadlineWatcher, Prediction, Request, RequestQueue, Stage,
+                              streamed)
 from nbserve.errors import (BadRequest, ModelAlreadyRegistered, ModelLoadFailed, ModelNotFound,
                             ModelVersionNotFound, NBServeError, QueueFull)
 from nbserve.handlers.metrics import HandlerMetrics
@@ -372,15 +373,19 @@ class Engine:
 
     def submit(self, model_name: str, inputs: dict, *, version: str | None = None,
                headers: dict | None = None, timeout: float | None = None,
-               on_part: Callable[[Any], None] | None = None) -> Future:
+               on_part: Callable[[Any], None] | None = None,
+               stages: list[Stage] | None = None) -> Future:
         """Queue one request; the future resolves to a :class:`~nbserve.batching.Prediction`.
 
         ``inputs`` is what the handler sees for this request (``{"body": ...}``, or one key per
         form field). ``timeout`` (seconds) defaults to the version's ``response_timeout``.
         ``on_part`` gets each part of the answer a streaming handler sends before it returns.
+        ``stages`` gets each step the worker takes with it, for a trace. A caller that gives
+        up fails the future with ClientClosedRequest: if it still waits, it is dropped unrun.
         Raises ModelNotFound, or QueueFull when the version's queue is full.
         """
-        request = Request(inputs=inputs, headers=dict(headers or {}), on_part=on_part)
+        request = Request(inputs=inputs, headers=dict(headers or {}), on_part=on_part,
+                          stages=[] if stages is None else stages)
         with self._lock:
             target = self.get(model_name, version)
             wait = target.config.response_timeout if timeout is None else timeout

@@ -129,6 +129,14 @@ class RequestTimeout(NBServeError):
     type = "RequestTimeoutException"
 
 
+class ClientClosedRequest(NBServeError):
+    """The client closed its connection before its request was answered: the request is
+    dropped before it reaches the forward pass (nginx's 499; nobody reads the answer)."""
+
+    status = 499
+    type = "ClientClosedRequestException"
+
+
 class InferenceError(NBServeError):
     """A handler failed on a request: which model, which stage, and the handler's traceback.
 

@@ -35,8 +35,9 @@ from datetime import datetime, timezone
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
-from nbserve.batching import Prediction, Request, RequestQueue
-from nbserve.errors import InferenceError, NBServeError, RequestTimeout, WorkerDied
+from nbserve.batching import Prediction, Request, RequestQueue, Stage
+from nbserve.errors import (ClientClosedRequest, InferenceError, NBServeError, RequestTimeout,
+                            WorkerDied)
 from nbserve.handlers.loader import HandlerLoadError
 from nbserve.protocol import plain
 
@@ -218,6 +219,8 @@ class ProcessWorker:
         """A request settled here before its answer came. If it timed out after the process
         began it, the process is killed once it has had it for ``response_timeout`` (as
         TorchServe kills a worker that does not answer in time)."""
+        if isinstance(request.future.exception(), ClientClosedRequest):
+            return  # the process has it: its place in the window is freed when it answers
         with self._slots:
             mine = self._in_flight.pop(request.id, None) is request
             began = self._started.pop(request.id, None)
@@ -277,11 +280,15 @@ class ProcessWorker:
             if kind == "answer":
                 request = self._take(request_id)
                 if request is not None:
-                    version.answer(request, Prediction(*payload))
+                    *answer, stages = payload
+                    request.stages += [Stage(*stage) for stage in stages]
+                    version.answer(request, Prediction(*answer))
             elif kind == "error":
                 request = self._take(request_id)
                 if request is not None:
-                    version.fail(request, payload[0])
+                    error, stages = payload
+                    request.stages += [Stage(*stage) for stage in stages]
+                    version.fail(request, error)
             elif kind == "started":
                 now = time.monotonic()
                 with self._slots:
@@ -463,7 +470,7 @@ def main(fd: int) -> None:
         request = Request(inputs=inputs, headers=headers, id=request_id,
                           on_part=lambda value, rid=request_id: send("part", rid, plain(value)))
         request.future.add_done_callback(
-            lambda future, rid=request_id: _reply(send, version.label, rid, future))
+            lambda _, request=request: _reply(send, version.label, request))
         version.queue.put(request)
     version.close()
     sys.stdout.flush()
@@ -498,14 +505,16 @@ class _BatchesSent:
         pass
 
 
-def _reply(send, label: str, request_id: str, future) -> None:
-    """A settled request's answer or error, to the server, as plain data."""
-    error = future.exception()
+def _reply(send, label: str, request: Request) -> None:
+    """A settled request's answer or error, to the server, as plain data, with the stages it
+    went through (for its trace)."""
+    error = request.future.exception()
+    stages = [stage.plain() for stage in request.stages]
     if error is None:
-        prediction = future.result()
+        prediction = request.future.result()
         try:
-            send("answer", request_id, plain(prediction.value), prediction.status,
-                 {str(k): str(v) for k, v in prediction.headers.items()})
+            send("answer", request.id, plain(prediction.value), prediction.status,
+                 {str(k): str(v) for k, v in prediction.headers.items()}, stages)
             return
         except NBServeError as unsendable:  # not plain data, and not JSON either
             error = InferenceError(f"{label}: {unsendable}", model_name="", version="",
@@ -513,4 +522,4 @@ def _reply(send, label: str, request_id: str, future) -> None:
     if type(error).__module__ != NBServeError.__module__:  # the server reads nbserve's errors
         error = InferenceError(str(error), model_name="", version="", stage="answer",
                                status=getattr(error, "status", 500))
-    send("error", request_id, error)
+    send("error", request.id, error, stages)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
+import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -17,6 +19,17 @@ from tornado import httputil
 
 from nbserve.batching import Prediction
 from nbserve.errors import BadRequest, NBServeError
+
+
+#: A client's X-Request-ID that is used as it is: one that cannot forge a log line or a header.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+
+
+def request_id(headers: Mapping[str, str]) -> str:
+    """The id a request is known by in its answer's ``X-Request-ID``, the access log, its trace
+    and any error JSON: the client's own, if it sent a sane one, else a new one."""
+    sent = headers.get("X-Request-ID") or ""
+    return sent if _REQUEST_ID.fullmatch(sent) else str(uuid.uuid4())
 
 
 def request_inputs(headers: Mapping[str, str], body: bytes) -> dict:

@@ -23,15 +23,16 @@ from __future__ import annotations
 import copy
 import os
 import threading
+import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nbserve.batching import Prediction, ReadyBuffer, Request
+from nbserve.batching import Prediction, ReadyBuffer, Request, Stage
 from nbserve.errors import InferenceError
 from nbserve.handlers.base import BaseHandler, asks_for_handle, declared_per_request
 from nbserve.handlers.context import Context, RequestProcessor
@@ -171,7 +172,7 @@ class Worker:
             return
         context = self._batch_context(requests)
         try:
-            with self._on_stream():
+            with self._on_stream(), self._stage("handle", requests):
                 outputs = self.entry.handle([r.inputs for r in requests], context)
             self._answer(requests, context, outputs)
         except Exception as error:  # noqa: BLE001 - the handler's failure is the answer
@@ -214,7 +215,8 @@ class Worker:
         context = self._batch_context([request])
         context.stages_batches = True  # the inference loop moves the whole batch to the device
         handler.context = context
-        return handler.preprocess([request.inputs])
+        with self._stage("preprocess", [request]):
+            return handler.preprocess([request.inputs])
 
     def _inference_loop(self, tuner: Tuner) -> None:
         handler = self.entry.instance
@@ -240,12 +242,25 @@ class Worker:
         stage = "inference"
         try:
             with tuner.timing(len(requests)), self._on_stream():
-                output = handler.inference(_join([data for _, data in ready], self.device))
+                with self._stage(stage, requests):
+                    output = handler.inference(_join([data for _, data in ready], self.device))
                 stage = "postprocess"
-                outputs = handler.postprocess(output)
+                with self._stage(stage, requests):
+                    outputs = handler.postprocess(output)
             self._answer(requests, context, outputs)
         except Exception as error:  # noqa: BLE001
             self._isolate(requests, error, stage)
+
+    @contextmanager
+    def _stage(self, name: str, requests: list[Request]):
+        """Time a step for the requests' traces, whether it succeeds or fails."""
+        start = time.time_ns()
+        try:
+            yield
+        finally:
+            stage = Stage(name, start, time.time_ns(), len(requests), self.id)
+            for request in requests:
+                request.stages.append(stage)
 
     def _on_stream(self):
         return torch.cuda.stream(self._stream) if self._stream is not None else nullcontext()

@@ -5,17 +5,18 @@ from __future__ import annotations
 import functools
 import hmac
 import json
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from tornado.ioloop import IOLoop
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
+from nbserve import tracing
 from nbserve.announce import SECRET_HEADER
 from nbserve.errors import Forbidden, MethodNotAllowed, NBServeError
 from nbserve.http.access import check_token
 from nbserve.http.errors import write_error
 from nbserve.http.limits import Caller, RequestBody
+from nbserve.protocol import request_id
 
 if TYPE_CHECKING:
     from nbserve.http.server import Server
@@ -34,6 +35,8 @@ class APIHandler(RequestHandler):
 
     #: Whether this route reads a request body (predictions, KServe); others keep none.
     takes_body = False
+    #: The request's trace span (nbserve.tracing), from prepare on; None without OpenTelemetry.
+    span = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -42,11 +45,18 @@ class APIHandler(RequestHandler):
             if not getattr(method, "after_checks", False):
                 setattr(cls, name, _after_checks(method))
 
-    def initialize(self, server: Server, api: str) -> None:
+    def initialize(self, server: Server, api: str, route: str | None = None) -> None:
         self.server = server
         self.engine = server.engine
         #: Which of the three APIs this handler answers for: its key, its Host and CORS rules.
         self.api = api
+        #: The path template it answers (``/predictions/{model_name}/{model_version}``); None
+        #: for a path no route has.
+        self.route = route
+
+    @functools.cached_property
+    def request_id(self) -> str:
+        return request_id(self.request.headers)
 
     #: The key this handler asks for; the API's own by default (the metrics API asks none).
     @property
@@ -56,6 +66,9 @@ class APIHandler(RequestHandler):
     def prepare(self):
         """Who may call, and how much it may send, checked before anything runs."""
         self.server.request_started()
+        self.span = tracing.start_server_span(self.request.method, self.route or "",
+                                              self.request.path, self.request.headers,
+                                              self.request_id)
         config = self.server.config
         #: This connection's client, as its server keeps it (see LimitedHTTPServer).
         self.caller: Caller = getattr(self.request.connection.stream, "caller", None) or Caller()
@@ -128,10 +141,12 @@ class APIHandler(RequestHandler):
         if self._lingering is not None:
             IOLoop.current().remove_timeout(self._lingering)
         self.caller.end()
+        tracing.end_server_span(self.span, self.get_status())
+        self.server.log_access(self)
         self.server.request_finished()
 
     def set_default_headers(self) -> None:
-        self.set_header("x-request-id", str(uuid.uuid4()))
+        self.set_header("x-request-id", self.request_id)
         self.set_header("Pragma", "no-cache")
         self.set_header("Cache-Control", "no-cache; no-store, must-revalidate, private")
         self.set_header("Expires", "Thu, 01 Jan 1970 00:00:00 UTC")

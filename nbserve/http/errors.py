@@ -20,8 +20,12 @@ HTTP_ERROR_TYPES = {
 }
 
 
-def error_body(code: int, type_: str, message: str) -> str:
-    return json.dumps({"code": code, "type": type_, "message": message}, indent=2)
+def error_body(code: int, type_: str, message: str, request_id: str | None = None) -> str:
+    """TorchServe's error JSON, and the request's id (its ``X-Request-ID``) where it has one."""
+    body = {"code": code, "type": type_, "message": message}
+    if request_id is not None:
+        body["request_id"] = request_id
+    return json.dumps(body, indent=2)
 
 
 def error_parts(error: BaseException | None, status: int) -> tuple[int, str, str, dict]:
@@ -46,4 +50,4 @@ def write_error(handler, status_code: int, **kwargs) -> None:
     for name, value in headers.items():
         handler.set_header(name, value)
     handler.set_header("Content-Type", "application/json")
-    handler.finish(error_body(status, type_, message))
+    handler.finish(error_body(status, type_, message, getattr(handler, "request_id", None)))

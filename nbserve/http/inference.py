@@ -9,8 +9,14 @@ is submitted to the engine, and the engine's answer is written back, as TorchSer
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
+from nbserve import tracing
+from nbserve.batching import Stage
+from nbserve.errors import ClientClosedRequest, NBServeError
 from nbserve.http.base import APIHandler
 from nbserve.protocol import (encode_answer, kserve_metadata, kserve_v1_answer,
                               kserve_v1_inputs, kserve_v2_answer, kserve_v2_inputs,
@@ -34,15 +40,44 @@ class BodyHandler(APIHandler):
     #: the handler's ``explain_handle`` answers.
     explains = False
 
+    def initialize(self, **kwargs) -> None:
+        super().initialize(**kwargs)
+        #: The engine's futures this request waits on (KServe's instances are one each).
+        self._waiting: list[Future] = []
+
     async def predict(self, model: str, version: str | None, inputs: dict,
                       on_part=None) -> Any:
         """Submit one request; its answer, or the engine's error raised here."""
         headers = dict(self.request.headers.get_all())
         if self.explains:
             headers["explain"] = "True"
+        stages: list[Stage] = []
+        received = time.time_ns()
         future = self.engine.submit(model, inputs, version=version or None, headers=headers,
-                                    on_part=on_part)
-        return await asyncio.wrap_future(future)
+                                    on_part=on_part, stages=stages)
+        self._waiting.append(future)
+        try:
+            return await asyncio.wrap_future(future)
+        finally:
+            if self.span is not None:
+                tracing.record_stages(self.span, received, stages, model,
+                                      self._served_version(model, version))
+
+    def _served_version(self, model: str, version: str | None) -> str | None:
+        """The version that answered (the default, where none was named), if still served."""
+        try:
+            return self.engine.get(model, version or None).version
+        except NBServeError:
+            return version
+
+    def on_connection_close(self) -> None:
+        """The client is gone: what it still waits for is dropped before the forward pass."""
+        super().on_connection_close()
+        for future in self._waiting:
+            with contextlib.suppress(InvalidStateError):
+                future.set_exception(ClientClosedRequest(
+                    f"The client closed the connection of request {self.request_id} before "
+                    "its answer."))
 
 
 class PredictionHandler(BodyHandler):

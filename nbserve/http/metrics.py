@@ -25,6 +25,8 @@ _FAMILIES = [
     ("nbserve_errors_total", "counter", "Requests answered with an error, by HTTP status."),
     ("nbserve_request_latency_milliseconds", "gauge",
      "End-to-end latency percentiles over the last 2048 requests."),
+    ("nbserve_requests_abandoned_total", "counter",
+     "Requests dropped unrun because their client closed the connection while they waited."),
     ("nbserve_worker_restarts_total", "counter",
      "Worker processes that died (crashed, killed, timed out) and were started again."),
     ("nbserve_batch_target", "gauge",
@@ -50,6 +52,8 @@ def render(engine) -> str:
             samples["ts_queue_latency_microseconds"].append(f"{{{labels}}} {stats.queue_latency_us:.3f}")
             samples["nbserve_queue_depth"].append(f"{{{labels}}} {len(version.queue)}")
             samples["nbserve_workers"].append(f"{{{labels}}} {len(version.workers)}")
+            samples["nbserve_requests_abandoned_total"].append(
+                f"{{{labels}}} {version.queue.abandoned}")
             samples["nbserve_worker_restarts_total"].append(f"{{{labels}}} {stats.worker_restarts}")
             for size, count in sorted(stats.batch_sizes.items()):
                 samples["nbserve_batches_total"].append(f'{{{labels},batch_size="{size}"}} {count}')

@@ -19,11 +19,12 @@ from urllib.parse import urlsplit
 from tornado.netutil import bind_sockets
 from tornado.web import Application
 
-from nbserve import __version__
+from nbserve import __version__, tracing
 from nbserve.config import ServerConfig
 from nbserve.errors import BadRequest
 from nbserve.http import inference, management, metrics
 from nbserve.http.access import Access
+from nbserve.http.access_log import access_line, close_access_log, open_access_log
 from nbserve.http.base import NotFoundHandler
 from nbserve.http.limits import LimitedHTTPServer, allow_open_files
 from nbserve.model_store import ModelStore
@@ -84,6 +85,8 @@ class Server:
         self.moved: dict[str, str] = {}
         #: TorchServe's gRPC APIs, where config.properties enables them (nbserve.grpc).
         self.grpc = None
+        #: Where each request's line goes (nbserve.http.access_log); None: nowhere.
+        self.access_log = None
 
     def start(self, fallback: frozenset[str] = frozenset()) -> Server:
         """Bind the three addresses and serve; OSError names an address that is taken.
@@ -113,6 +116,8 @@ class Server:
         if self.config.token_authorization:
             self.tokens = TokenAuthorization(self.key_file, self.config.token_expiration_min)
         allow_open_files(len(API_NAMES) * self.config.max_connections + 256)
+        self.access_log = open_access_log(self.config.access_log)
+        tracing.configure_from_environment()
         started = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(sockets, tls, started),
                                         name="nbserve-http", daemon=True)
@@ -136,8 +141,8 @@ class Server:
         asyncio.set_event_loop(self._loop)
         for api, socks in sockets.items():
             arguments = {"server": self, "api": api}
-            app = Application([(route.pattern, HANDLERS[route.name], arguments)
-                               for route in of_api(api)],
+            app = Application([(route.pattern, HANDLERS[route.name],
+                                {**arguments, "route": route.openapi}) for route in of_api(api)],
                               default_handler_class=NotFoundHandler,
                               default_handler_args=arguments)
             server = LimitedHTTPServer(
@@ -178,6 +183,7 @@ class Server:
         if self.tokens is not None:
             self.tokens.remove()
         self.model_store.close()
+        close_access_log(self.access_log)
 
     def request_started(self) -> None:
         self._in_flight += 1
@@ -185,6 +191,10 @@ class Server:
     def request_finished(self) -> None:
         self._in_flight -= 1
 
+    def log_access(self, handler) -> None:
+        """The answered request's line in the access log, if there is one."""
+        if self.access_log is not None:
+            self.access_log.info(access_line(handler, handler.request_id))
 
     @staticmethod
     def openapi(api: str) -> dict:

@@ -25,7 +25,7 @@ from nbserve.http.errors import error_body, error_parts
 from nbserve.http.limits import RequestBody
 from nbserve.protocol import (encode_answer, kserve_metadata, kserve_v1_answer,
                               kserve_v1_inputs, kserve_v2_answer, kserve_v2_inputs,
-                              prediction_answer, request_inputs)
+                              prediction_answer, request_id, request_inputs)
 from nbserve.ray_serve import MODEL_APP_PREFIX, app_name, deployment_state
 from nbserve.batching import Prediction
 from nbserve.ray_serve.replica import call_replica, stream_replica
@@ -60,15 +60,17 @@ class Ingress:
 
     async def __call__(self, request: Request) -> Response:
         cors: dict[str, str] = {}
+        known_as = request_id(request.headers)
         try:
             cors, preflight = self.access.admit(request.headers, request.method,
                                                 request.url.scheme, request.headers.get("host", ""))
             response = Response(status_code=200) if preflight else await self._route(request)
         except Exception as error:  # every error is answered as TorchServe's JSON
             status, type_, message, headers = error_parts(error, 500)
-            response = Response(error_body(status, type_, message), status, headers,
+            response = Response(error_body(status, type_, message, known_as), status, headers,
                                 media_type="application/json")
         response.headers.update(cors)
+        response.headers["x-request-id"] = known_as
         return response
 
     def keys(self) -> dict[str, str] | None:

@@ -2,6 +2,8 @@
 
 import asyncio
 import json
+import re
+import socket
 import struct
 import threading
 import time
@@ -231,10 +233,14 @@ def test_answers_and_errors_match_torchserve(served, torchserve, classifier_mar,
     assert ours[0] == theirs[0] == 200
     assert_same_answer(json.loads(ours[2]), json.loads(theirs[1]))
     for path in ("/predictions/nope", f"/predictions/{name}/9.9"):
-        status, answer = client.json("PUT", path, b"x", OCTETS)
+        status, headers, raw = client.call("PUT", path, b"x", OCTETS)
+        answer = json.loads(raw)
         their_status, their_raw = torchserve.request("inference", path, "PUT", b"x", OCTETS)
         their_answer = json.loads(their_raw)
-        assert (status, list(answer), answer["type"]) == (their_status, list(their_answer), their_answer["type"])
+        # TorchServe's fields, in its order, then the id its X-Request-ID header carries too.
+        assert (status, list(answer), answer["type"]) == (
+            their_status, [*their_answer, "request_id"], their_answer["type"])
+        assert answer["request_id"] == {k.lower(): v for k, v in headers.items()}["x-request-id"]
 
 
 @pytest.mark.parametrize("kind", ["EPS", "PDF", "ICO"])
@@ -315,3 +321,88 @@ def test_handler_profiling_times_each_step(server_factory, classifier_mar, tmp_p
     text = clients["metrics"].call("GET", "/metrics")[2].decode()
     for step in ("preprocess", "inference", "postprocess"):
         assert f'ts_handler_{step}{{ModelName="profiled",Level="Model",' in text
+
+
+# A handler that writes down each body it is given before it sleeps as long as the body asks.
+SEEN_HANDLER = '''\
+import json
+import os
+import time
+
+
+def handle(data, context):
+    if data is None:
+        return None
+    bodies = [row.get("body") for row in data]
+    with open(os.environ["NBSERVE_TEST_SEEN"], "a") as seen:
+        seen.writelines(json.dumps(body) + "\\n" for body in bodies)
+    time.sleep(max(body.get("sleep", 0) for body in bodies))
+    return bodies
+'''
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_a_request_whose_client_hung_up_while_it_waited_never_runs(server_factory, tmp_path,
+                                                                    monkeypatch, isolation):
+    seen_file = tmp_path / "seen.jsonl"
+    monkeypatch.setenv("NBSERVE_TEST_SEEN", str(seen_file))
+    (tmp_path / "seen.py").write_text(SEEN_HANDLER)
+    from nbserve.archive import archive
+
+    mar = archive("seen", "1.0", str(tmp_path / "seen.py"), export_path=tmp_path)
+    engine, _, clients = server_factory()
+    engine.register(mar, batch_size=1, isolation=isolation)
+    client = clients["inference"]
+    first = threading.Thread(target=client.call, args=(
+        "POST", "/predictions/seen", json.dumps({"n": 0, "sleep": 2}),
+        {"Content-Type": "application/json"}))
+    first.start()
+    time.sleep(0.5)  # the first is in the forward pass
+    hung_up = []
+    for n in range(1, 6):
+        body = json.dumps({"n": n}).encode()
+        sock = socket.create_connection((client.host, client.port))
+        sock.sendall(b"POST /predictions/seen HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/json\r\n"
+                     + f"Authorization: Bearer {client.key}\r\n".encode()
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        hung_up.append(sock)
+    time.sleep(0.5)
+    for sock in hung_up:
+        sock.close()
+    time.sleep(0.3)
+    assert client.json("POST", "/predictions/seen", json.dumps({"n": 6}),
+                       {"Content-Type": "application/json"}) == (200, {"n": 6})
+    first.join()
+    seen = [json.loads(line)["n"] for line in seen_file.read_text().splitlines()]
+    # A worker process is sent up to two batches ahead of its forward pass: what it had been
+    # sent before the client hung up runs; nothing still waiting in the queue does.
+    ahead = 2 - 1 if isolation == "process" else 0
+    run = seen[1:-1]
+    assert seen[0] == 0 and seen[-1] == 6 and run == list(range(1, 1 + len(run))), seen
+    assert len(run) <= ahead, seen
+    version = engine.get("seen")
+    assert version.queue.abandoned == 5 - len(run)
+    metrics = clients["metrics"].call("GET", "/metrics")[2].decode()
+    assert f'nbserve_requests_abandoned_total{{model_name="seen",model_version="1.0"' in metrics
+    assert re.search(r'nbserve_requests_abandoned_total\{model_name="seen".*\} ' f"{5 - len(run)}$",
+                     metrics, re.MULTILINE), metrics
+
+
+def test_every_answer_carries_its_request_id_and_an_error_names_it(served):
+    _, client = served
+    status, headers, _ = client.call("POST", "/predictions/ctl", b"{}",
+                                     {"Content-Type": "application/json", "X-Request-ID": "order-42"})
+    assert status == 200 and headers["X-Request-Id"] == "order-42"
+    status, headers, raw = client.call("POST", "/predictions/ctl", b'"boom"',
+                                       {"Content-Type": "application/json", "X-Request-ID": "o-43"})
+    assert status == 500 and headers["X-Request-Id"] == json.loads(raw)["request_id"] == "o-43"
+    # An id that could forge a log line or a header is not repeated: the answer gets a new one.
+    for sent in ('a" 200 0 forged', "x" * 129):
+        status, headers, raw = client.call("PUT", "/predictions/nope", b"x",
+                                           {**OCTETS, "X-Request-ID": sent})
+        given = headers["X-Request-Id"]
+        assert status == 404 and given != sent and uuid.UUID(given)
+        assert json.loads(raw)["request_id"] == given
+    ids = {client.call("GET", "/ping")[1]["X-Request-Id"] for _ in range(3)}
+    assert len(ids) == 3

@@ -55,10 +55,11 @@ def test_models_are_listed_and_described_with_their_replicas(ray_client, local_c
 
 
 def test_errors_are_torchserves_json(ray_client, local_clients, photos):
-    for name, body in not_images(photos).items():
-        ours = ray_client.json("POST", "/predictions/resnet18", body)
-        theirs = local_clients["inference"].json("POST", "/predictions/resnet18", body)
-        assert ours == theirs and ours[0] == 400, name
+    for i, (name, body) in enumerate(not_images(photos).items()):
+        known_as = {"X-Request-ID": f"not-an-image-{i}"}  # each error JSON names it
+        ours = ray_client.json("POST", "/predictions/resnet18", body, known_as)
+        theirs = local_clients["inference"].json("POST", "/predictions/resnet18", body, known_as)
+        assert ours == theirs and ours[0] == 400 and ours[1]["request_id"] == f"not-an-image-{i}", name
     cases = [
         ("POST", "/predictions/nowhere", b"x", 404, "ModelNotFoundException"),
         ("GET", "/models/nowhere", None, 404, "ModelNotFoundException"),

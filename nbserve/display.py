@@ -43,17 +43,39 @@ def is_scores(value: Any) -> bool:
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()))
 
 
+#: Below this, the top class of a classifier's probabilities is close to a guess among
+#: many classes: what a model with untrained (random) weights answers.
+LOW_CONFIDENCE = 0.05
+
+
+def _probabilities(scores: dict[str, float]) -> bool:
+    return all(0 <= score <= 1 for score in scores.values()) and sum(scores.values()) <= 1 + 1e-6
+
+
 def _bars(scores: dict[str, float]) -> list[tuple[str, float, float]]:
-    """``(label, score, bar length from 0 to 1)``, the top score's bar full."""
-    top = max(max(scores.values()), 1e-12)
+    """``(label, score, bar length from 0 to 1)``: probabilities on their own scale (a bar of
+    0.003 is a sliver); other scores (logits, say) scaled to the top one."""
+    top = 1.0 if _probabilities(scores) else max(max(scores.values()), 1e-12)
     return [(label, score, max(score, 0) / top) for label, score in scores.items()]
+
+
+def low_confidence(scores: dict[str, float]) -> str | None:
+    """A warning where class probabilities say the model hardly prefers any class."""
+    if not _probabilities(scores):
+        return None
+    top = max(scores.values())
+    if top >= LOW_CONFIDENCE:
+        return None
+    return (f"Low confidence: the top class has p = {top:.3f}. A model with untrained or random "
+            "weights answers like this.")
 
 
 def prediction_text(value: Any) -> str:
     if is_scores(value):
         width = max(len(k) for k in value)
-        return "\n".join(f"{label:<{width}}  {score:8.4f}  {'█' * round(_BAR_WIDTH * bar)}"
-                         for label, score, bar in _bars(value))
+        warning = low_confidence(value)
+        return "\n".join([f"{label:<{width}}  {score:8.4f}  {'█' * round(_BAR_WIDTH * bar)}"
+                          for label, score, bar in _bars(value)] + ([warning] if warning else []))
     return _json(value)
 
 
@@ -79,6 +101,10 @@ def prediction_html(value: Any, thumbnail: bytes | None = None) -> str:
             f'<td style="padding-left:8px;font-family:monospace">{score:.4f}</td></tr>'
             for label, score, bar in _bars(value))
         body = f'<table class="nbserve-scores">{rows}</table>'
+        warning = low_confidence(value)
+        if warning:
+            body = (f'<div>{body}<p class="nbserve-low-confidence" style="color:#b45309">'
+                    f"{html.escape(warning)}</p></div>")
     else:
         body = f"<pre>{html.escape(_json(value))}</pre>"
     return beside(thumbnail, body)
@@ -134,19 +160,30 @@ def device_text(version) -> str:
 
 
 def _batching(version) -> str:
-    """The batching policy's latest decision: ``4 of 4, wait 1.2 ms``."""
+    """The batch size the batching policy fills to now, out of the most a batch may hold, and
+    how long it lets a batch wait to fill when it does (``1 (max 4)``, ``4 (max 4) +1.2 ms``)."""
     workers = list(version.workers)
     if not workers:
         return "-"
     worker = workers[0]
-    return (f"{worker.batch_target} of {version.config.batch_size}, "
-            f"wait {worker.batch_wait_s * 1000:.1f} ms")
+    wait = worker.batch_wait_s * 1000
+    return (f"{worker.batch_target} (max {version.config.batch_size})"
+            + (f" +{wait:.1f} ms" if wait >= 0.05 else ""))
+
+
+def _latency(version) -> str:
+    """``p50 / p99`` in milliseconds over the latest requests, or ``-`` before any."""
+    p50, p99 = version.stats.percentile(50), version.stats.percentile(99)
+    return "-" if p50 is None else f"{p50:.1f} / {p99:.1f}"
 
 
 def served_line(name: str, version: str, where: str, url: str) -> str:
     """The line that says a model is served: what, where it runs (``(cpu, 1 worker)``,
     ``on Ray (2 replicas, 1 CPU each)``), and the URL to call."""
     return f"Serving {name} {version} {where}: {url}/predictions/{name}"
+
+
+_NOWRAP = "white-space:nowrap"
 
 
 @dataclass
@@ -161,8 +198,9 @@ class ServingStatus:
     #: Worker processes that died: which, how, and the last lines of their stderr.
     deaths: list[str] = field(default_factory=list)
 
-    COLUMNS = ("model", "version", "device", "workers", "batching", "queue", "requests", "p50 ms",
-               "p99 ms", "predictions URL")
+    #: The URL to call comes right after the model's name, so a narrow notebook shows it.
+    COLUMNS = ("model", "predictions URL", "version", "device", "workers", "batch size", "queue",
+               "requests", "p50 / p99 ms")
 
     @classmethod
     def of(cls, engine, urls: dict[str, str], ray=None, keys_at: dict[str, str] | None = None
@@ -180,7 +218,6 @@ class ServingStatus:
                            f"{'s' * (w.restarts != 1)}. Its last stderr lines:\n"
                            + "".join(w.stderr_tail)
                            for w in version.workers if w.last_death]
-                p50, p99 = version.stats.percentile(50), version.stats.percentile(99)
                 path = f"/predictions/{model.name}" + ("" if name == model.default_version else f"/{name}")
                 rows.append({
                     "model": model.name,
@@ -189,18 +226,16 @@ class ServingStatus:
                     "device": device_text(version),
                     "workers": f"{ready}/{len(version.workers)}"
                                + (f" ({restarts} restarts)" if restarts else ""),
-                    "batching": _batching(version),
+                    "batch size": _batching(version),
                     "queue": str(len(version.queue)),
                     "requests": str(version.stats.requests),
-                    "p50 ms": "-" if p50 is None else f"{p50:.1f}",
-                    "p99 ms": "-" if p99 is None else f"{p99:.1f}",
+                    "p50 / p99 ms": _latency(version),
                     "predictions URL": urls.get("inference", "") + path,
                 })
         for failure in engine.failures.values() if engine is not None else []:
             rows.append({"model": failure.name, "version": "-", "device": "-",
-                         "workers": "failed to load", "batching": "-", "queue": "-",
-                         "requests": "-",
-                         "p50 ms": "-", "p99 ms": "-",
+                         "workers": "failed to load", "batch size": "-", "queue": "-",
+                         "requests": "-", "p50 / p99 ms": "-",
                          "predictions URL": failure.error.splitlines()[0]})
         urls = dict(urls)
         if ray is not None:
@@ -213,7 +248,7 @@ class ServingStatus:
                     "model": model.name, "version": model.version,
                     "device": f"ray: {model.resources} each",
                     "workers": f"{running}/{total} replicas ({state['status']})",
-                    "batching": "-", "queue": "-", "requests": "-", "p50 ms": "-", "p99 ms": "-",
+                    "batch size": "-", "queue": "-", "requests": "-", "p50 / p99 ms": "-",
                     "predictions URL": f"{ray.url}/predictions/{model.name}",
                 })
         curl = ""
@@ -244,11 +279,14 @@ class ServingStatus:
     def _repr_html_(self) -> str:
         if not self.rows:
             return f"<p>{html.escape(str(self))}</p>"
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.COLUMNS)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(row[c])}</td>" for c in self.COLUMNS)
-                       + "</tr>" for row in self.rows)
+        # Cells do not wrap (a wrapped URL or figure is hard to read; JupyterLab's own style
+        # would wrap them); a narrow output area scrolls the table sideways instead.
+        head = "".join(f'<th style="{_NOWRAP}">{html.escape(c)}</th>' for c in self.COLUMNS)
+        body = "".join("<tr>" + "".join(f'<td style="{_NOWRAP}">{html.escape(row[c])}</td>'
+                                        for c in self.COLUMNS) + "</tr>" for row in self.rows)
         urls = "".join(f'<li>{html.escape(api)}: <a href="{html.escape(url)}" target="_blank">'
                        f"{html.escape(url)}</a></li>" for api, url in self.urls.items())
-        return (f'<table class="nbserve-status"><thead><tr>{head}</tr></thead><tbody>{body}'
-                f"</tbody></table><ul>{urls}</ul><pre>{html.escape(self.curl)}</pre>"
+        return (f'<div style="overflow-x:auto"><table class="nbserve-status">'
+                f"<thead><tr>{head}</tr></thead><tbody>{body}"
+                f"</tbody></table></div><ul>{urls}</ul><pre>{html.escape(self.curl)}</pre>"
                 + "".join(f"<pre>{html.escape(death)}</pre>" for death in self.deaths))

@@ -21,7 +21,20 @@ def test_scores_show_as_bars_beside_a_thumbnail_and_as_a_text_chart():
     assert rich.count("<tr>") == 3 and "data:image/png;base64," in rich
     assert "&lt;script&gt;" in rich and "<script>" not in rich
     lines = prediction_text(scores).splitlines()
-    assert lines[0].startswith("tabby") and lines[0].count("█") == 24 and lines[1].count("█") == 12
+    # Probabilities are drawn on their own scale: p = 0.6 fills 0.6 of the bar.
+    assert lines[0].startswith("tabby") and lines[0].count("█") == 14 and lines[1].count("█") == 7
+    assert 'width:60.0%' in rich and "Low confidence" not in rich
+
+
+def test_probabilities_that_prefer_no_class_say_so_and_logits_scale_to_the_top():
+    untrained = {f"class{i}": 0.003 - i * 0.0001 for i in range(5)}
+    text = prediction_text(untrained)
+    assert all(line.count("█") == 0 for line in text.splitlines()[:5])
+    assert text.splitlines()[-1].startswith("Low confidence: the top class has p = 0.003.")
+    assert "nbserve-low-confidence" in prediction_html(untrained)
+    logits = {"a": 8.0, "b": 4.0}
+    assert [line.count("█") for line in prediction_text(logits).splitlines()] == [24, 12]
+    assert "Low confidence" not in prediction_text(logits)
 
 
 def test_other_answers_show_as_json():
@@ -45,11 +58,13 @@ def test_status_table_reads_the_same_in_text_and_html(engine, classifier_mar):
     try:
         status = ServingStatus.of(engine, {"inference": "http://127.0.0.1:8080"})
         row = next(r for r in status.rows if r["model"] == "display_model")
-        assert row["workers"] == "1/1" and row["device"] == "cpu" and row["p50 ms"] == "-"
+        assert row["workers"] == "1/1" and row["device"] == "cpu" and row["p50 / p99 ms"] == "-"
+        assert row["batch size"] == "1 (max 4)"
         assert row["predictions URL"] == "http://127.0.0.1:8080/predictions/display_model"
         text = str(status)
         assert "display_model" in text and text.splitlines()[1].startswith("-----")
-        assert "<th>p99 ms</th>" in status._repr_html_()
+        assert ">p50 / p99 ms</th>" in status._repr_html_()
+        assert text.splitlines()[0].split()[:3] == ["model", "predictions", "URL"]
     finally:
         engine.unregister("display_model")
     assert "Nothing is being served" in str(ServingStatus([], {}))

@@ -199,7 +199,8 @@ def test_a_handler_error_shows_the_handlers_own_traceback(kernel):
 def test_bare_serve_shows_a_status_table_in_html_and_text(kernel):
     cell = kernel.ok("%serve")
     plain, rich = text(cell), html(cell)
-    for column in ("model", "device", "workers", "queue", "p50 ms", "p99 ms"):
+    for column in ("model", "predictions URL", "device", "workers", "batch size", "queue",
+                   "p50 / p99 ms"):
         assert column in plain and column in rich
     assert "resnet18" in plain and "/predictions/resnet18" in rich and "cpu" in plain
 

@@ -147,7 +147,9 @@ class BenchResult:
         if self.limit:
             lines.append(f"in-process limit of the same handler on the same input: "
                          f"{self.limit:.1f}/s; the server reached {self.throughput / self.limit:.2f} "
-                         "of it")
+                         "of it (the rest is what serving costs beside the model: HTTP, the "
+                         "queue, the trip to a worker process, and the cores the load itself "
+                         f"takes, {self.generator_busy:.0%} of one here)")
         if self.generator_limited:
             lines.append(f"the load process was {self.generator_busy:.0%} busy: it, not the "
                          "server, was the limit; measure with fewer clients or from another "
@@ -160,11 +162,17 @@ class BenchResult:
         printer.text(str(self))
 
     def _repr_html_(self) -> str:
-        rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
-                       for k, v in self.csv_row().items() if not k.startswith(("Model", "Input")))
+        s = self.settings
+        figures = {"req/s": _round(self.throughput), "p50 ms": _round(self.percentile(50)),
+                   "p90 ms": _round(self.percentile(90)), "p99 ms": _round(self.percentile(99)),
+                   "mean ms": _round(self.mean_ms), "requests": self.answered,
+                   "failed": self.failed, "clients": s.concurrency, "batch size": s.batch_size,
+                   "workers": s.workers}
+        head = "".join(f"<th>{html.escape(k)}</th>" for k in figures)
+        cells = "".join(f"<td>{html.escape(str(v))}</td>" for v in figures.values())
         plot = _html_image(*latency_histogram(self.latencies_ms))
-        return (f'<div class="nbserve-bench"><pre>{html.escape(str(self))}</pre>'
-                f"<table>{rows}</table>{plot}</div>")
+        return (f'<div class="nbserve-bench"><table style="white-space:nowrap"><tr>{head}</tr>'
+                f"<tr>{cells}</tr></table><pre>{html.escape(str(self))}</pre>{plot}</div>")
 
 
 def _round(value):

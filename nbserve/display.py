@@ -70,11 +70,17 @@ def low_confidence(scores: dict[str, float]) -> str | None:
             "weights answers like this.")
 
 
+def _text_bar(length: float) -> str:
+    """A bar of ``length`` (0 to 1) in block characters; a sliver for what rounds to none."""
+    blocks = round(_BAR_WIDTH * length)
+    return "█" * blocks if blocks or length <= 0 else "▏"
+
+
 def prediction_text(value: Any) -> str:
     if is_scores(value):
         width = max(len(k) for k in value)
         warning = low_confidence(value)
-        return "\n".join([f"{label:<{width}}  {score:8.4f}  {'█' * round(_BAR_WIDTH * bar)}"
+        return "\n".join([f"{label:<{width}}  {score:8.4f}  {_text_bar(bar)}"
                           for label, score, bar in _bars(value)] + ([warning] if warning else []))
     return _json(value)
 

@@ -29,6 +29,7 @@ ALIASES = {
     "ts.utils.util": "nbserve.handlers.util",
     "ts.handler_utils.timer": "nbserve.handlers.base",
     "ts.handler_utils.micro_batching": "nbserve.handlers.micro_batching",
+    "ts.handler_utils.utils": "nbserve.handlers.handler_utils",
     "ts.protocol.otf_message_handler": "nbserve.handlers.streaming",
     "ts.metrics.dimension": "nbserve.handlers.metrics",
     "ts.metrics.metric_type_enum": "nbserve.handlers.metrics",

@@ -3,16 +3,20 @@ sent, over HTTP as chunks and from Python through Engine.stream, as TorchServe s
 
 import time
 
+import pytest
+
 import archives
 from archives import STREAMING_PARTS as PARTS
 from helpers import timed_chunks
 
 
+@pytest.mark.parametrize("module, isolation", [("ts.protocol.otf_message_handler", "thread"),
+                                               ("ts.handler_utils.utils", "process")])
 def test_parts_go_out_as_they_are_sent_and_as_torchserve_sends_them(server_factory, torchserve,
-                                                                     tmp_path):
+                                                                     tmp_path, module, isolation):
     engine, server, clients = server_factory()
-    mar = archives.streaming(tmp_path)
-    engine.register(mar)
+    mar = archives.streaming(tmp_path, module)
+    engine.register(mar, isolation=isolation)
     status, pieces = timed_chunks(f"{server.urls['inference']}/predictions/streaming",
                                   {"Authorization": f"Bearer {server.tokens.keys['inference']}"})
     assert status == 200

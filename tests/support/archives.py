@@ -475,7 +475,7 @@ def described(folder: Path) -> Path:
 STREAMING_PY = '''\
 import time
 
-from ts.protocol.otf_message_handler import send_intermediate_predict_response
+from {module} import send_intermediate_predict_response
 
 
 def handle(data, context):
@@ -493,10 +493,11 @@ def handle(data, context):
 STREAMING_PARTS = ["part 0; ", "part 1; ", "part 2; ", "part 3; ", "done"]
 
 
-def streaming(folder: Path) -> Path:
-    """A handler that sends four parts 200 ms apart, then returns the fifth."""
+def streaming(folder: Path, module: str = "ts.protocol.otf_message_handler") -> Path:
+    """A handler that sends four parts 200 ms apart, then returns the fifth; it imports
+    ``send_intermediate_predict_response`` from ``module`` (TorchServe has it in two)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "streaming.py").write_text(STREAMING_PY)
+    (folder / "streaming.py").write_text(STREAMING_PY.replace("{module}", module))
     return make_archive(folder, "streaming", "streaming.py")
 
 

@@ -37,28 +37,37 @@ def engine_for(config: ServerConfig, isolation: str = "thread") -> Engine:
     return engine
 
 
-def startup_models(config: ServerConfig, models: list[str]) -> list[tuple[str | None, Path]]:
-    """``(name or None, archive path)`` for each model to load at startup."""
-    store = Path(config.model_store) if config.model_store else None
-    entries = list(models)
+def startup_entries(config: ServerConfig, models: list[str]) -> list[str]:
+    """What names the models to load at startup: ``--models`` (several in one argument,
+    separated by commas, as TorchServe reads it), else ``load_models``, else the archives the
+    ``models`` property names (``marName``)."""
+    entries = [part.strip() for entry in models for part in entry.split(",") if part.strip()]
     if config.load_models and not entries:
         entries = [e.strip() for e in config.load_models.split(",") if e.strip()]
-    if not entries:  # the models property names its archives (marName)
+    if not entries:
         entries = [f"{name}={version['marName']}"
                    for name, versions in config.model_settings().items()
                    for version in versions.values() if isinstance(version, dict)
                    and version.get("marName")]
-    loads: list[tuple[str | None, Path]] = []
-    for entry in entries:
-        if entry in ("all", "ALL"):
-            if store is None:
-                raise BadRequest("--models all needs --model-store.")
-            loads += [(None, p) for p in sorted(store.iterdir())
-                      if p.name.endswith(ARCHIVE_SUFFIXES) or (p / "MAR-INF").is_dir()]
-            continue
-        name, _, file = entry.rpartition("=")
-        loads.append((name or None, find_archive(file, store)))
-    return loads
+    return entries
+
+
+def startup_models(config: ServerConfig, models: list[str]) -> list[tuple[str | None, Path]]:
+    """``(name or None, archive path)`` for each model to load at startup."""
+    return [load for entry in startup_entries(config, models)
+            for load in entry_archives(entry, config.model_store)]
+
+
+def entry_archives(entry: str, store: str | os.PathLike | None) -> list[tuple[str | None, Path]]:
+    """``(name or None, archive path)`` for one startup entry: ``name=file``, ``file``, or
+    ``all`` (every archive in the model store)."""
+    if entry in ("all", "ALL"):
+        if store is None:
+            raise BadRequest("--models all needs --model-store.")
+        return [(None, p) for p in sorted(Path(store).iterdir())
+                if p.name.endswith(ARCHIVE_SUFFIXES) or (p / "MAR-INF").is_dir()]
+    name, _, file = entry.rpartition("=")
+    return [(name or None, find_archive(file, store))]
 
 
 def find_archive(name: str | os.PathLike, store: str | os.PathLike | None) -> Path:
@@ -100,13 +109,20 @@ def register_startup_models(engine: Engine, config: ServerConfig, models: list[s
     ``engine.failures`` with its traceback, and asking for it answers why.
     """
     loaded = []
-    for name, path in startup_models(config, models):
+    for entry in startup_entries(config, models):
         try:
-            archive, settings = startup_archive(config, name, path)
-            name = settings["model_name"]
-            loaded.append(engine.register(archive, replace=replace, **settings))
-        except Exception as error:  # noqa: BLE001 - recorded, and shown by the caller
-            engine.record_failure(name or path.name.split(".")[0], path, error)
+            loads = entry_archives(entry, config.model_store)
+        except BadRequest as missing:  # TorchServe starts without it too
+            name, _, file = entry.rpartition("=")
+            engine.record_failure(name or Path(file).name.split(".")[0], file, missing)
+            continue
+        for name, path in loads:
+            try:
+                archive, settings = startup_archive(config, name, path)
+                name = settings["model_name"]
+                loaded.append(engine.register(archive, replace=replace, **settings))
+            except Exception as error:  # noqa: BLE001 - recorded, and shown by the caller
+                engine.record_failure(name or path.name.split(".")[0], path, error)
     for name, versions in config.model_settings().items():  # defaultVersion, once all loaded
         for version, settings in versions.items():
             if isinstance(settings, dict) and settings.get("defaultVersion") \

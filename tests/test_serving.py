@@ -190,11 +190,15 @@ def test_the_models_property_carries_every_field_and_load_models_and_all_load(tm
         server.stop(timeout=5)
         engine.close()
     config.values["models"] = None
-    for load_models, models, expected in (("ctl.mar", [], ["2.0"]), (None, ["all"], ["1.0", "2.0"])):
+    for load_models, models, expected in (("ctl.mar", [], ["2.0"]), (None, ["all"], ["1.0", "2.0"]),
+                                          # TorchServe's commas; a missing one loads the rest
+                                          (None, ["ctl-1.mar,ctl.mar", "gone=gone.mar"],
+                                           ["1.0", "2.0"])):
         config.values["load_models"] = load_models
         engine, server = start_serving(config, models)
         try:
             assert sorted(v for m in engine.models() for v in m.versions) == expected
+            assert list(engine.failures) == (["gone"] if "gone=gone.mar" in models else [])
         finally:
             server.stop(timeout=5)
             engine.close()

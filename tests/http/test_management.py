@@ -83,6 +83,28 @@ def test_bad_urls_are_refused(server_factory, store, url, status, error_type):
     assert (got_status, answer["type"]) == (status, error_type)
 
 
+def test_a_link_in_the_model_store_registers_as_torchserve_registers_it(server_factory, store,
+                                                                         torchserve, tmp_path):
+    """TorchServe's own test tooling links archives into the store; a path out stays refused."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "linked.mar").write_bytes((store / "ctl.mar").read_bytes())
+    (store / "linked.mar").symlink_to(elsewhere / "linked.mar")
+    engine, _, clients = server_factory(model_store=str(store), enable_model_api=True)
+    status, answer = clients["management"].json("POST", "/models?url=linked.mar&model_name=lnk")
+    assert status == 200, answer
+    assert [m.name for m in engine.models()] == ["lnk"]
+    (torchserve.store / "linked.mar").unlink(missing_ok=True)
+    (torchserve.store / "linked.mar").symlink_to(elsewhere / "linked.mar")
+    their_status, _ = torchserve.request("management", "models?url=linked.mar&model_name=lnk"
+                                         "&initial_workers=1&synchronous=true", "POST")
+    torchserve.request("management", "models/lnk", "DELETE")
+    assert their_status == status
+    status, answer = clients["management"].json("POST", "/models?url=../elsewhere/linked.mar")
+    assert (status, answer["type"]) == (400, "BadRequestException")
+    assert [m.name for m in engine.models()] == ["lnk"]
+
+
 def test_the_model_api_is_off_unless_enabled(server_factory, store):
     engine, _, clients = server_factory(model_store=str(store))
     engine.register(store / "ctl.mar")

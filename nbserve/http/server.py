@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import ssl
 import threading
@@ -30,6 +31,8 @@ from nbserve.http.limits import LimitedHTTPServer, allow_open_files
 from nbserve.model_store import ModelStore
 from nbserve.routes import API_NAMES, of_api
 from nbserve.tokens import TokenAuthorization
+
+logger = logging.getLogger(__name__)
 
 #: The handler that answers each route of :data:`nbserve.routes.ROUTES`, by the route's name.
 HANDLERS = {
@@ -227,7 +230,18 @@ def _tls_context(config: ServerConfig) -> dict[str, ssl.SSLContext]:
                          "private_key_file (PEM) are not both set in config.properties.")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        context.load_cert_chain(config.certificate_file, config.private_key_file)
+        try:
+            context.load_cert_chain(config.certificate_file, config.private_key_file)
+        except ssl.SSLError as e:
+            if "KEY_TOO_SMALL" not in str(e):
+                raise
+            # A key OpenSSL 3 finds too weak at its default level (TorchServe's own test
+            # certificate has 1,024 bits, which Java accepts): served, and said.
+            logger.warning("certificate_file %s has a key too small for OpenSSL's default "
+                           "security level (%s); serving it anyway. Use a key of 2048 bits or "
+                           "more.", config.certificate_file, e.reason)
+            context.set_ciphers("DEFAULT:@SECLEVEL=0")
+            context.load_cert_chain(config.certificate_file, config.private_key_file)
     except (OSError, ssl.SSLError) as e:
         raise BadRequest(f"Cannot use certificate_file {config.certificate_file} with "
                          f"private_key_file {config.private_key_file}: {e}. Both must be PEM "

@@ -96,15 +96,16 @@ def test_cors_preflight_and_answers_follow_the_settings(served):
     assert [m.name for m in engine.models()] == ["ctl"]
 
 
-def _self_signed(folder):
-    """A certificate for 127.0.0.1 and localhost, and its key, as PEM files."""
+def _self_signed(folder, key=None):
+    """A certificate for 127.0.0.1 and localhost, and its key (``key``, or a new EC one), as
+    PEM files."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
     import ipaddress
 
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = key or ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.timezone.utc)
     certificate = (
@@ -141,6 +142,23 @@ def test_https_from_pem_files_and_curl_cacert(server_factory, tmp_path):
                                 capture_output=True, timeout=30)
     assert unverified.returncode != 0  # curl refuses a certificate it cannot verify
     context = ssl.create_default_context(cafile=str(cert_file))
+    with urllib.request.urlopen(f"{server.urls['metrics']}/metrics", context=context) as answer:
+        assert answer.status == 200
+
+
+def test_a_weak_key_is_served_and_named_as_torchserve_serves_its_test_certificate(
+        server_factory, tmp_path, caplog):
+    """TorchServe's own test certificate has a 1,024-bit RSA key, which OpenSSL 3 refuses at its
+    default level and Java accepts."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    cert_file, key_file = _self_signed(
+        tmp_path, rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    _, server, _ = server_factory(certificate_file=str(cert_file), private_key_file=str(key_file),
+                                  metrics_address="https://127.0.0.1:0")
+    assert f"certificate_file {cert_file} has a key too small" in caplog.text
+    context = ssl.create_default_context(cafile=str(cert_file))
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
     with urllib.request.urlopen(f"{server.urls['metrics']}/metrics", context=context) as answer:
         assert answer.status == 200
 

@@ -146,9 +146,21 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Autoscale each model up to this many replicas.")
     on_ray.add_argument("--num-cpus", type=float, default=1, help="CPUs per replica (default 1).")
     on_ray.add_argument("--num-gpus", type=float, default=0, help="GPUs per replica (default 0).")
-    # TorchServe flags with nothing to do here: no snapshots, always in the foreground.
-    for ignored in ("--ncs", "--no-config-snapshots", "--foreground", "--start"):
+    # TorchServe flags with nothing to do here: no snapshots.
+    for ignored in ("--ncs", "--no-config-snapshots"):
         parser.add_argument(ignored, action="store_true", help=argparse.SUPPRESS)
+
+
+def add_background_arguments(parser: argparse.ArgumentParser) -> None:
+    """``nbserve serve``'s TorchServe flags for a server in the background (see
+    nbserve.background); a kernel's server is the kernel's."""
+    parser.add_argument("--start", action="store_true",
+                        help="Serve in the background, as torchserve --start does (output in "
+                             "logs/nbserve.log); return once the APIs listen.")
+    parser.add_argument("--stop", action="store_true",
+                        help="Stop the server --start started, as torchserve --stop does.")
+    parser.add_argument("--foreground", action="store_true",
+                        help="With --start: stay in the foreground (the default without it).")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -310,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "until Ctrl-C or SIGTERM, which answer what is in flight first.",
     )
     add_serve_arguments(serve_parser)
+    add_background_arguments(serve_parser)
     serve_parser.set_defaults(run=_serve_command)
     bench_parser = verbs.add_parser(
         "bench", help="Measure a served model as TorchServe's benchmark-ab does.",
@@ -321,6 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve_command(args: argparse.Namespace) -> int:
+    if args.stop or (args.start and not args.foreground):
+        from nbserve import background
+
+        if args.stop:
+            return background.stop()
+        return background.start([arg for arg in args.argv[1:] if arg != "--start"])
     config = server_config(args)
     for warning in config.warnings:
         print(f"nbserve serve: warning: {warning}", file=sys.stderr)
@@ -503,7 +522,9 @@ def _archive_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         return args.run(args)
     except (NBServeError, OSError) as e:  # an address in use, a file missing: said, not a traceback

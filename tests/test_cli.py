@@ -77,3 +77,40 @@ def test_terminal_progress_only_for_big_archives():
     assert "Archiving big [" in stream.getvalue()
     assert "32/64 MiB" in stream.getvalue()
     assert stream.getvalue().endswith("\n")
+
+
+def test_serve_start_runs_in_the_background_and_stop_ends_it_as_torchserve_does(tmp_path):
+    """torchserve --start / --stop, as TorchServe's scripts and test suite call them."""
+    import json
+    import os
+    import socket
+
+    from archives import controlled
+    from helpers import Client
+    from jupyter_app import free_port
+
+    ports = {api: free_port() for api in ("inference", "management", "metrics")}
+    flags = ["--models", f"ctl={controlled(tmp_path / 'ctl')}",
+             *(f"--{api}-address=http://127.0.0.1:{port}" for api, port in ports.items())]
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # where the pid file goes, as TorchServe's
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "nbserve", "serve", *args], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=240)
+
+    started = run("--start", *flags)
+    assert started.returncode == 0 and "running in the background" in started.stderr, started.stderr
+    keys = json.loads((tmp_path / "key_file.json").read_text())
+    client = Client(f"http://127.0.0.1:{ports['inference']}", keys["inference"]["key"])
+    assert client.json("POST", "/predictions/ctl", b"{}", {"Content-Type": "application/json"}
+                       )[0] == 200
+    again = run("--start", *flags)
+    assert again.returncode == 1 and "already running" in again.stderr
+    assert client.json("GET", "/ping")[0] == 200  # the first one, untouched
+    stopped = run("--stop")
+    assert stopped.returncode == 0 and "nbserve has stopped." in stopped.stderr
+    assert not (tmp_path / ".nbserve.pid").exists() and not (tmp_path / "key_file.json").exists()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", ports["inference"]), timeout=5)
+    assert "metrics API at" in (tmp_path / "logs" / "nbserve.log").read_text()
+    assert run("--stop").stderr.strip() == "nbserve is not currently running."

@@ -141,8 +141,11 @@ class ProcessWorker:
                 "requirements": version.requirements, "worker_id": self.id, "gpu_id": self.gpu_id}
         try:
             conn.send(spec)
-            reply = receive_message(conn)[::2]  # (kind, payload): no request id
-        except (EOFError, OSError, pickle.UnpicklingError):
+            # A handler's initialize may add metrics: they come before it is ready.
+            while (message := receive_message(conn))[0] == "metric":
+                version.handler_metrics.record(*message[2])
+            reply = message[::2]  # (kind, payload): no request id
+        except (EOFError, OSError, Unreadable):
             reply = ("died", ())
         if reply[0] != "ready":
             conn.close()

@@ -80,11 +80,11 @@ class DownloadArchiveError(NBServeError):
 class InvalidKey(NBServeError):
     """A request without the key its API asks for (TorchServe 0.12's token authorization).
 
-    TorchServe answers 400; 401 with ``WWW-Authenticate`` is what HTTP clients and proxies
-    understand as "send credentials", and the type stays TorchServe's.
+    Answered 400, as TorchServe answers it (its clients and test suite check for it), with the
+    ``WWW-Authenticate`` header of a 401, which HTTP clients read as "send credentials".
     """
 
-    status = 401
+    status = 400
     type = "InvalidKeyException"
     headers = {"WWW-Authenticate": 'Bearer realm="nbserve"'}
 

@@ -109,7 +109,7 @@ def test_errors_are_counted_by_status(served):
     wrong_key = bench("--address", server.urls["inference"], "--inference-model-url",
                       "predictions/ctl", "--input", str(body), "--requests", "5",
                       "--report-location", str(folder), cwd=folder)
-    assert "5 x 401" in wrong_key.stdout and wrong_key.returncode == 1
+    assert "5 x 400" in wrong_key.stdout and wrong_key.returncode == 1
 
 
 def test_nbserve_bench_serves_an_archive_itself(tmp_path, classifier_mar, photos):

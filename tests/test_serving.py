@@ -95,7 +95,7 @@ def test_tokens_are_on_and_the_key_file_is_private_and_where_it_says(serving, tm
     status, body = request(ports["inference"], "PUT", "/predictions/ctl", b"hi",
                            {"Content-Type": "text/plain"})
     answer = json.loads(body)
-    assert (status, answer["type"]) == (401, "InvalidKeyException")
+    assert (status, answer["type"]) == (400, "InvalidKeyException")
     assert not any(key.encode() in body for key in keys.values())
 
 
@@ -113,7 +113,7 @@ def test_disable_token_auth_turns_tokens_off_and_an_open_address_is_warned_of(tm
 
 def test_the_environment_turns_tokens_off_only_where_config_properties_allows(tmp_path):
     off = {"TS_DISABLE_TOKEN_AUTHORIZATION": "true"}
-    for allowed, expected in (("false", 401), ("true", 200)):
+    for allowed, expected in (("false", 400), ("true", 200)):
         workdir = tmp_path / allowed
         workdir.mkdir()
         process, ports, _ = start(workdir, config_lines=f"enable_envvars_config={allowed}\n",

@@ -86,7 +86,7 @@ def test_the_keys_are_the_kernels_own_private_and_gone_when_serving_stops():
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
         assert set(session.keys) == {"management", "inference", "API"}
         management = Client(session.server.urls["management"])
-        assert management.call("GET", "/models")[0] == 401
+        assert management.call("GET", "/models")[0] == 400
         management.key = session.keys["management"]
         assert management.call("GET", "/models")[0] == 200
     finally:

@@ -18,12 +18,11 @@ from urllib.parse import urlsplit
 
 import grpc
 
-from nbserve.errors import BadRequest, NBServeError
+from nbserve.errors import BadRequest, InvalidKey, NBServeError
 
 #: HTTP statuses of nbserve's errors, as the gRPC status codes that mean the same.
 STATUS_CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
-    401: grpc.StatusCode.UNAUTHENTICATED,
     403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
     405: grpc.StatusCode.UNIMPLEMENTED,
@@ -37,6 +36,8 @@ STATUS_CODES = {
 
 
 def status_code(error: NBServeError) -> grpc.StatusCode:
+    if isinstance(error, InvalidKey):  # 400 over HTTP, as TorchServe answers it
+        return grpc.StatusCode.UNAUTHENTICATED
     return STATUS_CODES.get(error.status, grpc.StatusCode.INTERNAL if error.status >= 500
                             else grpc.StatusCode.INVALID_ARGUMENT)
 

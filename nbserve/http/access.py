@@ -112,7 +112,8 @@ class Access:
 
 
 def check_token(tokens, kind: str | None, authorization: str | None) -> None:
-    """401 unless ``authorization`` holds the live ``kind`` key (where tokens are on)."""
+    """InvalidKey (400, as TorchServe) unless ``authorization`` holds the live ``kind`` key
+    (where tokens are on)."""
     if tokens is not None and kind is not None and not tokens.allows(kind, authorization):
         raise InvalidKey("Token Authorization failed. Token either incorrect, expired, or not "
                          f"provided correctly: send 'Authorization: Bearer <{kind} key>', with "

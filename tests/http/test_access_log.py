@@ -47,6 +47,6 @@ def test_a_refused_request_is_logged_and_no_log_is_written_unless_asked(server_f
     _, server, clients = server_factory(access_log=str(log))
     clients["management"].call("GET", "/models", headers={"Authorization": "Bearer wrong"})
     [line] = lines_of(log, 1)
-    assert LINE.fullmatch(line)["request"] == '"GET /models HTTP/1.1" 401'
+    assert LINE.fullmatch(line)["request"] == '"GET /models HTTP/1.1" 400'
     _, quiet, _ = server_factory()
     assert quiet.access_log is None

@@ -65,11 +65,11 @@ def test_requests_receives_the_413_for_64_mb_not_a_reset(served):
 
 
 def test_a_refusal_waits_for_the_body_too(served):
-    """An unauthenticated 64 MB upload gets its 401, not a reset."""
+    """An unauthenticated 64 MB upload gets its 400, not a reset."""
     _, server, _ = served
     answer = requests.post(f"{server.urls['inference']}/predictions/ctl", data=bytes(64 << 20),
                            timeout=60)
-    assert answer.status_code == 401 and answer.json()["type"] == "InvalidKeyException"
+    assert answer.status_code == 400 and answer.json()["type"] == "InvalidKeyException"
 
 
 def test_past_the_lingering_bounds_the_answer_goes_at_once(server_factory, tmp_path):
@@ -161,7 +161,7 @@ def _flood(inference, count: int) -> list[socket.socket]:
 def test_a_flood_without_the_key_never_locks_out_a_client_with_it(server_factory, tmp_path):
     """The live attack: connections that send a keyless POST's headers and no body fill the
     server. A client with the key is answered within 2 s every time, and each refused request
-    is answered 401 within lingering_time and closed, not held to body_timeout."""
+    is answered 400 within lingering_time and closed, not held to body_timeout."""
     engine, server, clients = server_factory(max_connections=200, lingering_time=2)
     engine.register(controlled(tmp_path))
     inference = clients["inference"]
@@ -182,7 +182,7 @@ def test_a_flood_without_the_key_never_locks_out_a_client_with_it(server_factory
                 data = sock.recv(4096)
             except OSError:
                 data = b""
-            answered += data.startswith(b"HTTP/1.1 401")
+            answered += data.startswith(b"HTTP/1.1 400")
         assert answered >= 30  # the rest were closed earlier, to make room
         assert engine.get("ctl").stats.requests == 10  # the keyless ones reached no model
     finally:

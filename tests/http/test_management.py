@@ -111,6 +111,9 @@ def test_the_model_api_is_off_unless_enabled(server_factory, store):
     for method, path in (("POST", "/models?url=resnet18.mar"), ("DELETE", "/models/ctl")):
         status, answer = clients["management"].json(method, path)
         assert (status, answer["type"]) == (405, "MethodNotAllowedException")
+        # TorchServe's words first (clients match them), then what to set.
+        assert answer["message"].startswith(
+            "Requested method is not allowed, please refer to API document.")
         assert "enable_model_api=true" in answer["message"]
     assert clients["management"].json("GET", "/models/ctl")[0] == 200
 
@@ -119,6 +122,9 @@ def test_shapes_match_torchserve(server_factory, store, torchserve):
     engine, _, clients = server_factory(model_store=str(store))
     engine.register(store / "resnet18.mar")
     name = torchserve.register(store / "resnet18.mar")
+    status, listed = clients["management"].json("GET", "/models/")  # a trailing slash, too
+    their_status, their_listed = torchserve.request("management", "models/")
+    assert (status, list(listed)) == (their_status, list(json.loads(their_listed))) == (200, ["models"])
     ours = clients["management"].json("GET", f"/models/{name}")[1][0]
     theirs = json.loads(torchserve.request("management", f"models/{name}")[1])[0]
     assert list(ours) == list(theirs)

@@ -113,7 +113,7 @@ def handle(data, context):
 
 def test_without_the_key_or_from_a_foreign_host_or_origin_nothing_runs(on_ray, tmp_path):
     """Ray's proxy runs the checks the kernel's servers run: no key or the wrong API's key is
-    401, a foreign Host (DNS rebinding) or cross-site Origin is 403, and the model never ran
+    400, a foreign Host (DNS rebinding) or cross-site Origin is 403, and the model never ran
     (it marks a file each time it does)."""
     import archives
 
@@ -128,10 +128,10 @@ def test_without_the_key_or_from_a_foreign_host_or_origin_nothing_runs(on_ray, t
         for key in (None, "wrong", keys["management"]):
             headers = {"Authorization": f"Bearer {key}"} if key else {}
             status, answer = anonymous.json("POST", "/predictions/marking", b"x", headers)
-            assert (status, answer["type"]) == (401, "InvalidKeyException"), answer
+            assert (status, answer["type"]) == (400, "InvalidKeyException"), answer
         for key in (None, keys["inference"]):
             headers = {"Authorization": f"Bearer {key}"} if key else {}
-            assert anonymous.json("GET", "/models", None, headers)[0] == 401
+            assert anonymous.json("GET", "/models", None, headers)[0] == 400
         with_key = {"Authorization": f"Bearer {keys['inference']}"}
         for hostile in ({"Host": "attacker.example"}, {"Origin": "http://attacker.example"}):
             status, answer = anonymous.json("POST", "/predictions/marking", b"x",

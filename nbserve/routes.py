@@ -55,7 +55,8 @@ ROUTES = (
           ("GET",), "/v2/models/{model_name}/versions/{model_version}/ready"),
     Route("api-description", "management", r"/", ("GET", "OPTIONS"), "/"),
     Route("token", "management", r"/token", ("GET",), "/token"),
-    Route("models", "management", r"/models", ("GET", "POST"), "/models", model_api=("POST",)),
+    # TorchServe answers /models/ as /models.
+    Route("models", "management", r"/models/?", ("GET", "POST"), "/models", model_api=("POST",)),
     Route("set-default", "management", r"/models/([^/]+)/([^/]+)/set-default", ("PUT",),
           "/models/{model_name}/{model_version}/set-default"),
     Route("model", "management", r"/models/([^/]+)(?:/([^/]+))?", ("GET", "PUT", "DELETE"),

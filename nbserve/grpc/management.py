@@ -31,7 +31,7 @@ class ManagementService(Service):
 
     def RegisterModel(self, request, context):  # noqa: N802
         if not self.http.config.enable_model_api:
-            raise refuse_model_api("Registering models")
+            raise refuse_model_api("Registering models", over="gRPC")
         source = self.http.model_store.resolve(request.url)
         version = self.engine.register(
             source, model_name=request.model_name or None, handler=request.handler or None,
@@ -54,7 +54,7 @@ class ManagementService(Service):
 
     def UnregisterModel(self, request, context):  # noqa: N802
         if not self.http.config.enable_model_api:
-            raise refuse_model_api("Unregistering models")
+            raise refuse_model_api("Unregistering models", over="gRPC")
         self.engine.get(request.model_name, request.model_version or None)
         self.engine.unregister(request.model_name, request.model_version or None)
         return self._status(unregistered(request.model_name))

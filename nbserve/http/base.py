@@ -165,8 +165,11 @@ class APIHandler(RequestHandler):
             super().log_exception(typ, value, tb)
 
 
-def refuse_model_api(what: str) -> MethodNotAllowed:
-    return MethodNotAllowed(f"{what} over HTTP is off: set enable_model_api=true in "
+def refuse_model_api(what: str, over: str = "HTTP") -> MethodNotAllowed:
+    """The refusal, starting with TorchServe's own words for it (which clients match)."""
+    theirs = ("Requested method is not allowed, please refer to API document." if over == "HTTP"
+              else "Model API disabled:")
+    return MethodNotAllowed(f"{theirs} {what} over {over} is off: set enable_model_api=true in "
                             "config.properties to allow it.")
 
 

@@ -50,7 +50,9 @@ YAML_NOT_APPLIED = {
     "torchrun": "models are not launched with torchrun",
     "useJobTicket": "requests wait in the queue up to jobQueueSize",
     "useVenv": "handlers run in this process's environment",
-    "asyncCommunication": "a worker process answers each request as it is done",
+    "asyncCommunication": "an async def handle runs to the end of each batch on its "
+                          "worker's event loop; a worker process answers each request as it "
+                          "is done",
     "stateful": "sequence batching is not supported",
     "sequenceMaxIdleMSec": "sequence batching is not supported",
     "sequenceTimeoutMSec": "sequence batching is not supported",

@@ -20,7 +20,9 @@ its requests is run again on its own, so only the bad one gets the error.
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import inspect
 import os
 import threading
 import time
@@ -64,6 +66,9 @@ class Worker:
         self.start_time: datetime | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        #: Where an ``async def handle`` runs (TorchServe's asyncCommunication handlers): one
+        #: loop for the worker's life, so what the handler binds to it stays usable.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def pid(self) -> int:
@@ -144,6 +149,8 @@ class Worker:
             self.pool.shutdown()
         else:
             self._handle_loop(tuner)
+        if self._loop is not None:
+            self._loop.close()
 
     def stop(self) -> None:
         """Finish the requests in hand, take no more."""
@@ -174,6 +181,9 @@ class Worker:
         try:
             with self._on_stream(), self._stage("handle", requests):
                 outputs = self.entry.handle([r.inputs for r in requests], context)
+                if inspect.isawaitable(outputs):
+                    self._loop = self._loop or asyncio.new_event_loop()
+                    outputs = self._loop.run_until_complete(outputs)
             self._answer(requests, context, outputs)
         except Exception as error:  # noqa: BLE001 - the handler's failure is the answer
             self._isolate(requests, error, "handle")

@@ -1,5 +1,7 @@
 """A worker's two ways of running a handler, and what decides between them."""
 
+import pytest
+
 from nbserve.archive import archive
 from nbserve.engine import Engine
 
@@ -136,3 +138,30 @@ def test_a_whole_batch_preprocess_override_is_never_split(tmp_path):
         assert [f.result(60).value for f in futures] == [float(i) for i in range(100)]
         seen = handler_module("whole").SEEN
     assert max(seen["preprocess_sizes"]) > 1  # whole batches reached its preprocess
+
+
+ASYNC_HANDLE = '''\
+import asyncio
+
+LOOPS = set()
+
+
+async def handle(data, context):
+    """TorchServe's asyncCommunication handlers (its vLLM handler) define handle with async def."""
+    if data is None:
+        return None
+    LOOPS.add(id(asyncio.get_running_loop()))
+    await asyncio.sleep(0.01)
+    return [{"body": row["body"], "loops": len(LOOPS)} for row in data]
+'''
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_an_async_handle_is_awaited_on_one_loop_for_the_workers_life(tmp_path, isolation):
+    handler = tmp_path / "waiter.py"
+    handler.write_text(ASYNC_HANDLE)
+    with Engine() as engine:
+        engine.register(archive("waiter", "1.0", str(handler), export_path=tmp_path),
+                        isolation=isolation)
+        answers = [engine.predict("waiter", n) for n in range(3)]
+    assert answers == [{"body": n, "loops": 1} for n in range(3)]

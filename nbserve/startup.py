@@ -134,6 +134,9 @@ def register_startup_models(engine: Engine, config: ServerConfig, models: list[s
 def start_serving(config: ServerConfig, models: list[str]) -> tuple[Engine, Server]:
     """Load the startup models into a new engine and start its HTTP server; workers are
     processes unless config.properties' ``isolation`` says threads, as in TorchServe."""
+    if config.model_store and not Path(config.model_store).is_dir():  # TorchServe refuses too
+        raise BadRequest(f"The model store {config.model_store} is not a folder: create it, or "
+                         "name one with --model-store.")
     engine = engine_for(config, isolation="process")
     try:
         register_startup_models(engine, config, models)

@@ -58,6 +58,12 @@ def test_missing_required_flags_are_argparse_errors():
     assert "the following arguments are required: --handler, -v/--version" in result.stderr
 
 
+def test_serve_refuses_a_model_store_that_does_not_exist(tmp_path):
+    result = nbserve("serve", "--model-store", str(tmp_path / "nowhere"), "--models", "all")
+    assert result.returncode == 1
+    assert f"The model store {tmp_path / 'nowhere'} is not a folder" in result.stderr
+
+
 def test_a_mistyped_flag_or_verb_names_the_one_meant():
     result = nbserve("serve", "--modles", "x")
     assert result.returncode == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import logging
 import re
 import sys
 import time
@@ -347,29 +348,37 @@ def _serve_command(args: argparse.Namespace) -> int:
         return _serve_on_ray(args, config)
 
     from nbserve.http.access import serving_notices
+    from nbserve.logs import write_log_files
     from nbserve.startup import start_serving
 
+    write_log_files(config)  # this process's logs, in logs/ as TorchServe writes them
     stop = _stop_on_signals()
     engine, server = start_serving(config, args.models)
     for failure in engine.failures.values():
-        print(f"nbserve: {failure.name} ({failure.source}) failed to load; serving the others.\n"
-              f"{failure.traceback}", file=sys.stderr, flush=True)
+        _say(f"nbserve: {failure.name} ({failure.source}) failed to load; serving the others.\n"
+             f"{failure.traceback}", logging.ERROR)
     if engine.failures and not engine.models():
-        print("nbserve serve: error: no model could be loaded", file=sys.stderr)
+        _say("nbserve serve: error: no model could be loaded", logging.ERROR)
         server.stop()
         engine.close()
         return 1
     for notice in serving_notices(config, server.tokens):
-        print(f"nbserve: {notice}", file=sys.stderr, flush=True)
+        _say(f"nbserve: {notice}")
     for api, url in (server.grpc.urls if server.grpc else {}).items():
-        print(f"nbserve: gRPC {api} API at {url}", file=sys.stderr, flush=True)
+        _say(f"nbserve: gRPC {api} API at {url}")
     for api, url in server.urls.items():
-        print(f"nbserve: {api} API at {url}", file=sys.stderr, flush=True)
+        _say(f"nbserve: {api} API at {url}")
     stop.wait()
-    print("nbserve: stopping; answering requests in flight", file=sys.stderr, flush=True)
+    _say("nbserve: stopping; answering requests in flight")
     server.stop()
     engine.close()
     return 0
+
+
+def _say(message: str, level: int = logging.INFO) -> None:
+    """What nbserve serve tells its operator: on stderr, and in ts_log.log (nbserve.logs)."""
+    print(message, file=sys.stderr, flush=True)
+    logging.getLogger("nbserve.serve").log(level, message)
 
 
 def _bench_command(args: argparse.Namespace) -> int:

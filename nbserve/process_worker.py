@@ -20,6 +20,7 @@ worker; the last lines are kept for ``%serve``'s status.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import pickle
 import signal
@@ -39,6 +40,7 @@ from nbserve.batching import Prediction, Request, RequestQueue, Stage
 from nbserve.errors import (ClientClosedRequest, InferenceError, NBServeError, RequestTimeout,
                             WorkerDied)
 from nbserve.handlers.loader import HandlerLoadError
+from nbserve.logs import MODEL_LOG
 from nbserve.protocol import plain
 
 if TYPE_CHECKING:
@@ -130,9 +132,12 @@ class ProcessWorker:
             stderr=subprocess.PIPE, env=env, start_new_session=True)
         theirs.close()
         conn = Connection(ours.detach())
+        # Named as TorchServe names them, which model_log.log's lines show.
+        worker = f"W-{self.id}-{version.name}_{version.version}"
         relays = [threading.Thread(target=self._relay, args=(stream, tail), daemon=True,
-                                   name=f"nbserve-{self.label}-log")
-                  for stream, tail in ((process.stdout, None), (process.stderr, self.stderr_tail))]
+                                   name=f"{worker}-{kind}")
+                  for kind, stream, tail in (("stdout", process.stdout, None),
+                                             ("stderr", process.stderr, self.stderr_tail))]
         for relay in relays:
             relay.start()
         spec = {"archive": replace(version.archive, in_use=None), "name": version.name,
@@ -178,6 +183,7 @@ class ProcessWorker:
                 tail.append(line)
             sys.stderr.write(f"[{self.label}] {line}")
             sys.stderr.flush()
+            MODEL_LOG.info(line.rstrip("\n"))
         stream.close()
 
     def _feed(self) -> None:
@@ -435,6 +441,9 @@ def main(fd: int) -> None:
     from nbserve.worker import Worker
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when this process ends
+    # What the model says goes to this process's stderr, which the server relays to its own
+    # and to model_log.log.
+    MODEL_LOG.addHandler(logging.StreamHandler(sys.stderr))
     conn = Connection(fd)
     send_lock = threading.Lock()
 

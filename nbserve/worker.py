@@ -40,6 +40,7 @@ from nbserve.handlers.base import BaseHandler, asks_for_handle, declared_per_req
 from nbserve.handlers.context import Context, RequestProcessor
 from nbserve.handlers.loader import archive_imports, load_handler
 from nbserve.live import LiveModel
+from nbserve.logs import MODEL_LOG
 from nbserve.tuner import Tuner
 
 if TYPE_CHECKING:
@@ -312,6 +313,7 @@ class Worker:
             model_name=version.name, version=version.version, stage=stage, status=status,
             traceback="".join(traceback.format_exception(type(error), error, error.__traceback__)),
         )
+        MODEL_LOG.error("%s\n%s", failure, failure.traceback.rstrip())
         failure.__cause__ = error  # for %predict, which raises it where the notebook shows it
         return failure
 

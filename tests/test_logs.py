@@ -1,0 +1,55 @@
+"""TorchServe's log files from ``nbserve serve``: access_log.log, model_log.log, ts_log.log."""
+
+import json
+import re
+import time
+
+import pytest
+
+from archives import controlled
+from helpers import Client, nbserve_serve
+
+#: TorchServe's log4j layout for model_log.log and ts_log.log.
+LAYOUT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d,\d{3} \[(?P<level>[A-Z]+) *\] (?P<thread>\S+) "
+                    r"(?P<logger>\S+) - (?P<message>.*)")
+
+
+def wait_for_text(path, words, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text() if path.exists() else ""
+        if all(word in text for word in words):
+            return text
+        time.sleep(0.1)
+    return text
+
+
+@pytest.mark.parametrize("isolation", ["process", "thread"])
+def test_serve_writes_torchserves_log_files(tmp_path, isolation):
+    mar = controlled(tmp_path / "ctl")
+    logs = tmp_path / "elsewhere"
+    process, ports, _ = nbserve_serve("--models", f"ctl={mar}", "--isolation", isolation,
+                                      cwd=tmp_path, env={"LOG_LOCATION": str(logs)})
+    try:
+        keys = json.loads((tmp_path / "key_file.json").read_text())
+        client = Client(f"http://127.0.0.1:{ports['inference']}", keys["inference"]["key"])
+        json_body = {"Content-Type": "application/json"}
+        assert client.call("POST", "/predictions/ctl", b"{}", json_body)[0] == 200
+        assert client.call("POST", "/predictions/ctl", b'"boom"', json_body)[0] == 500
+        model_log = wait_for_text(logs / "model_log.log", ["ValueError: boom was asked for"])
+        access_log = wait_for_text(logs / "access_log.log", ['"POST /predictions/ctl HTTP/1.1" 500'])
+    finally:
+        process.terminate()
+        process.wait(30)
+    # The handler's traceback, in TorchServe's layout; from a worker process, on the thread
+    # TorchServe names W-<port>-<model>_<version>-stderr.
+    assert "Traceback (most recent call last)" in model_log
+    first = LAYOUT.match(model_log.splitlines()[0])
+    assert first and first["logger"] == "MODEL_LOG", model_log
+    if isolation == "process":
+        assert first["thread"].startswith("W-") and first["thread"].endswith("-stderr")
+    assert '"POST /predictions/ctl HTTP/1.1" 200' in access_log
+    ts_log = (logs / "ts_log.log").read_text()
+    assert f"inference API at http://127.0.0.1:{ports['inference']}" in ts_log
+    assert "stopping; answering requests in flight" in ts_log
+    assert not (tmp_path / "logs").exists()  # LOG_LOCATION moved them

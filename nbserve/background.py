@@ -1,11 +1,12 @@
 """``nbserve serve --start`` and ``--stop``: TorchServe's ``torchserve --start``/``--stop``, so
 its scripts run unchanged.
 
-``--start`` runs the same command in the foreground in a process of its own session, its output
-in ``logs/nbserve.log`` (``LOG_LOCATION`` moves it), and returns once the APIs listen, as
-TorchServe's does. Its pid is kept where TorchServe keeps its own, in the temporary folder
-(``TMPDIR``), so two servers with separate ``TMPDIR`` run side by side. ``--stop`` sends it
-SIGTERM (it answers what is in flight, then exits) and waits for it.
+``--start`` runs the same command in a process of its own session and returns once the APIs
+listen, as TorchServe's does. As TorchServe's server, it keeps the caller's stdout and stderr
+(TorchServe's launcher reads them, waiting for "Model server started."), and writes its log
+files in ``logs/`` (:mod:`nbserve.logs`). Its pid is kept where TorchServe keeps its own, in
+the temporary folder (``TMPDIR``), so two servers with separate ``TMPDIR`` run side by side.
+``--stop`` sends it SIGTERM (it answers what is in flight, then exits) and waits for it.
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from nbserve.logs import log_location
+
 #: How long a background server may take to listen, or to stop.
 WAIT_S = 180
+#: What the server writes to ts_log.log once its APIs listen.
+LISTENING = "metrics API at"
 
 
 def pid_file() -> Path:
@@ -52,32 +57,24 @@ def start(argv: list[str]) -> int:
         print("nbserve is already running, please use nbserve serve --stop to stop it.",
               file=sys.stderr)
         return 1
-    logs = Path(os.environ.get("LOG_LOCATION") or "logs")
-    logs.mkdir(parents=True, exist_ok=True)
-    log = logs / "nbserve.log"
-    with open(log, "ab") as out:
-        start_at = out.tell()
-        process = subprocess.Popen([sys.executable, "-m", "nbserve", "serve", *argv],
-                                   stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    ts_log = log_location() / "ts_log.log"
+    begun = ts_log.stat().st_size if ts_log.exists() else 0
+    process = subprocess.Popen([sys.executable, "-m", "nbserve", "serve", *argv],
+                               stdin=subprocess.DEVNULL, start_new_session=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
     pid_file().write_text(str(process.pid))
     deadline = time.monotonic() + WAIT_S
-    said = ""
-    while time.monotonic() < deadline:
-        with open(log, "rb") as out:
-            out.seek(start_at)
-            said = out.read().decode(errors="replace")
-        if "metrics API at" in said:
-            print(said, end="", file=sys.stderr)
-            print(f"nbserve is running in the background (pid {process.pid}; its output goes "
-                  f"to {log}); nbserve serve --stop stops it.", file=sys.stderr)
-            return 0
-        if process.poll() is not None:
-            break
+    while time.monotonic() < deadline and process.poll() is None:
+        if ts_log.exists():
+            with open(ts_log, "rb") as log:
+                log.seek(begun)
+                if LISTENING in log.read().decode(errors="replace"):
+                    print(f"nbserve is running in the background (pid {process.pid}; its logs "
+                          f"are in {ts_log.parent}); nbserve serve --stop stops it.",
+                          file=sys.stderr)
+                    return 0
         time.sleep(0.2)
-    print(said, end="", file=sys.stderr)
-    print(f"nbserve did not start (see {log}).", file=sys.stderr)
+    print(f"nbserve did not start (see {ts_log}).", file=sys.stderr)
     if process.poll() is None:
         process.terminate()
     pid_file().unlink(missing_ok=True)

@@ -156,8 +156,8 @@ def add_background_arguments(parser: argparse.ArgumentParser) -> None:
     """``nbserve serve``'s TorchServe flags for a server in the background (see
     nbserve.background); a kernel's server is the kernel's."""
     parser.add_argument("--start", action="store_true",
-                        help="Serve in the background, as torchserve --start does (output in "
-                             "logs/nbserve.log); return once the APIs listen.")
+                        help="Serve in the background, as torchserve --start does (logs in "
+                             "logs/); return once the APIs listen.")
     parser.add_argument("--stop", action="store_true",
                         help="Stop the server --start started, as torchserve --stop does.")
     parser.add_argument("--foreground", action="store_true",
@@ -368,6 +368,7 @@ def _serve_command(args: argparse.Namespace) -> int:
         _say(f"nbserve: gRPC {api} API at {url}")
     for api, url in server.urls.items():
         _say(f"nbserve: {api} API at {url}")
+    print("Model server started.", flush=True)  # TorchServe's line, which its launcher awaits
     stop.wait()
     _say("nbserve: stopping; answering requests in flight")
     server.stop()

@@ -41,13 +41,15 @@ def _tracer():
 def start_server_span(method: str, route: str, path: str, headers: Mapping[str, str],
                       request_id: str):
     """The span of one HTTP request, continuing the client's trace where its headers carry a
-    W3C ``traceparent``; None without OpenTelemetry."""
+    W3C ``traceparent``; None without OpenTelemetry or a tracer provider that records."""
     if trace is None:
         return None
-    return _tracer().start_span(
+    span = _tracer().start_span(
         f"{method} {route}", context=propagate.extract(headers), kind=trace.SpanKind.SERVER,
         attributes={"http.request.method": method, "http.route": route, "url.path": path,
                     "nbserve.request_id": request_id})
+    # Without a tracer provider (the API's default) nothing records: no span work at all.
+    return span if span.is_recording() else None
 
 
 def end_server_span(span, status: int) -> None:

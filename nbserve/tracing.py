@@ -42,8 +42,8 @@ def start_server_span(method: str, route: str, path: str, headers: Mapping[str, 
                       request_id: str):
     """The span of one HTTP request, continuing the client's trace where its headers carry a
     W3C ``traceparent``; None without OpenTelemetry or a tracer provider that records."""
-    if trace is None:
-        return None
+    if trace is None or isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return None  # no provider set: nothing would record
     span = _tracer().start_span(
         f"{method} {route}", context=propagate.extract(headers), kind=trace.SpanKind.SERVER,
         attributes={"http.request.method": method, "http.route": route, "url.path": path,

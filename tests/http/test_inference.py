@@ -354,10 +354,12 @@ def test_a_request_whose_client_hung_up_while_it_waited_never_runs(server_factor
     engine.register(mar, batch_size=1, isolation=isolation)
     client = clients["inference"]
     first = threading.Thread(target=client.call, args=(
-        "POST", "/predictions/seen", json.dumps({"n": 0, "sleep": 2}),
+        "POST", "/predictions/seen", json.dumps({"n": 0, "sleep": 3}),
         {"Content-Type": "application/json"}))
     first.start()
-    time.sleep(0.5)  # the first is in the forward pass
+    deadline = time.monotonic() + 30
+    while not (seen_file.exists() and seen_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the first is in the forward pass
     hung_up = []
     for n in range(1, 6):
         body = json.dumps({"n": n}).encode()

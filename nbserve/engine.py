@@ -228,6 +228,7 @@ class Engine:
         isolation: str | None = None,
         preprocess_threads: int | None = None,
         replace: bool = False,
+        wait: bool = True,
     ) -> ModelVersion:
         """Load an archive (``.mar``, ``.tar.gz`` or folder) and start its workers.
 
@@ -237,6 +238,9 @@ class Engine:
         how many threads preprocess each worker's requests. The first version of a
         model becomes its default. With ``replace``, a version already served is swapped for the
         new one once it has loaded; requests already queued for the old one are still answered.
+        Without ``wait`` (TorchServe's ``synchronous=false``), a new version is served at once
+        and its workers start behind it: requests wait in its queue until one is ready, and if
+        none can start it is removed again and recorded in :attr:`failures`.
         """
         archive = source if isinstance(source, ModelArchive) else open_archive(source)
         name = model_name or archive.model_name
@@ -269,24 +273,59 @@ class Engine:
         loaded.requirements = self._requirements(archive, name)
         if loaded.requirements is not None and config.isolation == "thread":
             requirements.use(loaded.requirements, first=False)
+        if not wait and not replace:
+            self._add(loaded)
+            threading.Thread(target=self._start_workers, args=(loaded, source),
+                             name=f"nbserve-load-{name}", daemon=True).start()
+            return loaded
         try:
             loaded.scale(config.min_workers)
         except BaseException:
             loaded.scale(0)
             raise
-        with self._lock:
-            model = self._models.get(name)
-            old = model.versions.get(version) if model else None
-            if model is None:
-                self._models[name] = Model(name, {version: loaded}, version)
-            else:
-                model.versions[version] = loaded
-            self.failures.pop(name, None)
-            if old is not None:
-                old.close(wait=False)  # under the lock: no request can reach it after this
+        old = self._add(loaded, swap=True)
         if old is not None:
             threading.Thread(target=old.join, name=f"nbserve-drain-{name}", daemon=True).start()
         return loaded
+
+    def _add(self, loaded: ModelVersion, swap: bool = False) -> ModelVersion | None:
+        """Serve ``loaded`` (its workers may still be starting); the version it replaces,
+        closed, where ``swap`` allows one, else ModelAlreadyRegistered."""
+        with self._lock:
+            model = self._models.get(loaded.name)
+            old = model.versions.get(loaded.version) if model else None
+            if old is not None and not swap:
+                raise ModelAlreadyRegistered(
+                    f"Model version {loaded.version} is already registered for model "
+                    f"{loaded.name!r}.")
+            if model is None:
+                self._models[loaded.name] = Model(loaded.name, {loaded.version: loaded},
+                                                  loaded.version)
+            else:
+                model.versions[loaded.version] = loaded
+            self.failures.pop(loaded.name, None)
+            if old is not None:
+                old.close(wait=False)  # under the lock: no request can reach it after this
+        return old
+
+    def _start_workers(self, loaded: ModelVersion, source) -> None:
+        """A version served before its workers started: start them; if they cannot start,
+        stop serving it (answering what waited with why) and record the failure."""
+        try:
+            loaded.scale(loaded.config.min_workers)
+        except Exception as error:  # noqa: BLE001 - recorded, and answered to what waited
+            loaded.scale(0)
+            with self._lock:
+                model = self._models.get(loaded.name)
+                if model is not None and model.versions.get(loaded.version) is loaded:
+                    del model.versions[loaded.version]
+                    if not model.versions:
+                        del self._models[loaded.name]
+                    elif model.default_version == loaded.version:
+                        model.default_version = next(iter(model.versions))
+            failure = self.record_failure(loaded.name, getattr(source, "source", source), error)
+            loaded.queue.fail_all(ModelLoadFailed(f"{loaded.label} failed to start: "
+                                                  f"{failure.error}"))
 
     def _requirements(self, archive: ModelArchive, name: str) -> Path | None:
         """Install the archive's requirements where the setting asks; where they went."""

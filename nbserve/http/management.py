@@ -52,8 +52,14 @@ class ModelsHandler(_ManagementHandler):
             "initial_workers": self._int("initial_workers"),
             "response_timeout": self._int("response_timeout"),
         }
-        version = await _off_loop(self.engine.register, source, **options)
-        self.write_json(registered(version))
+        # TorchServe's default is to answer once the workers run; synchronous=false answers
+        # 202 at once, and the workers start behind the answer.
+        synchronous = self.get_query_argument("synchronous", "true").lower() == "true"
+        version = await _off_loop(self.engine.register, source, wait=synchronous, **options)
+        if synchronous or version.config.min_workers == 0:
+            self.write_json(registered(version))
+        else:
+            self.write_json({"status": "Processing worker updates..."}, status=202)
 
 
 class ModelHandler(_ManagementHandler):

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import time
 
 import pytest
 
@@ -151,3 +152,62 @@ def test_customized_describe_is_the_handlers_describe_handle(server_factory, tor
     assert ours[0]["customizedMetadata"] == theirs[0]["customizedMetadata"]
     assert ours[0]["customizedMetadata"] == {"data1": "1", "data2": "2"}
     assert "customizedMetadata" not in clients["management"].json("GET", "/models/described")[1][0]
+
+
+SLOW_TO_LOAD = '''\
+import time
+
+
+class SlowToLoad:
+    def initialize(self, context):
+        time.sleep(2)
+
+    def handle(self, data, context):
+        return [row.get("body") for row in data]
+'''
+
+
+def test_synchronous_false_answers_202_at_once_as_torchserve_and_queues_until_loaded(
+        server_factory, tmp_path, torchserve):
+    from nbserve.archive import archive
+
+    (tmp_path / "slow_to_load.py").write_text(SLOW_TO_LOAD)
+    mar = archive("slow", "1.0", str(tmp_path / "slow_to_load.py"), export_path=tmp_path)
+    engine, _, clients = server_factory(model_store=str(tmp_path), enable_model_api=True)
+    started = time.monotonic()
+    status, answer = clients["management"].json(
+        "POST", "/models?url=slow.mar&initial_workers=1&synchronous=false")
+    assert time.monotonic() - started < 1.5  # before the handler's 2 s initialize
+    shutil.copy(mar, torchserve.store / "slow.mar")
+    their_status, theirs = torchserve.request(
+        "management", "models?url=slow.mar&initial_workers=1&synchronous=false", "POST")
+    assert (status, answer) == (their_status, json.loads(theirs)) == (
+        202, {"status": "Processing worker updates..."})
+    assert [m.name for m in engine.models()] == ["slow"]  # listed while it loads
+    # A request sent now waits for the worker, then is answered.
+    status, _, body = clients["inference"].call("POST", "/predictions/slow", b'"hi"',
+                                                {"Content-Type": "application/json"})
+    assert (status, body) == (200, b"hi")
+    assert time.monotonic() - started >= 2
+    time.sleep(1)
+    torchserve.request("management", "models/slow", "DELETE")
+
+
+def test_a_model_whose_workers_cannot_start_is_removed_again_and_says_why(server_factory,
+                                                                         tmp_path):
+    from nbserve.archive import archive
+
+    (tmp_path / "broken.py").write_text(
+        "class Broken:\n    def initialize(self, context):\n        raise RuntimeError('no')\n\n"
+        "    def handle(self, data, context):\n        return data\n")
+    archive("broken", "1.0", str(tmp_path / "broken.py"), export_path=tmp_path)
+    engine, _, clients = server_factory(model_store=str(tmp_path), enable_model_api=True)
+    status, _ = clients["management"].json(
+        "POST", "/models?url=broken.mar&initial_workers=1&synchronous=false")
+    assert status == 202
+    deadline = time.monotonic() + 30
+    while "broken" not in engine.failures and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert engine.models() == [] and "RuntimeError: no" in engine.failures["broken"].error
+    status, answer = clients["management"].json("GET", "/models/broken")
+    assert status == 500 and "failed to load" in answer["message"]

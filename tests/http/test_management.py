@@ -117,6 +117,23 @@ def test_the_model_api_is_off_unless_enabled(server_factory, store):
             "Requested method is not allowed, please refer to API document.")
         assert "enable_model_api=true" in answer["message"]
     assert clients["management"].json("GET", "/models/ctl")[0] == 200
+    assert [m.name for m in engine.models()] == ["ctl"]  # nothing registered, nothing removed
+
+
+def test_registering_without_the_key_registers_nothing_either_way(server_factory, store):
+    from helpers import Client
+
+    engine, _, clients = server_factory(model_store=str(store), enable_model_api=True)
+    keyed = clients["management"]
+    anonymous = Client(f"http://{keyed.host}:{keyed.port}")
+    for sync in ("true", "false"):
+        for client, headers in ((anonymous, None), (keyed, {"Authorization": "Bearer wrong"})):
+            status, answer = client.json(
+                "POST", f"/models?url=ctl.mar&initial_workers=1&synchronous={sync}",
+                headers=headers)
+            assert (status, answer["type"]) == (400, "InvalidKeyException")
+    time.sleep(0.5)  # an asynchronous registration would have shown by now
+    assert engine.models() == [] and not engine.failures
 
 
 def test_shapes_match_torchserve(server_factory, store, torchserve):

@@ -318,11 +318,7 @@ class Engine:
             with self._lock:
                 model = self._models.get(loaded.name)
                 if model is not None and model.versions.get(loaded.version) is loaded:
-                    del model.versions[loaded.version]
-                    if not model.versions:
-                        del self._models[loaded.name]
-                    elif model.default_version == loaded.version:
-                        model.default_version = next(iter(model.versions))
+                    self._remove(model, loaded.version)
             failure = self.record_failure(loaded.name, getattr(source, "source", source), error)
             loaded.queue.fail_all(ModelLoadFailed(f"{loaded.label} failed to start: "
                                                   f"{failure.error}"))
@@ -350,15 +346,19 @@ class Engine:
         """Stop serving a version (the default one if none given) after answering its queue."""
         with self._lock:
             target = self.get(model_name, version)
-            model = self._models[model_name]
-            del model.versions[target.version]
-            if not model.versions:
-                del self._models[model_name]
-            elif model.default_version == target.version:
-                model.default_version = sorted(model.versions)[-1]
+            self._remove(self._models[model_name], target.version)
             target.close(wait=False)
         if wait:
             target.join()
+
+    def _remove(self, model: Model, version: str) -> None:
+        """Stop listing a version (the lock held): the model goes with its last version, and
+        the newest one left becomes the default if this was it."""
+        del model.versions[version]
+        if not model.versions:
+            del self._models[model.name]
+        elif model.default_version == version:
+            model.default_version = sorted(model.versions)[-1]
 
     def scale(self, model_name: str, version: str | None = None, *, min_workers: int | None = None,
               max_workers: int | None = None, wait: bool = True) -> ModelVersion:

@@ -21,10 +21,13 @@ MODEL_LOG = logging.getLogger("MODEL_LOG")
 MODEL_LOG.addHandler(logging.NullHandler())
 MODEL_LOG.propagate = False  # only where it is sent
 
-#: TorchServe's log4j layout: ISO 8601 with a comma, level, thread, logger, message.
+#: TorchServe's log4j layouts: ISO 8601 with a comma before the milliseconds, then the level,
+#: thread and logger (its model and server logs) or the message alone (its access log).
+_WHEN = "%(asctime)s,%(msecs)03d"
+_DATE = "%Y-%m-%dT%H:%M:%S"
 LAYOUT = logging.Formatter(
-    "%(asctime)s,%(msecs)03d [%(levelname)-5s] %(threadName)s %(name)s - %(message)s",
-    "%Y-%m-%dT%H:%M:%S")
+    f"{_WHEN} [%(levelname)-5s] %(threadName)s %(name)s - %(message)s", _DATE)
+ACCESS_LAYOUT = logging.Formatter(f"{_WHEN} - %(message)s", _DATE)
 
 
 def log_location() -> Path:

@@ -14,9 +14,7 @@ import sys
 
 from tornado.web import RequestHandler
 
-#: TorchServe's log4j layout for the access log: ISO 8601 with a comma before milliseconds.
-_FORMAT = logging.Formatter("%(asctime)s,%(msecs)03d - %(message)s", "%Y-%m-%dT%H:%M:%S")
-
+from nbserve.logs import ACCESS_LAYOUT
 
 def open_access_log(target: str | None) -> logging.Logger | None:
     """A logger of its own (no other handler sees its lines) writing to ``target``: a file
@@ -25,7 +23,7 @@ def open_access_log(target: str | None) -> logging.Logger | None:
         return None
     log = logging.Logger("nbserve.access_log")
     handler = logging.StreamHandler(sys.stderr) if target == "-" else logging.FileHandler(target)
-    handler.setFormatter(_FORMAT)
+    handler.setFormatter(ACCESS_LAYOUT)
     log.addHandler(handler)
     return log
 
@@ -36,10 +34,10 @@ def close_access_log(log: logging.Logger | None) -> None:
         log.removeHandler(handler)
 
 
-def access_line(handler: RequestHandler, request_id: str) -> str:
+def access_line(handler: RequestHandler) -> str:
     request = handler.request
     address = getattr(request.connection, "context", None)
     address = getattr(address, "address", None)
     client = f"/{address[0]}:{address[1]}" if isinstance(address, tuple) else f"/{request.remote_ip}"
     return (f'{client} "{request.method} {request.uri} {request.version}" '
-            f"{handler.get_status()} {round(request.request_time() * 1000)} {request_id}")
+            f"{handler.get_status()} {round(request.request_time() * 1000)} {handler.request_id}")

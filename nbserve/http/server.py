@@ -197,7 +197,7 @@ class Server:
     def log_access(self, handler) -> None:
         """The answered request's line in the access log, if there is one."""
         if self.access_log is not None:
-            self.access_log.info(access_line(handler, handler.request_id))
+            self.access_log.info(access_line(handler))
 
     @staticmethod
     def openapi(api: str) -> dict:

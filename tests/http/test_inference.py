@@ -380,8 +380,9 @@ def test_a_request_whose_client_hung_up_while_it_waited_never_runs(server_factor
     # A worker process is sent up to two batches ahead of its forward pass: what it had been
     # sent before the client hung up runs; nothing still waiting in the queue does.
     ahead = 2 - 1 if isolation == "process" else 0
+    # The five connections race each other to the server, so which one went ahead is not fixed.
     run = seen[1:-1]
-    assert seen[0] == 0 and seen[-1] == 6 and run == list(range(1, 1 + len(run))), seen
+    assert seen[0] == 0 and seen[-1] == 6 and set(run) <= {1, 2, 3, 4, 5}, seen
     assert len(run) <= ahead, seen
     version = engine.get("seen")
     assert version.queue.abandoned == 5 - len(run)

@@ -32,9 +32,9 @@ def measure_limit(name: str, seconds: float, device: str = "cpu",
                   batch_sizes: tuple[int, ...] = BATCH_SIZES) -> dict:
     """The handler in a plain loop: images per second per batch size, and batch-1 latency.
     On ``device="cuda"``, on GPU 0 (the answers' ``.tolist()`` waits for each batch)."""
-    from nbserve.archive import open_archive
     from nbserve.handlers.context import Context
     from nbserve.handlers.loader import load_handler
+    from nbserve.store.archive import open_archive
 
     opened = open_archive(models.build(name))
     entry = load_handler("image_classifier", opened.path)
@@ -101,7 +101,7 @@ def closed_loop(call, clients: int, seconds: float) -> tuple[list[float], float,
 
 def measure_engine(name: str, seconds: float, callers: int) -> dict:
     """``engine.predict`` from ``callers`` threads in a closed loop."""
-    from nbserve.engine import Engine
+    from nbserve.serving.engine import Engine
 
     image = models.photo()
     with Engine() as engine:

@@ -33,7 +33,7 @@ def grpc_load(address: str, model: str, clients: int, seconds: float, key: str) 
 
     import grpc
 
-    from nbserve.grpc import messages
+    from nbserve.api.grpc import messages
 
     photo, local = models.photo(), threading.local()
     request = messages.PredictionsRequest(model_name=model, input={"data": photo})

@@ -1,25 +1,27 @@
 """nbserve: TorchServe-compatible model serving that lives in the notebook."""
 
-__version__ = "0.1.0"
-
-from nbserve.archive import ModelArchive, archive, open_archive  # noqa: E402
-from nbserve.errors import InferenceError, NBServeError  # noqa: E402
+from nbserve._version import __version__
+from nbserve.errors import InferenceError, NBServeError
+from nbserve.store.archive import ModelArchive, archive, open_archive
 
 
 def __getattr__(name):
     # The engine imports torch: load it on first use, so `nbserve archive` starts fast.
     if name == "Engine":
-        from nbserve.engine import Engine
+        from nbserve.serving.engine import Engine
         return Engine
     if name in ("serve", "predict", "stop"):  # what %serve and %predict do, from Python
-        from nbserve import session
+        from nbserve.notebook import session
         return getattr(session, name)
+    if name in ("session", "widgets"):  # nbserve.session.current: the kernel's server and keys
+        import importlib
+        return importlib.import_module(f"nbserve.notebook.{name}")
     raise AttributeError(f"module 'nbserve' has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython):
     """``%load_ext nbserve``: the ``%archive``, ``%serve`` and ``%predict`` magics."""
-    from nbserve.magics import NBServeMagics
+    from nbserve.notebook.magics import NBServeMagics
     ipython.register_magics(NBServeMagics)
 
 

@@ -1,5 +1,5 @@
 import sys
 
-from nbserve.cli import main
+from nbserve.cli.main import main
 
 sys.exit(main())

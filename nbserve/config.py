@@ -71,7 +71,8 @@ class ModelConfig:
 
     #: Most requests one handler call gets.
     batch_size: int = 4
-    #: Milliseconds a worker waits for a batch to fill; 0 takes what is waiting.
+    #: The most milliseconds a batch may wait to fill: a ceiling on what the batching policy
+    #: (nbserve.serving.batch_policy) decides; 0 leaves the wait to the policy alone.
     max_batch_delay: float = 0
     min_workers: int = 1
     max_workers: int = 1
@@ -84,9 +85,9 @@ class ModelConfig:
     device_ids: tuple[int, ...] | None = None
     limit_max_image_pixels: bool = True
     #: Where workers run: "thread" (in this process) or "process" (one each, restarted when
-    #: it dies; see nbserve.process_worker).
+    #: it dies; see nbserve.serving.process.supervisor).
     isolation: str = "thread"
-    #: Threads preprocessing each worker's requests (see nbserve.worker); None: the CPUs this
+    #: Threads preprocessing each worker's requests (see nbserve.serving.worker); None: the CPUs this
     #: process may use, shared among the workers, less one for a forward pass on the CPU.
     preprocess_threads: int | None = None
     #: The whole model-config.yaml, which handlers read as ``context.model_yaml_config``.
@@ -186,7 +187,7 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "job_queue_size": 1000,
     "max_request_size": 6553500,
     "max_response_size": 6553500,
-    # nbserve's limits on clients (see nbserve.http.limits), tornado's and nginx's names.
+    # nbserve's limits on clients (see nbserve.api.limits), tornado's and nginx's names.
     "max_connections": 4096,
     "idle_connection_timeout": 60.0,
     "body_timeout": 120.0,
@@ -217,7 +218,7 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "preprocess_threads": None,
     # nbserve's: a file for the access log (TorchServe's ACCESS_LOG lines), or "-" for stderr.
     "access_log": None,
-    # TorchServe's gRPC APIs (nbserve.grpc): off unless asked, on loopback.
+    # TorchServe's gRPC APIs (nbserve.api.grpc): off unless asked, on loopback.
     "enable_grpc": False,
     "grpc_inference_port": 7070,
     "grpc_management_port": 7071,
@@ -226,7 +227,7 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "enable_grpc_ssl": False,
     "grpc_inference_max_connection_age_ms": None,
     "grpc_management_max_connection_age_ms": None,
-    # Jupyter's names: which Host names a server on loopback answers (see nbserve.http.access).
+    # Jupyter's names: which Host names a server on loopback answers (see nbserve.api.access).
     "allow_remote_access": False,
     "local_hostnames": "localhost",
 }

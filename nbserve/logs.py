@@ -1,6 +1,6 @@
 """TorchServe's log files, which operators read: ``logs/`` (or ``LOG_LOCATION``) holds
 
-- ``access_log.log``: a line per request (:mod:`nbserve.http.access_log`),
+- ``access_log.log``: a line per request (:mod:`nbserve.api.http.access_log`),
 - ``model_log.log``: what models say: each worker process's output, line by line, and the
   traceback of each request a handler failed,
 - ``ts_log.log``: the server's own messages (``nbserve.*`` loggers): warnings, load failures.

@@ -3,16 +3,13 @@
 What the tests share besides fixtures lives in ``tests/support/``: the archives they serve
 (``archives``), HTTP clients and assertions (``helpers``), the real TorchServe (``reference``),
 kernels (``kernel``), Jupyter (``jupyter_app``), a browser (``browser``) and a Ray cluster
-(``ray_cluster``). Tests import them by name.
+(``ray_cluster``), imported as ``tests.support.*``. The tests are laid out as the package is.
 """
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent / "support"))
 
 TINY_MODEL_PY = '''\
 import torch
@@ -38,7 +35,7 @@ def _private_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """model.py, a seeded state dict, labels, a handler, requirements, config and a folder."""
-    import archives
+    from tests.support import archives
 
     d = tmp_path_factory.mktemp("tiny")
     archives.eager_files(d, TINY_MODEL_PY, "TinyNet", "tiny.pth")
@@ -59,19 +56,19 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 # Real archives and photos, built once per session (see archives.py), the real TorchServe, and
 # a local Ray cluster.
-from ray_cluster import ray_cluster  # noqa: E402,F401  (a fixture)
-from reference import torchserve  # noqa: E402,F401  (a fixture)
+from tests.support.ray_cluster import ray_cluster  # noqa: E402,F401  (a fixture)
+from tests.support.reference import torchserve  # noqa: E402,F401  (a fixture)
 
 
 @pytest.fixture(scope="session")
 def photos():
-    import archives
+    from tests.support import archives
     return archives.photos()
 
 
 @pytest.fixture(scope="session")
 def classifier_mar(tmp_path_factory):
-    import archives
+    from tests.support import archives
     return archives.classifier(tmp_path_factory.mktemp("classifier"))
 
 
@@ -79,8 +76,8 @@ def classifier_mar(tmp_path_factory):
 def server_factory():
     """Start nbserve HTTP servers (and engines) on free loopback ports, stopped after the test:
     ``make(engine=None, **config_properties)`` -> (engine, server, a client per API)."""
-    from helpers import start_server
-    from nbserve.engine import Engine
+    from nbserve.serving.engine import Engine
+    from tests.support.helpers import start_server
 
     running = []
 
@@ -99,6 +96,6 @@ def server_factory():
 @pytest.fixture(scope="session")
 def engine():
     """One engine for a test module's models; each test registers what it serves."""
-    from nbserve.engine import Engine
+    from nbserve.serving.engine import Engine
     with Engine() as e:
         yield e

@@ -2,9 +2,9 @@
 nbserve from the repository, and enables the extension."""
 
 import os
-import tomllib
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 
 REPO = Path(__file__).parent.parent

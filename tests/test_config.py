@@ -57,7 +57,7 @@ def test_every_torchserve_key_is_applied_or_named_with_its_reason(tmp_path):
         "metrics_mode", "number_of_netty_threads", "vmargs"]
     assert "nbserve has no Netty" in config.warnings[1]
     assert ServerConfig.from_properties(path).values["grpc_inference_port"] == 7070  # applied
-    from nbserve.startup import engine_for
+    from nbserve.api.startup import engine_for
 
     engine = engine_for(config)
     assert engine.defaults.device_type == "cpu" and engine.defaults.gpu_ids == []

@@ -12,11 +12,11 @@ import shutil
 import pytest
 import torch
 
-from nbserve.archive import archive
 from nbserve.config import machine_defaults
-from nbserve.display import device_text
-from nbserve.engine import Engine
-from nbserve.worker import _join
+from nbserve.notebook.display import device_text
+from nbserve.serving.engine import Engine
+from nbserve.serving.worker import _join
+from nbserve.store.archive import archive
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA GPU here: these tests were not run")

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from archives import controlled
-from helpers import Client, nbserve_serve
+from tests.support.archives import controlled
+from tests.support.helpers import Client, nbserve_serve
 
 #: TorchServe's log4j layout for model_log.log and ts_log.log.
 LAYOUT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d,\d{3} \[(?P<level>[A-Z]+) *\] (?P<thread>\S+) "

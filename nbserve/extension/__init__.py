@@ -14,12 +14,17 @@ from jupyter_core.paths import jupyter_runtime_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, Unicode
 
-from nbserve.extension.handlers import (AllModelsHandler, KernelsHandler, MergedMetricsHandler,
-                                        PageHandler, ProxyHandler)
+from nbserve.api.routes import FIRST_SEGMENTS
+from nbserve.extension.handlers import (
+    AllModelsHandler,
+    KernelsHandler,
+    MergedMetricsHandler,
+    PageHandler,
+    ProxyHandler,
+)
 from nbserve.extension.kernels import ServingKernels
-from nbserve.routes import FIRST_SEGMENTS
 
-#: TorchServe's paths, as the kernels' servers answer them (:data:`nbserve.routes.ROUTES`).
+#: TorchServe's paths, as the kernels' servers answer them (:data:`nbserve.api.routes.ROUTES`).
 _PATHS = rf"(?P<path>(?:{'|'.join(map(re.escape, FIRST_SEGMENTS))})(?:[/:].*)?)"
 
 

@@ -22,9 +22,9 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.httputil import parse_response_start_line
 from tornado.web import HTTPError, stream_request_body
 
+from nbserve.api.http.errors import write_error
+from nbserve.api.routes import changes_models
 from nbserve.extension.kernels import merged_metrics, unreachable
-from nbserve.http.errors import write_error
-from nbserve.routes import changes_models
 
 AUTH_RESOURCE = "nbserve"
 _PAGE = Path(__file__).with_name("page.html")

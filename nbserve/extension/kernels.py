@@ -14,8 +14,8 @@ from urllib.parse import quote
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.web import HTTPError
 
-from nbserve.announce import SECRET_HEADER, Announcement, announcements
-from nbserve.routes import api_of
+from nbserve.api.announce import SECRET_HEADER, Announcement, announcements
+from nbserve.api.routes import api_of
 
 #: The model a TorchServe path is about: predictions/m, models/m, v1/models/m:predict, ...
 _MODEL_IN_PATH = re.compile(r"^(?:predictions|explanations|models)/([^/?]+)|^v[12]/models/([^/:?]+)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from nbserve import __version__
+from nbserve._version import __version__
 from nbserve.handlers.metrics import HandlerMetrics
 
 #: The TorchServe version whose handler API nbserve implements; handlers may read it.

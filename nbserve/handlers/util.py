@@ -10,6 +10,11 @@ import os
 
 import yaml
 
+#: The raster formats Pillow may open for a request. The rest are refused before Pillow looks
+#: at them: EPS and PostScript run Ghostscript where it is installed, and none of the others is
+#: a photo a model is served.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+
 logger = logging.getLogger(__name__)
 
 

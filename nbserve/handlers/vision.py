@@ -20,13 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from nbserve.handlers.base import BaseHandler, per_request, timed
-from nbserve.handlers.util import PredictionException, request_body
-
-
-#: The raster formats Pillow may open for a request. The rest are refused before Pillow looks
-#: at them: EPS and PostScript run Ghostscript where it is installed, and none of the others is
-#: a photo a model is served.
-IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+from nbserve.handlers.util import IMAGE_FORMATS, PredictionException, request_body
 
 
 def decode_image(value, rgb: bool = True) -> Image.Image:

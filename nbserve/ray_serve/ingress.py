@@ -1,8 +1,8 @@
 """TorchServe's and KServe's paths on Ray Serve's HTTP proxy, so clients do not change.
 
 One deployment at route prefix ``/`` checks each request as nbserve's own servers do (Host,
-Origin, and the inference or management key: :mod:`nbserve.http.access`), reads it as they do
-(:mod:`nbserve.protocol`), sends it to the model's replicas (:mod:`.replica`), and answers
+Origin, and the inference or management key: :mod:`nbserve.api.access`), reads it as they do
+(:mod:`nbserve.api.protocol`), sends it to the model's replicas (:mod:`.replica`), and answers
 as TorchServe does, errors included. Inference and management share the proxy's one port.
 Registering, scaling and unregistering stay with whoever deploys (``%serve --on ray``,
 ``nbserve serve --on ray``): on a cluster they are Ray Serve's to do.
@@ -18,19 +18,27 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from nbserve.api.access import Access, check_token
+from nbserve.api.http.errors import error_body, error_parts
+from nbserve.api.limits import RequestBody
+from nbserve.api.protocol import (
+    kserve_metadata,
+    kserve_v1_answer,
+    kserve_v1_inputs,
+    kserve_v2_answer,
+    kserve_v2_inputs,
+    prediction_answer,
+    request_id,
+    request_inputs,
+)
+from nbserve.api.routes import ROUTES
+from nbserve.api.tokens import TokenAuthorization
 from nbserve.config import SERVER_DEFAULTS, ServerConfig
 from nbserve.errors import MethodNotAllowed, ModelNotFound, ModelVersionNotFound, NBServeError
-from nbserve.http.access import Access, check_token
-from nbserve.http.errors import error_body, error_parts
-from nbserve.http.limits import RequestBody
-from nbserve.protocol import (encode_answer, kserve_metadata, kserve_v1_answer,
-                              kserve_v1_inputs, kserve_v2_answer, kserve_v2_inputs,
-                              prediction_answer, request_id, request_inputs)
-from nbserve.ray_serve import MODEL_APP_PREFIX, app_name, deployment_state
-from nbserve.batching import Prediction
+from nbserve.ray_serve.applications import MODEL_APP_PREFIX, app_name, deployment_state
 from nbserve.ray_serve.replica import call_replica, stream_replica
-from nbserve.routes import ROUTES
-from nbserve.tokens import TokenAuthorization
+from nbserve.serving.answers import encode_answer
+from nbserve.serving.queue import Prediction
 
 _MAX_INSTANCES = SERVER_DEFAULTS["max_kserve_instances"]
 
@@ -48,7 +56,7 @@ class Ingress:
         self.access = Access(config, url)
         self.tokens = TokenAuthorization(None, None, keys=keys) if keys is not None else None
         self._handles: dict[str, Any] = {}
-        #: What answers each route of :data:`nbserve.routes.ROUTES` on Ray's proxy: inference,
+        #: What answers each route of :data:`nbserve.api.routes.ROUTES` on Ray's proxy: inference,
         #: and reading the management API (its writes are refused, see refuse_management).
         self._answers = {
             "ping": self.ping, "predictions": self.prediction, "explanations": self.explanation,

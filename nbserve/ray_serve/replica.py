@@ -17,9 +17,10 @@ import ray
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 
-from nbserve.batching import Prediction
-from nbserve.engine import Engine
+from nbserve.api.management import describe
 from nbserve.errors import NBServeError, RequestTimeout
+from nbserve.serving.engine import Engine
+from nbserve.serving.queue import Prediction
 
 #: Pause before sending a request again after its replica died.
 RETRY_PAUSE = 0.2
@@ -69,7 +70,7 @@ class ModelReplica:
 
     def describe(self) -> dict:
         """TorchServe's describe-model JSON for this replica's engine."""
-        return self.version.describe()
+        return describe(self.version)
 
     def check_health(self) -> None:
         """Called by Ray Serve; a replica without a ready worker is replaced."""

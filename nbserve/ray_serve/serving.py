@@ -24,15 +24,15 @@ from urllib.parse import urlsplit
 import ray
 from ray import serve
 
-from nbserve.archive import ModelArchive, check_model_name, open_archive
-from nbserve.batching import Prediction
+from nbserve.api.startup import startup_archives
+from nbserve.api.tokens import TokenAuthorization
 from nbserve.config import ServerConfig
 from nbserve.errors import BadRequest, ModelNotFound, NBServeError
-from nbserve.ray_serve import INGRESS_APP, MODEL_APP_PREFIX, app_name, deployment_state
+from nbserve.ray_serve.applications import INGRESS_APP, MODEL_APP_PREFIX, app_name, deployment_state
 from nbserve.ray_serve.ingress import Ingress
 from nbserve.ray_serve.replica import ModelReplica, call_replica
-from nbserve.startup import startup_archives
-from nbserve.tokens import TokenAuthorization
+from nbserve.serving.queue import Prediction
+from nbserve.store.archive import ModelArchive, check_model_name, open_archive
 
 #: Requests a replica takes at once (Ray's ``max_ongoing_requests``); its engine batches them.
 MAX_ONGOING_REQUESTS = 64

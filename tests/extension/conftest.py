@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from jupyter_app import Jupyter
+from tests.support.jupyter_app import Jupyter
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,9 @@ import time
 
 import pytest
 
-import archives
-import browser
-from jupyter_app import TOKEN
-from helpers import Client, assert_same_answer
+from tests.support import archives, browser
+from tests.support.helpers import Client, assert_same_answer
+from tests.support.jupyter_app import TOKEN
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +153,7 @@ def test_a_streaming_answer_passes_through_jupyter_unbuffered(jupyter, kernels):
     """The first part reaches the client through the extension long before the last."""
     from pathlib import Path
 
-    from helpers import timed_chunks
+    from tests.support.helpers import timed_chunks
 
     older, _ = kernels
     root = Path(jupyter.runtime_dir).parent

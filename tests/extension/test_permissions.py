@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-import archives
-from jupyter_app import Jupyter
+from tests.support import archives
+from tests.support.jupyter_app import Jupyter
 
 AUTHORIZER_PY = '''\
 from jupyter_server.auth.authorizer import Authorizer
@@ -83,7 +83,7 @@ def evil(jupyter, tmp_path):
     """An archive whose code leaves ``marker`` when it loads."""
     marker = tmp_path / "ran"
     (tmp_path / "evil.py").write_text(EVIL_PY.format(marker=str(marker)))
-    from nbserve.archive import archive
+    from nbserve.store.archive import archive
     return archive("evil", "1.0", str(tmp_path / "evil.py"), export_path=tmp_path), marker
 
 

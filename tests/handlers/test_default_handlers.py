@@ -6,9 +6,9 @@ import json
 import pytest
 from PIL import Image
 
-import archives
-from helpers import assert_same_answer
 from nbserve.errors import InferenceError
+from tests.support import archives
+from tests.support.helpers import assert_same_answer
 
 PHOTOS = ["cat.jpg", "astronaut.jpg", "coffee.png", "noise.jpg"]
 

@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-import archives
-from jupyter_app import free_port
-from reference import TorchServe, available
+from tests.support import archives
+from tests.support.jupyter_app import free_port
+from tests.support.reference import TorchServe, available
 
 HANDLER_METRICS = ["InferenceRequestCount", "PreprocessCallCount", "InitializeCallCount",
                    "SizeOfImage", "HandlerMethodTime", "PostprocessCallCount",
@@ -80,7 +80,7 @@ def test_metrics_config_declares_model_metrics_in_advance(server_factory, tmp_pa
                        "    context.metrics.get_metric('RequestBatchSize', MetricTypes.GAUGE)"
                        ".add_or_update(len(data), [context.model_name])\n"
                        "    return [0 for _ in data]\n")
-    from nbserve.archive import archive
+    from nbserve.store.archive import archive
 
     engine, _, clients = server_factory(metrics_config=str(config))
     engine.metrics_config = str(config)

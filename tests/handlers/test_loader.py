@@ -9,11 +9,11 @@ import textwrap
 
 import pytest
 
-import archives
-from helpers import assert_same_answer
-from nbserve.archive import archive
-from nbserve.engine import Engine
 from nbserve.handlers.loader import HandlerLoadError
+from nbserve.serving.engine import Engine
+from nbserve.store.archive import archive
+from tests.support import archives
+from tests.support.helpers import assert_same_answer
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_ts_imports_work_without_torchserve(custom, photos, tmp_path):
                     raise ModuleNotFoundError(f"No module named {{name!r}}")
 
         sys.meta_path.insert(0, NoTorchServe())
-        from nbserve.engine import Engine
+        from nbserve.serving.engine import Engine
         with Engine() as engine:
             engine.register({str(custom["ts_class"])!r})
             answer = engine.predict("topthree", open({str(tmp_path / "cat.jpg")!r}, "rb").read())
@@ -150,7 +150,7 @@ def test_pt2_compiles_in_either_of_torchserves_forms(server_factory, tiny_model_
 
     import torch
 
-    from nbserve.archive import archive
+    from nbserve.store.archive import archive
 
     config = tmp_path / "model-config.yaml"
     config.write_text("pt2:\n  " + pt2.replace("\n    ", "\n      ").replace("\n", "\n  ").rstrip() + "\n")
@@ -168,8 +168,8 @@ def test_pt2_compiles_in_either_of_torchserves_forms(server_factory, tiny_model_
 
 
 def test_pt2_export_is_refused_with_a_message(tiny_model_dir, tmp_path):
-    from nbserve.archive import archive
-    from nbserve.engine import Engine
+    from nbserve.serving.engine import Engine
+    from nbserve.store.archive import archive
 
     config = tmp_path / "model-config.yaml"
     config.write_text("pt2:\n  export:\n    aot_compile: true\n")

@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-import archives
-from archives import STREAMING_PARTS as PARTS
-from helpers import timed_chunks
+from tests.support import archives
+from tests.support.archives import STREAMING_PARTS as PARTS
+from tests.support.helpers import timed_chunks
 
 
 @pytest.mark.parametrize("module, isolation", [("ts.protocol.otf_message_handler", "thread"),
@@ -30,7 +30,7 @@ def test_parts_go_out_as_they_are_sent_and_as_torchserve_sends_them(server_facto
 
 
 def test_engine_stream_yields_each_part_then_the_answer(tmp_path):
-    from nbserve.engine import Engine
+    from nbserve.serving.engine import Engine
 
     with Engine() as engine:
         engine.register(archives.streaming(tmp_path))

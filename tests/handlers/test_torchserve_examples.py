@@ -11,9 +11,9 @@ import threading
 import pytest
 from PIL import Image, ImageDraw
 
-import archives
-from helpers import assert_same_answer
-from jupyter_app import free_port
+from tests.support import archives
+from tests.support.helpers import assert_same_answer
+from tests.support.jupyter_app import free_port
 
 OCTETS = {"Content-Type": "application/octet-stream"}
 
@@ -116,7 +116,7 @@ def test_startup_serves_every_model_that_loads(tmp_path):
     good = archives.controlled(tmp_path / "good")
     broken_handler = tmp_path / "broken.py"
     broken_handler.write_text("raise ImportError('needs a package this machine lacks')\n")
-    from nbserve.archive import archive
+    from nbserve.store.archive import archive
 
     broken = archive("broken", "1.0", str(broken_handler), export_path=store)
     ports = {api: free_port() for api in ("inference", "management", "metrics")}
@@ -133,7 +133,7 @@ def test_startup_serves_every_model_that_loads(tmp_path):
             lines.append(line)
         log = "".join(lines)
         assert "broken" in log and "needs a package this machine lacks" in log
-        from helpers import Client
+        from tests.support.helpers import Client
 
         management = Client(f"http://127.0.0.1:{ports['management']}")
         status, listing = management.json("GET", "/models")

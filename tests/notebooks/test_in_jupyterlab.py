@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-import browser
-from jupyter_app import TOKEN, Jupyter
-from test_notebooks import OFFLINE, checkout
+from tests.support import browser
+from tests.support.jupyter_app import TOKEN, Jupyter
+from tests.support.notebooks import OFFLINE, checkout
 
 #: The notebook's kernel is started, connected and idle: cells run now reach it.
 KERNEL_CONNECTED_AND_IDLE = """() => {

@@ -1,30 +1,16 @@
 """The tutorial notebooks, executed top to bottom in a real kernel with no network, as CI runs them."""
 
 import json
-import shutil
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from tests.support.notebooks import OFFLINE, checkout
+
 REPO = Path(__file__).parent.parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
-#: Any download fails at once, whatever network the machine has: the notebooks' offline path.
-OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
-           "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
-           "no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"}
-
-
-def checkout(tmp_path: Path) -> Path:
-    """The notebooks and what they read, as a Binder or CI checkout has them."""
-    written = [line.strip().rstrip("/") for line in (REPO / "notebooks" / ".gitignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")]  # what earlier runs left
-    shutil.copytree(REPO / "notebooks", tmp_path / "notebooks", ignore=shutil.ignore_patterns(*written))
-    shutil.copytree(REPO / "examples", tmp_path / "examples")
-    return tmp_path / "notebooks"
-
-
 def outputs(notebook) -> str:
     return "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
                    for cell in notebook.cells for o in cell.get("outputs", []))

@@ -3,8 +3,8 @@ process, and the same archive on nbserve's own engine and HTTP server to compare
 
 import pytest
 
-from helpers import RoutedClient, start_server
-from nbserve.engine import Engine
+from nbserve.serving.engine import Engine
+from tests.support.helpers import RoutedClient, start_server
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,8 @@ same archive: same answers, same JSON shapes, same errors."""
 import base64
 import json
 
-from archives import not_images
-from helpers import Client, assert_same_answer
+from tests.support.archives import not_images
+from tests.support.helpers import Client, assert_same_answer
 
 
 def test_predictions_equal_the_engines(ray_client, local_clients, photos):
@@ -87,8 +87,8 @@ def test_a_bad_input_does_not_fail_its_neighbours(ray_client, photos):
 
 
 def test_a_streaming_answer_goes_through_ray_as_it_is_sent(on_ray, tmp_path):
-    import archives
-    from helpers import timed_chunks
+    from tests.support import archives
+    from tests.support.helpers import timed_chunks
 
     on_ray.deploy(archives.streaming(tmp_path), num_cpus=0)  # the classifier holds both CPUs
     try:
@@ -115,7 +115,7 @@ def test_without_the_key_or_from_a_foreign_host_or_origin_nothing_runs(on_ray, t
     """Ray's proxy runs the checks the kernel's servers run: no key or the wrong API's key is
     400, a foreign Host (DNS rebinding) or cross-site Origin is 403, and the model never ran
     (it marks a file each time it does)."""
-    import archives
+    from tests.support import archives
 
     mark = tmp_path / "ran.txt"
     (tmp_path / "marking.py").write_text(MARKING_PY.format(mark=str(mark)))

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from jupyter_app import free_port
+from tests.support.jupyter_app import free_port
 
 PROBE = """
 import socket, sys

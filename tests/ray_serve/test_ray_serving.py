@@ -9,10 +9,10 @@ import sys
 import pytest
 from ray import serve
 
-import archives
-from helpers import RoutedClient, Stream, assert_same_answer
 from nbserve import ray_serve
 from nbserve.errors import InferenceError, NBServeError
+from tests.support import archives
+from tests.support.helpers import RoutedClient, Stream, assert_same_answer
 
 
 def echo_archive(folder):
@@ -71,7 +71,7 @@ def test_shutdown_deletes_what_it_deployed(ray_cluster, on_ray, classifier_on_ra
 
 def test_without_ray_serving_on_ray_says_how_to_get_it(classifier_mar):
     hide_ray = ("import sys; sys.modules['ray'] = None; "
-                "from nbserve.cli import main; sys.exit(main(sys.argv[1:]))")
+                "from nbserve.cli.main import main; sys.exit(main(sys.argv[1:]))")
     result = subprocess.run([sys.executable, "-c", hide_ray, "serve", "--models", str(classifier_mar),
                              "--on", "ray"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1

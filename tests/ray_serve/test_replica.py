@@ -4,7 +4,7 @@ import time
 
 import ray
 
-from helpers import Stream
+from tests.support.helpers import Stream
 
 
 def replica_actors(model: str) -> list[str]:

@@ -66,7 +66,7 @@ class RoutedClient(Client):
         self.keys = keys
 
     def call(self, method, path, body=None, headers=None, timeout=60):
-        from nbserve.routes import api_of
+        from nbserve.api.routes import api_of
 
         headers = dict(headers or {})
         if api_of(path) in self.keys:
@@ -92,7 +92,7 @@ def start_server(engine, **settings):
     keys."""
     import tempfile
 
-    from nbserve.http import Server
+    from nbserve.api.http import Server
 
     config = loopback_config(**settings)
     key_file = Path(tempfile.mkdtemp(prefix="nbserve-keys-")) / "key_file.json"
@@ -108,7 +108,7 @@ def nbserve_serve(*flags: str, cwd: Path, env: dict | None = None):
     import subprocess
     import sys
 
-    from jupyter_app import free_port
+    from tests.support.jupyter_app import free_port
 
     ports = {api: free_port() for api in ("inference", "management", "metrics")}
     process = subprocess.Popen(
@@ -175,3 +175,4 @@ def timed_chunks(url: str, headers: dict | None = None) -> tuple[int, list[tuple
         pieces.append((time.monotonic() - started, chunk))
     connection.close()
     return response.status, pieces
+

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from jupyter_app import free_port
+from tests.support.jupyter_app import free_port
 
 #: Ray's workers bind ports in this range; outside Linux's ephemeral range, where the tests'
 #: own servers take free ports.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_app import free_port
+from tests.support.jupyter_app import free_port
 
 PORTS = {"inference": 18080, "management": 18081, "metrics": 18082}
 

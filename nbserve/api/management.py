@@ -1,0 +1,187 @@
+"""TorchServe's management calls, written once: list, describe, register, scale, set the default
+version, unregister.
+
+REST (:mod:`nbserve.api.http.management`) and gRPC (:mod:`nbserve.api.grpc.management`) take
+their parameters off the wire and call :class:`Management`; its checks, errors and answers are
+the same on both, as TorchServe's are. Registering and unregistering need
+``enable_model_api=true``, as in TorchServe since its 2023 fixes; an archive ``url`` must be in
+the model store or match ``allowed_urls`` (:mod:`nbserve.store.model_store`).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from nbserve.config import ServerConfig, resolve
+from nbserve.errors import BadRequest, MethodNotAllowed
+from nbserve.serving.engine import Engine
+from nbserve.serving.model_version import ModelVersion
+from nbserve.store.model_store import ModelStore
+
+#: The answer to a call whose workers start (or stop) after it is answered: TorchServe's 202.
+PROCESSING = {"status": "Processing worker updates..."}
+
+
+@dataclass(frozen=True)
+class Registration:
+    """``POST /models`` and gRPC's RegisterModel: where the archive is, and the settings the
+    call gives (None: the archive's model-config.yaml, then the server's defaults)."""
+
+    url: str | None
+    model_name: str | None = None
+    handler: str | None = None
+    batch_size: int | None = None
+    max_batch_delay: int | None = None
+    initial_workers: int | None = None
+    response_timeout: int | None = None
+    #: TorchServe's default: answer once the workers run. False answers 202 at once.
+    synchronous: bool = True
+
+
+class Management:
+    """The management API of one engine, whichever protocol asks."""
+
+    def __init__(self, engine: Engine, config: ServerConfig, model_store: ModelStore):
+        self.engine = engine
+        self.config = config
+        self.model_store = model_store
+
+    def list_models(self, limit: int = 100, start: int = 0) -> dict:
+        """``limit`` models from the ``start``-th, and the token of the next page if any."""
+        models = self.engine.models()
+        answer = {}
+        if start + limit < len(models):
+            answer["nextPageToken"] = str(start + limit)
+        answer["models"] = [{"modelName": m.name, "modelUrl": m.default.archive.source.name}
+                            for m in models[start:start + limit]]
+        return answer
+
+    def versions(self, model: str, version: str | None) -> list[ModelVersion]:
+        """The versions a describe call names: one (the default if None), or ``all``."""
+        if version == "all":
+            return list(self.engine.model(model).versions.values())
+        return [self.engine.get(model, version)]
+
+    def describe(self, model: str, version: str | None) -> list[dict]:
+        return [describe(v) for v in self.versions(model, version)]
+
+    def locate(self, call: Registration, *, over: str = "HTTP", trusted: bool = False) -> Path:
+        """The archive a registration names, once the call is allowed (downloaded into the
+        model store if it is remote). ``trusted``: a caller allowed to run code anyway (a
+        Jupyter user the extension let in)."""
+        self.require_model_api("Registering models", over, trusted)
+        if not call.url:
+            raise BadRequest("Parameter url is required: the archive's name in the model store.")
+        return self.model_store.resolve(call.url)
+
+    def register(self, call: Registration, source: Path | None = None, *, over: str = "HTTP",
+                 trusted: bool = False) -> tuple[int, dict]:
+        """Load the archive (``source``, from :meth:`locate`, or located now) and start its
+        workers: ``(status, answer)``."""
+        if source is None:
+            source = self.locate(call, over=over, trusted=trusted)
+        version = self.engine.register(
+            source, model_name=call.model_name, handler=call.handler,
+            batch_size=call.batch_size, max_batch_delay=call.max_batch_delay,
+            initial_workers=call.initial_workers, response_timeout=call.response_timeout,
+            wait=call.synchronous)
+        if version.config.min_workers == 0:
+            return 200, {"status": f'Model "{version.name}" Version: {version.version} '
+                                   "registered with 0 initial workers. Use scale workers API "
+                                   "to add workers for the model."}
+        if call.synchronous:
+            return 200, {"status": f'Model "{version.name}" Version: {version.version} '
+                                   f"registered with {len(version.workers)} initial workers"}
+        return 202, PROCESSING
+
+    def scale(self, model: str, version: str | None, min_worker: int | None,
+              max_worker: int | None, synchronous: bool = False) -> tuple[int, dict]:
+        """Run ``min_worker`` workers (the current number if None): ``(status, answer)``. Not
+        ``synchronous`` (TorchServe's default), it answers 202 once the numbers are checked,
+        and the workers start or stop behind the answer."""
+        target = self.engine.get(model, version)
+        min_workers = target.config.min_workers if min_worker is None else min_worker
+        max_workers = max(min_workers, target.config.max_workers) if max_worker is None else max_worker
+        settings = {"min_workers": min_workers, "max_workers": max_workers}
+        resolve(target.config, None, **settings)  # a 400 now, not lost behind a 202
+        if not synchronous:
+            threading.Thread(target=self.engine.scale, args=(model, version), kwargs=settings,
+                             name=f"nbserve-scale-{model}", daemon=True).start()
+            return 202, PROCESSING
+        self.engine.scale(model, version, **settings)
+        return 200, {"status": f"Workers scaled to {min_workers} for model: {model}"}
+
+    def set_default(self, model: str, version: str) -> dict:
+        self.engine.set_default(model, version)
+        return {"status": f'Default version successfully updated for model "{model}" to '
+                          f'"{version}"'}
+
+    def unregister(self, model: str, version: str | None, *, over: str = "HTTP",
+                   trusted: bool = False) -> dict:
+        """Stop serving a version once its queue is answered."""
+        self.require_model_api("Unregistering models", over, trusted)
+        self.engine.get(model, version)  # 404 before anything is done
+        self.engine.unregister(model, version)
+        return {"status": f'Model "{model}" unregistered'}
+
+    def require_model_api(self, what: str, over: str, trusted: bool = False) -> None:
+        if not (trusted or self.config.enable_model_api):
+            raise refuse_model_api(what, over)
+
+
+def refuse_model_api(what: str, over: str = "HTTP") -> MethodNotAllowed:
+    """The refusal, starting with TorchServe's own words for it (which clients match)."""
+    theirs = ("Requested method is not allowed, please refer to API document." if over == "HTTP"
+              else "Model API disabled:")
+    return MethodNotAllowed(f"{theirs} {what} over {over} is off: set enable_model_api=true in "
+                            "config.properties to allow it.")
+
+
+def describe(version: ModelVersion) -> dict:
+    """TorchServe's describe-model JSON for one version."""
+    config = version.config
+    return {
+        "modelName": version.name,
+        "modelVersion": version.version,
+        "modelUrl": version.archive.source.name,
+        "runtime": version.archive.runtime,
+        "minWorkers": config.min_workers,
+        "maxWorkers": config.max_workers,
+        "batchSize": config.batch_size,
+        "maxBatchDelay": config.max_batch_delay,
+        "responseTimeout": config.response_timeout,
+        "startupTimeout": 120,
+        "maxRetryTimeoutInSec": 300,
+        "clientTimeoutInMills": 0,
+        "parallelType": "",
+        "parallelLevel": 0,
+        "deviceType": "gpu" if config.gpu_ids else "cpu",
+        "continuousBatching": False,
+        "useJobTicket": False,
+        "useVenv": False,
+        "stateful": False,
+        "sequenceMaxIdleMSec": 0,
+        "sequenceTimeoutMSec": 0,
+        "maxNumSequence": 0,
+        "maxSequenceJobQueueSize": 0,
+        "loadedAtStartup": False,
+        "workers": [
+            {
+                "id": str(w.id),
+                "startTime": w.start_time.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+                if w.start_time else None,
+                "status": w.status,
+                "memoryUsage": 0,
+                "pid": w.pid,
+                "gpu": w.gpu_id is not None,
+                "gpuUsage": "N/A",
+            }
+            for w in version.workers
+        ],
+        "jobQueueStatus": {
+            "remainingCapacity": config.job_queue_size - len(version.queue),
+            "pendingRequests": len(version.queue),
+        },
+    }

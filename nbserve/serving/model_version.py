@@ -1,0 +1,104 @@
+"""One version of a model as it is served: its archive and settings, the queue its requests wait
+in, the batching policy, its figures, and the workers that run its handler.
+
+The workers reach back to it only through :class:`~nbserve.serving.host.WorkerHost`, which a
+worker process's own small host (:mod:`nbserve.serving.process.child`) provides too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from nbserve import config as model_config
+from nbserve.errors import NBServeError, QueueFull
+from nbserve.handlers.metrics import HandlerMetrics
+from nbserve.serving.batch_policy import BatchPolicy
+from nbserve.serving.host import version_label
+from nbserve.serving.process.supervisor import ProcessWorker
+from nbserve.serving.queue import Prediction, Request, RequestQueue
+from nbserve.serving.stats import VersionStats
+from nbserve.serving.worker import Worker
+from nbserve.store.archive import ModelArchive
+
+
+class ModelVersion:
+    """One version of a model: its files, settings, queue, workers and figures."""
+
+    def __init__(self, archive: ModelArchive, name: str, version: str, handler: Any,
+                 config: model_config.ModelConfig, metrics_config: str | None = None):
+        self.archive = archive
+        self.name = name
+        self.version = version
+        self.handler = handler
+        self.config = config
+        self.label = version_label(name, version)
+        #: How long its batches wait to fill (see nbserve.serving.batch_policy).
+        self.batching = BatchPolicy(config.batch_size, config.max_batch_delay)
+        self.queue = RequestQueue(config.job_queue_size, self.label)
+        self.stats = VersionStats()
+        #: Where its requirements.txt was installed, if it was.
+        self.requirements: Path | None = None
+        #: The metrics its handler adds; ``metrics_config`` declares some in advance.
+        self.handler_metrics = HandlerMetrics(name, metrics_config)
+        self.workers: list[Worker | ProcessWorker] = []
+        #: What the user should know of how it is served (one line each), for %serve to show.
+        self.notices: list[str] = []
+        self.loaded_at = datetime.now(timezone.utc)
+        self._worker_ids = itertools.count(9000)
+        self._scale_lock = threading.Lock()
+
+    @property
+    def model_dir(self) -> Path:
+        return self.archive.path
+
+    @property
+    def manifest(self) -> dict:
+        return self.archive.manifest
+
+    def scale(self, count: int, wait: bool = True) -> None:
+        """Run ``count`` workers: new ones load before this returns; surplus ones finish their
+        batch in hand and stop (before this returns if ``wait``)."""
+        with self._scale_lock:
+            gpu_ids = self.config.gpu_ids
+            kind = ProcessWorker if self.config.isolation == "process" else Worker
+            while len(self.workers) < count:
+                index = len(self.workers)
+                gpu_id = gpu_ids[index % len(gpu_ids)] if gpu_ids else None
+                worker = kind(next(self._worker_ids), self, gpu_id)
+                worker.start()
+                self.workers.append(worker)
+            surplus = self.workers[count:]
+            self.workers = self.workers[:count]
+        for worker in surplus:
+            worker.stop()
+        if wait:
+            for worker in surplus:
+                worker.join()
+
+    def answer(self, request: Request, prediction: Prediction) -> None:
+        """Answer ``request`` and count it, unless it was settled already (timed out, say)."""
+        if request.resolve(prediction):
+            self.stats.record_answer(request.received, request.started, time.monotonic())
+
+    def fail(self, request: Request, error: NBServeError) -> None:
+        """Fail ``request`` and count its status, unless it was settled already."""
+        if request.fail(error):
+            self.stats.record_answer(request.received, request.started, time.monotonic(),
+                                     error_type=str(error.status))
+
+    def close(self, wait: bool = True) -> None:
+        """Take no new requests, answer every queued one, then stop the workers."""
+        self.queue.close()
+        if not self.workers:
+            self.queue.fail_all(QueueFull(f"{self.label} was unloaded before it had a worker."))
+        if wait:
+            self.join()
+
+    def join(self) -> None:
+        for worker in self.workers:
+            worker.join()

@@ -1,0 +1,153 @@
+"""A worker process's side: load the handler the spec names, serve the requests that come over
+the socket with the same :class:`~nbserve.serving.worker.Worker` thread isolation runs, and send
+back each answer, part, batch and metric as a message (:mod:`.messages`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from dataclasses import replace
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from nbserve.errors import InferenceError, NBServeError
+from nbserve.handlers.metrics import HandlerMetrics
+from nbserve.logs import MODEL_LOG
+from nbserve.serving.answers import plain
+from nbserve.serving.batch_policy import BatchPolicy
+from nbserve.serving.host import version_label
+from nbserve.serving.process.messages import send_message
+from nbserve.serving.queue import Prediction, Request, RequestQueue
+from nbserve.serving.worker import Worker
+from nbserve.store import requirements
+
+
+def main(fd: int) -> None:
+    """Load the handler the spec names and serve requests from the socket until told to stop
+    (or the server is gone)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when this process ends
+    # What the model says goes to this process's stderr, which the server relays to its own
+    # and to model_log.log.
+    MODEL_LOG.addHandler(logging.StreamHandler(sys.stderr))
+    conn = Connection(fd)
+    send_lock = threading.Lock()
+
+    def send(kind: str, request_id: str | None, *payload) -> None:
+        with send_lock:
+            send_message(conn, kind, request_id, *payload)
+
+    spec = conn.recv()
+    if spec["requirements"] is not None:
+        requirements.use(spec["requirements"], first=True)  # this process is the model's alone
+    host = ChildHost(spec, send)
+    worker = Worker(spec["worker_id"], host, spec["gpu_id"])
+    try:
+        worker.start()
+    except BaseException as error:  # noqa: BLE001 - reported to the server
+        send("load_failed", None, f"{type(error).__name__}: {error}",
+             "".join(traceback.format_exception(error)))
+        return
+    send("ready", None, worker.gpu_memory)
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            os._exit(0)  # the server is gone: nothing to answer
+        if message[0] == "stop":
+            break
+        _, request_id, inputs, headers = message
+        request = Request(inputs=inputs, headers=headers, id=request_id,
+                          on_part=lambda value, rid=request_id: send("part", rid, plain(value)))
+        request.future.add_done_callback(
+            lambda _, request=request: _reply(send, host.label, request))
+        host.queue.put(request)
+    host.queue.close()
+    worker.join()
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+class ChildHost:
+    """The model version as this process's worker sees it (a
+    :class:`~nbserve.serving.host.WorkerHost`): its requests come over the socket, and its
+    answers, batches and metrics go back over it; the server keeps the figures."""
+
+    def __init__(self, spec: dict, send):
+        self.archive = spec["archive"]
+        self.name, self.version, self.handler = spec["name"], spec["version"], spec["handler"]
+        self.label = version_label(self.name, self.version)
+        self.config = replace(spec["config"], job_queue_size=sys.maxsize)  # the server's bound
+        self.batching = BatchPolicy(self.config.batch_size, self.config.max_batch_delay)
+        self.queue = _StartsSent(self.config.job_queue_size, self.label, send)
+        self.stats = _BatchesSent(send, self.batching)
+        self.handler_metrics = HandlerMetrics(
+            self.name, spec["metrics_config"],
+            on_update=lambda metric, value, dims: send(
+                "metric", None, metric.name, metric.unit, list(metric.dimension_names),
+                metric.metric_type.value, value, list(dims)))
+
+    @property
+    def model_dir(self) -> Path:
+        return self.archive.path
+
+    @property
+    def manifest(self) -> dict:
+        return self.archive.manifest
+
+    def answer(self, request: Request, prediction: Prediction) -> None:
+        request.resolve(prediction)
+
+    def fail(self, request: Request, error: NBServeError) -> None:
+        request.fail(error)
+
+
+class _StartsSent(RequestQueue):
+    """The process's queue, which tells the server which requests its worker has begun."""
+
+    def __init__(self, capacity: int, label: str, send):
+        super().__init__(capacity, label)
+        self._send = send
+
+    def take_batch(self, *args, **kwargs) -> list[Request] | None:
+        batch = super().take_batch(*args, **kwargs)
+        if batch:
+            self._send("started", None, [r.id for r in batch])
+        return batch
+
+
+class _BatchesSent:
+    """The process's figures: batch sizes, with the batching policy's latest target and wait,
+    go to the server, which counts the answers itself."""
+
+    def __init__(self, send, policy):
+        self._send, self._policy = send, policy
+
+    def record_batch(self, size: int) -> None:
+        self._send("batch", None, size, self._policy.target, self._policy.wait_s)
+
+    def record_answer(self, *args, **kwargs) -> None:
+        pass
+
+
+def _reply(send, label: str, request: Request) -> None:
+    """A settled request's answer or error, to the server, as plain data, with the stages it
+    went through (for its trace)."""
+    error = request.future.exception()
+    stages = [stage.plain() for stage in request.stages]
+    if error is None:
+        prediction = request.future.result()
+        try:
+            send("answer", request.id, plain(prediction.value), prediction.status,
+                 {str(k): str(v) for k, v in prediction.headers.items()}, stages)
+            return
+        except NBServeError as unsendable:  # not plain data, and not JSON either
+            error = InferenceError(f"{label}: {unsendable}", model_name="", version="",
+                                   stage="answer")
+    if type(error).__module__ != NBServeError.__module__:  # the server reads nbserve's errors
+        error = InferenceError(str(error), model_name="", version="", stage="answer",
+                               status=getattr(error, "status", 500))
+    send("error", request.id, error, stages)

@@ -3,7 +3,6 @@ resource; registering, replacing and unregistering run an archive's code in the 
 need ``execute`` on ``kernels``; the kernel's keys are never rotated through Jupyter; and no
 answer reaches Jupyter's origin as a type a browser runs. Each test checks the kernel after."""
 
-import json
 import os
 
 import pytest

@@ -9,6 +9,7 @@ from http.server import HTTPServer, SimpleHTTPRequestHandler
 
 import pytest
 
+from nbserve.serving.engine import Engine
 from tests.support import archives
 from tests.support.helpers import Client, assert_same_answer, clients_of
 from tests.support.kernel import Kernel, error, html, text, traceback, usage_error
@@ -49,13 +50,18 @@ def clients(kernel) -> dict[str, Client]:
                       kernel.value("nbserve.session.current.keys"))
 
 
-def test_archive_returns_the_path_of_an_archive_torchserve_reads(kernel, workdir):
+def test_archive_returns_the_path_of_an_archive_torchserve_serves(kernel, workdir, torchserve,
+                                                                   photos):
     cell = kernel.ok("path = %archive --model-name tiny_resnet --version 2.0 --model-file model.py "
                      "--serialized-file resnet18.pth --extra-files index_to_name.json "
                      "--handler image_classifier --export-path made -f\npath")
     assert "made/tiny_resnet.mar" in text(cell)
-    manifest = kernel.value("__import__('nbserve').open_archive(path).manifest['model']")
-    assert manifest["modelName"] == "tiny_resnet" and manifest["modelVersion"] == "2.0"
+    made = workdir / "made" / "tiny_resnet.mar"
+    status, theirs = torchserve.predict(torchserve.register(made), photos["cat.jpg"])
+    assert status == 200, theirs
+    with Engine() as engine:
+        assert engine.register(made).version == "2.0"
+        assert_same_answer(engine.predict("tiny_resnet", photos["cat.jpg"]), theirs)
     assert "missing.pth" in usage_error(kernel.run(
         "%archive --model-name x --version 1 --handler image_classifier --serialized-file missing.pth"))
     help_text = text(kernel.ok("print(get_ipython().find_line_magic('archive').__doc__)"))  # %archive?

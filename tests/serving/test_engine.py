@@ -45,11 +45,15 @@ def test_batching_gives_the_answers_of_no_batching(classifier_mar, photos):
 def test_a_bad_image_fails_alone_in_its_batch(classifier_mar, photos):
     bodies = [photos["cat.jpg"], b"not an image", photos["coffee.png"], b"", photos["noise.jpg"]]
     with Engine() as engine:
-        # Queued while its worker loads, so they are all in hand for its first batch.
-        engine.register(classifier_mar, batch_size=8, max_batch_delay=500, wait=False)
+        engine.register(classifier_mar, batch_size=8, max_batch_delay=500)
+        # Five at once first: the batching policy learns there are five, and what one costs,
+        # so it waits for the rest of the next five while they are preprocessed.
+        wait(submit_many(engine, "resnet18", [photos["cat.jpg"]] * 5))
+        batches = engine.get("resnet18").stats.batch_sizes
+        before = batches.copy()
         futures = submit_many(engine, "resnet18", bodies)
         wait(futures)
-        assert max(engine.get("resnet18").stats.batch_sizes) > 1
+        assert max(batches - before) > 1, batches - before
     assert [f.exception() is None for f in futures] == [True, False, True, False, True]
     assert {f.exception().status for f in futures if f.exception()} == {400}
     assert all(len(f.result().value) == 5 for f in futures if f.exception() is None)
@@ -89,14 +93,18 @@ def test_response_status_set_by_the_handler_is_kept(ctl):
 def test_a_full_queue_is_a_503_and_every_accepted_request_is_answered(ctl):
     with Engine() as engine:
         engine.register(ctl, batch_size=1, job_queue_size=3)
-        accepted, refused = [], 0
-        for _ in range(12):
+        accepted, refused = [engine.submit("ctl", {"body": {"sleep": 1}})], 0
+        deadline = time.monotonic() + 30
+        while len(engine.get("ctl").queue):  # until the worker holds it, out of the queue
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        for _ in range(11):
             try:
                 accepted.append(engine.submit("ctl", {"body": {"sleep": 0.1}}))
             except QueueFull as e:
                 refused += 1
                 assert e.status == 503 and "queue of 3 requests is full" in str(e)
-        assert refused >= 6
+        assert (len(accepted), refused) == (1 + 3, 8)  # the one in hand, and a full queue
         assert all(f.result(timeout=10).value["tag"] == "v1" for f in accepted)
 
 

@@ -176,3 +176,10 @@ def timed_chunks(url: str, headers: dict | None = None) -> tuple[int, list[tuple
     connection.close()
     return response.status, pieces
 
+
+def metric_samples(text: str) -> list:
+    """Every sample of a Prometheus text exposition, as prometheus_client's parser reads it
+    (which also checks the text is well formed)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]

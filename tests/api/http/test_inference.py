@@ -14,7 +14,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from tests.support.archives import controlled
-from tests.support.helpers import assert_same_answer
+from tests.support.helpers import assert_same_answer, metric_samples
 
 OCTETS = {"Content-Type": "application/octet-stream"}
 
@@ -303,24 +303,39 @@ def test_an_answer_over_max_response_size_is_an_error_not_a_truncation(server_fa
 
 
 def test_handler_profiling_times_each_step(server_factory, classifier_mar, tmp_path, photos):
-    """model-config.yaml's handler: {profile: true}, as in TorchServe: ts_handler_* metrics."""
+    """model-config.yaml's handler: {profile: true}, as in TorchServe: ts_handler_* metrics in
+    milliseconds, for the profiled model only, adding up to less than its request took."""
     import zipfile
 
     profiled = tmp_path / "profiled.mar"
     with zipfile.ZipFile(classifier_mar) as source, zipfile.ZipFile(profiled, "w") as out:
+        manifest = json.loads(source.read("MAR-INF/MANIFEST.json"))
+        manifest["model"]["configFile"] = "model-config.yaml"
         for item in source.infolist():
-            out.writestr(item, source.read(item))
-        out.writestr("model-config.yaml", "handler:\n  profile: true\n")
-    manifest = json.loads(zipfile.ZipFile(classifier_mar).read("MAR-INF/MANIFEST.json"))
-    manifest["model"]["configFile"] = "model-config.yaml"
-    with zipfile.ZipFile(profiled, "a") as out:
+            if item.filename != "MAR-INF/MANIFEST.json":
+                out.writestr(item, source.read(item))
         out.writestr("MAR-INF/MANIFEST.json", json.dumps(manifest))
+        out.writestr("model-config.yaml", "handler:\n  profile: true\n")
     engine, _, clients = server_factory()
     engine.register(profiled, model_name="profiled")
-    assert clients["inference"].call("PUT", "/predictions/profiled", photos["cat.jpg"], OCTETS)[0] == 200
-    text = clients["metrics"].call("GET", "/metrics")[2].decode()
-    for step in ("preprocess", "inference", "postprocess"):
-        assert f'ts_handler_{step}{{ModelName="profiled",Level="Model",' in text
+    engine.register(classifier_mar, model_name="plain")  # the control: the same, unprofiled
+    took_ms = {}
+    for model in ("profiled", "plain"):
+        started = time.perf_counter()
+        status = clients["inference"].call("PUT", f"/predictions/{model}", photos["cat.jpg"],
+                                           OCTETS)[0]
+        took_ms[model] = (time.perf_counter() - started) * 1000
+        assert status == 200
+    samples = metric_samples(clients["metrics"].call("GET", "/metrics")[2].decode())
+    steps = {s.name: s.value for s in samples
+             if s.name.startswith("ts_handler_") and s.labels.get("ModelName") == "profiled"}
+    assert set(steps) == {"ts_handler_preprocess", "ts_handler_inference",
+                          "ts_handler_postprocess"}, steps
+    assert all(value > 0 for value in steps.values()), steps
+    assert sum(steps.values()) < took_ms["profiled"], (steps, took_ms)
+    assert steps["ts_handler_inference"] > steps["ts_handler_postprocess"], steps  # resnet18's pass
+    assert not [s for s in samples if s.name.startswith("ts_handler_")
+                and s.labels.get("ModelName") == "plain"]
 
 
 # A handler that writes down each body it is given before it sleeps as long as the body asks.

@@ -203,6 +203,9 @@ def test_kserve_instances_are_capped_before_anything_is_queued(served):
     status, answer = clients["inference"].json("POST", "/v1/models/ctl:predict",
                                                json.dumps({"instances": [0] * 1000}))
     assert status == 200 and len(answer["predictions"]) == 1000
+    status, answer = clients["inference"].json("POST", "/v2/models/ctl/infer",
+                                               json.dumps({"inputs": inputs[:1000]}))
+    assert status == 200 and len(answer["outputs"]) == 1000, answer
 
 
 def test_a_broken_multipart_body_is_a_400(served):

@@ -39,6 +39,10 @@ def test_register_predict_scale_describe_unregister(management, photos):
 
     status, answer = client.json("PUT", "/models/resnet18/1.0?min_worker=1")
     assert (status, answer) == (202, {"status": "Processing worker updates..."})
+    deadline = time.monotonic() + 60  # the scale goes on behind the answer
+    while len(client.json("GET", "/models/resnet18")[1][0]["workers"]) != 1:
+        assert time.monotonic() < deadline, "the asynchronous scale never happened"
+        time.sleep(0.05)
 
     status, answer = client.json("DELETE", "/models/resnet18")
     assert (status, answer) == (200, {"status": 'Model "resnet18" unregistered'})

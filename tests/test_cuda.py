@@ -15,7 +15,7 @@ import torch
 from nbserve.config import machine_defaults
 from nbserve.notebook.display import device_text
 from nbserve.serving.engine import Engine
-from nbserve.serving.worker import _join
+from nbserve.serving.loops import _join
 from nbserve.store.archive import archive
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),

@@ -111,7 +111,7 @@ def test_the_preprocessing_pool_keeps_order_and_each_answer_reaches_its_request(
     with Engine() as engine:
         version = engine.register(archive("slow", "1.0", str(handler), export_path=tmp_path),
                                   batch_size=8, preprocess_threads=4)
-        assert version.workers[0].pool._max_workers == 4
+        assert version.workers[0].loop.pool._max_workers == 4
         futures = [engine.submit("slow", {"body": float(i)}) for i in range(200)]
         bad = engine.submit("slow", {"body": -1.0})
         later = [engine.submit("slow", {"body": float(i)}) for i in range(200, 220)]

@@ -1,0 +1,174 @@
+"""How a worker feeds its handler: one loop object per way, picked in one place
+(:func:`loop_for`), each running on the worker's thread until the queue closes or the worker
+stops.
+
+- :class:`HandleLoop`: whole batches through ``handle``, on one thread: a ``preprocess``
+  written for the whole batch (padding to the longest text, say) is never split.
+- :class:`PipelineLoop`, for a handler whose ``preprocess`` is declared per request
+  (:func:`~nbserve.handlers.base.per_request`: the default handlers', and subclasses that
+  change only ``inference`` or ``postprocess``): a pool of threads preprocesses each request as
+  it arrives (decoding images; Pillow and torch release the GIL, so the pool scales with the
+  cores) while the worker's thread runs ``inference`` and ``postprocess`` on a batch of
+  whatever is ready, in arrival order.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import torch
+
+from nbserve.handlers.base import BaseHandler, asks_for_handle, declared_per_request
+from nbserve.serving.host import WorkerHost
+from nbserve.serving.queue import ReadyBuffer, Request
+from nbserve.serving.service import HandlerService
+from nbserve.serving.tuner import Tuner
+
+#: Stands for "run this request through ``handle``" in the pipeline (explain/describe).
+_RUN_HANDLE = object()
+
+
+class HandleLoop:
+    """Batches from the queue, each through the handler's ``handle``."""
+
+    def __init__(self, host: WorkerHost, service: HandlerService, stop: threading.Event):
+        self.host, self.service, self.stop = host, service, stop
+        #: Threads of its own, besides the worker's, that stop when the queue does.
+        self.threads: list[threading.Thread] = []
+
+    def run(self, tuner: Tuner) -> None:
+        host = self.host
+        while (batch := host.queue.take_batch(host.config.batch_size, self.stop,
+                                              host.batching)) is not None:
+            host.stats.record_batch(len(batch))
+            with tuner.timing(len(batch)):
+                self.service.handle(batch)
+
+    def close(self) -> None:
+        pass
+
+
+class PipelineLoop:
+    """Each request preprocessed by the pool as it arrives; the forward pass takes them, in
+    order, as they are ready."""
+
+    def __init__(self, host: WorkerHost, service: HandlerService, stop: threading.Event):
+        self.host, self.service, self.stop = host, service, stop
+        config = host.config
+        self.ready = ReadyBuffer(capacity=2 * config.batch_size)
+        self.pool = ThreadPoolExecutor(
+            preprocess_threads(config, config.min_workers, on_gpu=service.cuda),
+            thread_name_prefix=f"{threading.current_thread().name}-pre",
+            initializer=torch.set_num_threads, initargs=(1,))
+        self.dispatcher = threading.Thread(target=self._dispatch,
+                                           name=f"{threading.current_thread().name}-dispatch",
+                                           daemon=True)
+        self.dispatcher.start()
+        self.threads = [self.dispatcher]
+
+    def _dispatch(self) -> None:
+        batch_size = self.host.config.batch_size  # take no more than this worker can use
+        while (arrived := self.host.queue.take_batch(batch_size, self.stop)) is not None:
+            for request in arrived:
+                if request.settled:
+                    continue
+                if asks_for_handle(request.headers):
+                    self.ready.put(request, _done(_RUN_HANDLE))
+                else:
+                    self.ready.put(request, self.pool.submit(self._preprocess, request))
+        self.ready.close()
+
+    def _preprocess(self, request: Request) -> Any:
+        service = self.service
+        context = service.context_for([request])
+        context.stages_batches = True  # the forward pass moves the whole batch to the device
+        service.handler.context = context
+        with service.stage("preprocess", [request]):
+            return service.handler.preprocess([request.inputs])
+
+    def run(self, tuner: Tuner) -> None:
+        host, service = self.host, self.service
+        while (ready := self.ready.take(host.config.batch_size, host.batching)) is not None:
+            batch = []
+            for request, preprocessed in ready:
+                error = preprocessed.exception()
+                if error is not None:  # the input's fault: its answer alone
+                    service.fail(request, error, "preprocess")
+                elif preprocessed.result() is _RUN_HANDLE:
+                    service.handle([request])
+                elif not request.settled:
+                    batch.append((request, preprocessed.result()))
+            if batch:
+                self._forward(batch, tuner)
+
+    def _forward(self, ready: list[tuple[Request, Any]], tuner: Tuner) -> None:
+        """``inference`` and ``postprocess`` on one batch of preprocessed requests."""
+        service, handler = self.service, self.service.handler
+        requests = [r for r, _ in ready]
+        self.host.stats.record_batch(len(requests))
+        context = service.context_for(requests)
+        handler.context = context
+        stage = "inference"
+        try:
+            with tuner.timing(len(requests)), service.on_stream():
+                with service.stage(stage, requests):
+                    output = handler.inference(_join([data for _, data in ready], service.device))
+                stage = "postprocess"
+                with service.stage(stage, requests):
+                    outputs = handler.postprocess(output)
+            service.answer(requests, context, outputs)
+        except Exception as error:  # noqa: BLE001 - the handler's failure is the answer
+            service.isolate(requests, error, stage)
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+def loop_for(handler) -> type[HandleLoop] | type[PipelineLoop]:
+    """The pipeline where the handler's preprocess is declared per request and its ``handle``
+    is BaseHandler's; else ``handle`` on whole batches."""
+    cls = type(handler)
+    pipelines = (isinstance(handler, BaseHandler) and cls.handle is BaseHandler.handle
+                 and "handle" not in vars(handler)  # replaced on the instance (MicroBatching)
+                 and declared_per_request(cls.preprocess))
+    return PipelineLoop if pipelines else HandleLoop
+
+
+def preprocess_threads(config, workers: int, on_gpu: bool) -> int:
+    """The preprocessing pool of each worker: the model's setting, else the CPUs this process
+    may use shared among its workers, less one for the forward pass where it runs on a CPU
+    (measured on 2 cores: mobilenet_v3_small 163 req/s with one preprocessing thread, 142
+    with two, at 4 clients; see bench/RESULTS.md)."""
+    if config.preprocess_threads:
+        return config.preprocess_threads
+    share = len(os.sched_getaffinity(0)) // max(1, workers)
+    return max(1, share if on_gpu else share - 1)
+
+
+def _done(value) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
+def _join(parts: list, device: torch.device | None):
+    """Preprocessed requests as one batch on ``device``: tensors concatenated, lists (of
+    images) chained. Bound for a GPU, the batch is gathered in pinned memory and copied
+    without blocking the CPU."""
+    cuda = device is not None and device.type == "cuda"
+    if all(isinstance(p, torch.Tensor) for p in parts):
+        if not cuda:
+            return torch.cat(parts)
+        if any(p.is_cuda for p in parts):
+            return torch.cat([p.to(device) for p in parts])
+        shape = (sum(p.shape[0] for p in parts), *parts[0].shape[1:])
+        pinned = torch.empty(shape, dtype=parts[0].dtype, pin_memory=True)
+        return torch.cat(parts, out=pinned).to(device, non_blocking=True)
+    items = [item for part in parts for item in part]
+    if cuda:
+        items = [item.pin_memory().to(device, non_blocking=True)
+                 if isinstance(item, torch.Tensor) and not item.is_cuda else item for item in items]
+    return items

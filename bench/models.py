@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torchvision
 
-from nbserve.store.archive import archive
+from nbserve.store.archiver import archive
 
 REPO = Path(__file__).parent.parent
 LABELS = REPO / "examples" / "densenet161" / "index_to_name.json"

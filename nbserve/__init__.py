@@ -2,7 +2,8 @@
 
 from nbserve._version import __version__
 from nbserve.errors import InferenceError, NBServeError
-from nbserve.store.archive import ModelArchive, archive, open_archive
+from nbserve.store.archive import ModelArchive, open_archive
+from nbserve.store.archiver import archive
 
 
 def __getattr__(name):

@@ -16,7 +16,7 @@ from nbserve.config import machine_defaults
 from nbserve.notebook.display import device_text
 from nbserve.serving.engine import Engine
 from nbserve.serving.loops import _join
-from nbserve.store.archive import archive
+from nbserve.store.archiver import archive
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA GPU here: these tests were not run")

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from nbserve.store.archive import ARCHIVE_FORMATS, RUNTIMES, archive
+from nbserve.store.archive import ARCHIVE_FORMATS, RUNTIMES
+from nbserve.store.archiver import archive
 
 
 def add_archive_arguments(parser: argparse.ArgumentParser) -> None:

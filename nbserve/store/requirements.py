@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from nbserve.errors import NBServeError
-from nbserve.store.archive import default_cache_dir
+from nbserve.store.cache import default_cache_dir
 
 logger = logging.getLogger(__name__)
 

@@ -166,7 +166,7 @@ def test_sigterm_answers_what_is_in_flight_then_exits_removing_the_key_file(serv
 def test_the_models_property_carries_every_field_and_load_models_and_all_load(tmp_path):
     """marName, defaultVersion, maxWorkers, jobQueueSize; load_models; --models all."""
     from nbserve.api.startup import start_serving
-    from nbserve.store.archive import archive
+    from nbserve.store.archiver import archive
     from tests.support.helpers import Client, loopback_config
 
     store = tmp_path / "store"

@@ -82,7 +82,7 @@ def evil(jupyter, tmp_path):
     """An archive whose code leaves ``marker`` when it loads."""
     marker = tmp_path / "ran"
     (tmp_path / "evil.py").write_text(EVIL_PY.format(marker=str(marker)))
-    from nbserve.store.archive import archive
+    from nbserve.store.archiver import archive
     return archive("evil", "1.0", str(tmp_path / "evil.py"), export_path=tmp_path), marker
 
 

@@ -80,7 +80,7 @@ def test_metrics_config_declares_model_metrics_in_advance(server_factory, tmp_pa
                        "    context.metrics.get_metric('RequestBatchSize', MetricTypes.GAUGE)"
                        ".add_or_update(len(data), [context.model_name])\n"
                        "    return [0 for _ in data]\n")
-    from nbserve.store.archive import archive
+    from nbserve.store.archiver import archive
 
     engine, _, clients = server_factory(metrics_config=str(config))
     engine.metrics_config = str(config)

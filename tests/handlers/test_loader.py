@@ -11,7 +11,7 @@ import pytest
 
 from nbserve.handlers.loader import HandlerLoadError
 from nbserve.serving.engine import Engine
-from nbserve.store.archive import archive
+from nbserve.store.archiver import archive
 from tests.support import archives
 from tests.support.helpers import assert_same_answer
 
@@ -150,7 +150,7 @@ def test_pt2_compiles_in_either_of_torchserves_forms(server_factory, tiny_model_
 
     import torch
 
-    from nbserve.store.archive import archive
+    from nbserve.store.archiver import archive
 
     config = tmp_path / "model-config.yaml"
     config.write_text("pt2:\n  " + pt2.replace("\n    ", "\n      ").replace("\n", "\n  ").rstrip() + "\n")
@@ -169,7 +169,7 @@ def test_pt2_compiles_in_either_of_torchserves_forms(server_factory, tiny_model_
 
 def test_pt2_export_is_refused_with_a_message(tiny_model_dir, tmp_path):
     from nbserve.serving.engine import Engine
-    from nbserve.store.archive import archive
+    from nbserve.store.archiver import archive
 
     config = tmp_path / "model-config.yaml"
     config.write_text("pt2:\n  export:\n    aot_compile: true\n")

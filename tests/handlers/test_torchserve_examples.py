@@ -116,7 +116,7 @@ def test_startup_serves_every_model_that_loads(tmp_path):
     good = archives.controlled(tmp_path / "good")
     broken_handler = tmp_path / "broken.py"
     broken_handler.write_text("raise ImportError('needs a package this machine lacks')\n")
-    from nbserve.store.archive import archive
+    from nbserve.store.archiver import archive
 
     broken = archive("broken", "1.0", str(broken_handler), export_path=store)
     ports = {api: free_port() for api in ("inference", "management", "metrics")}

@@ -16,7 +16,7 @@ from nbserve.errors import (
     RequestTimeout,
 )
 from nbserve.serving.engine import Engine
-from nbserve.store.archive import archive
+from nbserve.store.archiver import archive
 from tests.support.archives import CONTROLLED, controlled, header_classifier
 from tests.support.helpers import assert_same_answer
 

@@ -3,7 +3,7 @@
 import pytest
 
 from nbserve.serving.engine import Engine
-from nbserve.store.archive import archive
+from nbserve.store.archiver import archive
 
 PIPELINED = '''\
 import torch

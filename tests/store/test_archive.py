@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from nbserve.errors import ArchiveError
-from nbserve.store.archive import MANIFEST_PATH, archive, open_archive
+from nbserve.store.archive import MANIFEST_PATH, open_archive
+from nbserve.store.archiver import archive
 from tests.support.helpers import tree
 
 TMA = shutil.which("torch-model-archiver")
@@ -221,7 +222,7 @@ def test_folders_count_against_the_member_limit(tmp_path, monkeypatch):
     limit, before it has made them all."""
     import importlib
 
-    monkeypatch.setattr(importlib.import_module("nbserve.store.archive"), "MAX_MEMBERS", 1000)
+    monkeypatch.setattr(importlib.import_module("nbserve.store.cache"), "MAX_MEMBERS", 1000)
     folders = _folders_tar(tmp_path / "folders.tar.gz", 1200)
     cache = tmp_path / "cache"
     with pytest.raises(ArchiveError, match="more than 1000 members"):

@@ -5,7 +5,7 @@ import zipfile
 from pathlib import Path
 
 from nbserve.api.startup import start_serving
-from nbserve.store.archive import archive
+from nbserve.store.archiver import archive
 from tests.support.helpers import Client, loopback_config
 
 HANDLER = ("import tinydep\n\n\ndef handle(data, context):\n    if data is None:\n"
@@ -75,7 +75,7 @@ def test_with_the_setting_off_a_warning_names_it(tmp_path, caplog):
         assert "install_py_dep_per_model=true" in caplog.text
         import hashlib
 
-        from nbserve.store.archive import default_cache_dir
+        from nbserve.store.cache import default_cache_dir
 
         digest = hashlib.sha256(b"tinydep-not-installed\n").hexdigest()
         assert not (default_cache_dir().parent / "requirements" / digest).exists()

@@ -15,7 +15,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from nbserve.store.archive import archive
+from nbserve.store.archiver import archive
 
 REPO = Path(__file__).parents[2]
 IMAGENET_LABELS = REPO / "examples" / "densenet161" / "index_to_name.json"

@@ -362,7 +362,7 @@ def test_a_request_whose_client_hung_up_while_it_waited_never_runs(server_factor
     seen_file = tmp_path / "seen.jsonl"
     monkeypatch.setenv("NBSERVE_TEST_SEEN", str(seen_file))
     (tmp_path / "seen.py").write_text(SEEN_HANDLER)
-    from nbserve.store.archive import archive
+    from nbserve.store.archiver import archive
 
     mar = archive("seen", "1.0", str(tmp_path / "seen.py"), export_path=tmp_path)
     engine, _, clients = server_factory()

@@ -222,7 +222,7 @@ def test_answers_never_go_out_as_html(server_factory, tmp_path):
     handler.write_text("def handle(data, context):\n"
                        "    return data and ['<script>x</script>' if row.get('body') == b'text'\n"
                        "                     else b'<b>' for row in data]\n")
-    from nbserve.store.archive import archive
+    from nbserve.store.archiver import archive
 
     engine, _, clients = server_factory()
     engine.register(archive("texts", "1.0", str(handler), export_path=tmp_path))

@@ -190,7 +190,7 @@ class SlowToLoad:
 
 def test_synchronous_false_answers_202_at_once_as_torchserve_and_queues_until_loaded(
         server_factory, tmp_path, torchserve):
-    from nbserve.store.archive import archive
+    from nbserve.store.archiver import archive
 
     (tmp_path / "slow_to_load.py").write_text(SLOW_TO_LOAD)
     mar = archive("slow", "1.0", str(tmp_path / "slow_to_load.py"), export_path=tmp_path)
@@ -216,7 +216,7 @@ def test_synchronous_false_answers_202_at_once_as_torchserve_and_queues_until_lo
 
 def test_a_model_whose_workers_cannot_start_is_removed_again_and_says_why(server_factory,
                                                                          tmp_path):
-    from nbserve.store.archive import archive
+    from nbserve.store.archiver import archive
 
     (tmp_path / "broken.py").write_text(
         "class Broken:\n    def initialize(self, context):\n        raise RuntimeError('no')\n\n"

@@ -1,9 +1,6 @@
-"""Model settings and config.properties, read as TorchServe reads them."""
+"""config.properties, read as TorchServe reads it."""
 
-import pytest
-
-from nbserve.config import ModelConfig, ServerConfig, read_properties, resolve
-from nbserve.errors import BadRequest
+from nbserve.config import ServerConfig, read_properties
 
 
 def test_properties_with_comments_separators_and_continuations(tmp_path):
@@ -29,25 +26,6 @@ def test_allowed_urls():
     assert not config.allows_url("http://evil.example/a.mar")
 
 
-def test_model_settings_order_arguments_over_yaml_over_defaults():
-    base = ModelConfig(batch_size=8)
-    from_yaml = resolve(base, {"batchSize": 4, "maxBatchDelay": 50, "minWorkers": 2})
-    assert (from_yaml.batch_size, from_yaml.max_batch_delay, from_yaml.min_workers) == (4, 50, 2)
-    assert resolve(base, {"batchSize": 4}, batch_size=16).batch_size == 16
-    assert resolve(base, None).batch_size == 8
-
-
-@pytest.mark.parametrize("overrides, message", [
-    ({"batch_size": 0}, "batch_size must be at least 1"),
-    ({"min_workers": 3, "max_workers": 1}, "min_workers <= max_workers"),
-    ({"response_timeout": -1}, "response_timeout must be positive"),
-    ({"batch_size": "many"}, "Invalid value for batch_size"),
-])
-def test_bad_settings_say_what_is_wrong(overrides, message):
-    with pytest.raises(BadRequest, match=message):
-        resolve(ModelConfig(), None, **overrides)
-
-
 def test_every_torchserve_key_is_applied_or_named_with_its_reason(tmp_path):
     path = tmp_path / "config.properties"
     path.write_text("metrics_mode=log\nnumber_of_netty_threads=4\nvmargs=-Xmx4g\n"
@@ -63,13 +41,6 @@ def test_every_torchserve_key_is_applied_or_named_with_its_reason(tmp_path):
     assert engine.defaults.device_type == "cpu" and engine.defaults.gpu_ids == []
     assert engine.defaults.limit_max_image_pixels is False
     engine.close()
-
-
-def test_continuous_batching_is_refused_and_frontend_keys_are_named(caplog):
-    with pytest.raises(BadRequest, match="continuousBatching is not supported"):
-        resolve(ModelConfig(), {"continuousBatching": True})
-    resolve(ModelConfig(), {"startupTimeout": 300, "micro_batching": {"parallelism": {}}})
-    assert "'startupTimeout' is not applied" in caplog.text and "micro_batching" not in caplog.text
 
 
 def test_settings_read_typed_as_their_defaults_whoever_set_them():

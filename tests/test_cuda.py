@@ -12,10 +12,10 @@ import shutil
 import pytest
 import torch
 
-from nbserve.config import machine_defaults
 from nbserve.notebook.display import device_text
 from nbserve.serving.engine import Engine
 from nbserve.serving.loops import _join
+from nbserve.serving.model_config import machine_defaults
 from nbserve.store.archiver import archive
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),

@@ -14,9 +14,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from nbserve.config import ServerConfig, resolve
+from nbserve.config import ServerConfig
 from nbserve.errors import BadRequest, MethodNotAllowed
 from nbserve.serving.engine import Engine
+from nbserve.serving.model_config import resolve
 from nbserve.serving.model_version import ModelVersion
 from nbserve.store.model_store import ModelStore
 

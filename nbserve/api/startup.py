@@ -11,9 +11,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from nbserve.api.http import Server
-from nbserve.config import ServerConfig, machine_defaults
+from nbserve.config import ServerConfig
 from nbserve.errors import BadRequest
 from nbserve.serving.engine import Engine
+from nbserve.serving.model_config import machine_defaults
 from nbserve.serving.model_version import ModelVersion
 from nbserve.store.archive import ModelArchive, open_archive
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from nbserve import config as model_config
 from nbserve.errors import (
     BadRequest,
     ModelAlreadyRegistered,
@@ -29,6 +28,7 @@ from nbserve.errors import (
     ModelVersionNotFound,
 )
 from nbserve.handlers.util import get_yaml_config
+from nbserve.serving import model_config
 from nbserve.serving.model_version import ModelVersion
 from nbserve.serving.queue import DeadlineWatcher, Prediction, Request, Stage, streamed
 from nbserve.store import requirements

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
-from nbserve.config import ModelConfig
 from nbserve.errors import NBServeError
 from nbserve.handlers.metrics import HandlerMetrics
 from nbserve.serving.batch_policy import BatchPolicy
+from nbserve.serving.model_config import ModelConfig
 from nbserve.serving.queue import Prediction, Request, RequestQueue
 from nbserve.serving.stats import VersionStats
 from nbserve.store.archive import ModelArchive

@@ -14,9 +14,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from nbserve import config as model_config
 from nbserve.errors import NBServeError, QueueFull
 from nbserve.handlers.metrics import HandlerMetrics
+from nbserve.serving import model_config
 from nbserve.serving.batch_policy import BatchPolicy
 from nbserve.serving.host import version_label
 from nbserve.serving.process.supervisor import ProcessWorker

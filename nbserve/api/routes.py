@@ -21,47 +21,68 @@ class Route:
     name: str
     #: ``inference``, ``management`` or ``metrics``: the port that answers it.
     api: str
-    #: The path, a regular expression whose groups are its parameters.
-    pattern: str
+    #: The path, written once: ``{param}`` (``{param:regex}`` to narrow it), ``[...]`` an
+    #: optional part. Its regular expression and its OpenAPI path are derived from it.
+    template: str
     methods: tuple[str, ...]
-    #: The path as OpenAPI writes it.
-    openapi: str
     #: The methods that register, replace or unregister a model: TorchServe's model API, off
     #: unless ``enable_model_api``; through Jupyter, allowed only to who may run code there.
     model_api: tuple[str, ...] = ()
+
+    @property
+    def pattern(self) -> str:
+        """The path as a regular expression whose groups are its parameters, in order."""
+        regex = ""
+        for token in _TOKENS.split(self.template):
+            if token == "[":
+                regex += "(?:"
+            elif token == "]":
+                regex += ")?"
+            elif param := _PARAM.fullmatch(token):
+                regex += f"({param.group(2) or '[^/]+'})"
+            else:
+                regex += re.escape(token)
+        return regex
+
+    @property
+    def openapi(self) -> str:
+        """The path as OpenAPI writes it: every parameter named, an optional slash left out."""
+        path = _PARAM.sub(lambda m: "{%s}" % m.group(1), self.template.replace("[/]", ""))
+        return path.replace("[", "").replace("]", "")
 
     def matches(self, path: str) -> re.Match | None:
         return re.fullmatch(self.pattern, path)
 
 
+_PARAM = re.compile(r"\{(\w+)(?::([^}]+))?\}")
+_TOKENS = re.compile(r"(\{[^}]+\}|\[|\])")
+
 ROUTES = (
-    Route("ping", "inference", r"/ping", ANY, "/ping"),
-    Route("api-description", "inference", r"/", ("GET", "OPTIONS"), "/"),
-    Route("predictions", "inference", r"/predictions/([^/]+)(?:/([^/]+))?", ("POST", "PUT"),
-          "/predictions/{model_name}/{model_version}"),
-    Route("explanations", "inference", r"/explanations/([^/]+)(?:/([^/]+))?", ("POST", "PUT"),
-          "/explanations/{model_name}/{model_version}"),
-    Route("kserve-v1-predict", "inference", r"/v1/models/([^/:]+):predict", ("POST",),
-          "/v1/models/{model_name}:predict"),
-    Route("kserve-v1-explain", "inference", r"/v1/models/([^/:]+):explain", ("POST",),
-          "/v1/models/{model_name}:explain"),
-    Route("kserve-v1-model", "inference", r"/v1/models/([^/:]+)", ("GET",),
-          "/v1/models/{model_name}"),
-    Route("kserve-v2-health", "inference", r"/v2/health/(live|ready)", ("GET",),
-          "/v2/health/{state}"),
-    Route("kserve-v2-infer", "inference", r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer",
-          ("POST",), "/v2/models/{model_name}/versions/{model_version}/infer"),
-    Route("kserve-v2-model", "inference", r"/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready)?",
-          ("GET",), "/v2/models/{model_name}/versions/{model_version}/ready"),
-    Route("api-description", "management", r"/", ("GET", "OPTIONS"), "/"),
-    Route("token", "management", r"/token", ("GET",), "/token"),
+    Route("ping", "inference", "/ping", ANY),
+    Route("api-description", "inference", "/", ("GET", "OPTIONS")),
+    Route("predictions", "inference", "/predictions/{model_name}[/{model_version}]",
+          ("POST", "PUT")),
+    Route("explanations", "inference", "/explanations/{model_name}[/{model_version}]",
+          ("POST", "PUT")),
+    Route("kserve-v1-predict", "inference", "/v1/models/{model_name:[^/:]+}:predict", ("POST",)),
+    Route("kserve-v1-explain", "inference", "/v1/models/{model_name:[^/:]+}:explain", ("POST",)),
+    Route("kserve-v1-model", "inference", "/v1/models/{model_name:[^/:]+}", ("GET",)),
+    Route("kserve-v2-health", "inference", "/v2/health/{state:live|ready}", ("GET",)),
+    Route("kserve-v2-infer", "inference",
+          "/v2/models/{model_name}[/versions/{model_version}]/infer", ("POST",)),
+    Route("kserve-v2-model", "inference", "/v2/models/{model_name}[/versions/{model_version}]",
+          ("GET",)),
+    Route("kserve-v2-model-ready", "inference",
+          "/v2/models/{model_name}[/versions/{model_version}]/ready", ("GET",)),
+    Route("api-description", "management", "/", ("GET", "OPTIONS")),
+    Route("token", "management", "/token", ("GET",)),
     # TorchServe answers /models/ as /models.
-    Route("models", "management", r"/models/?", ("GET", "POST"), "/models", model_api=("POST",)),
-    Route("set-default", "management", r"/models/([^/]+)/([^/]+)/set-default", ("PUT",),
-          "/models/{model_name}/{model_version}/set-default"),
-    Route("model", "management", r"/models/([^/]+)(?:/([^/]+))?", ("GET", "PUT", "DELETE"),
-          "/models/{model_name}/{model_version}", model_api=("DELETE",)),
-    Route("metrics", "metrics", r"/metrics", ("GET",), "/metrics"),
+    Route("models", "management", "/models[/]", ("GET", "POST"), model_api=("POST",)),
+    Route("set-default", "management", "/models/{model_name}/{model_version}/set-default",
+          ("PUT",)),
+    Route("model", "management", "/models/{model_name}[/{model_version}]",
+          ("GET", "PUT", "DELETE"), model_api=("DELETE",)),
+    Route("metrics", "metrics", "/metrics", ("GET",)),
 )
 
 

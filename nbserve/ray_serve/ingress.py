@@ -63,6 +63,7 @@ class Ingress:
             "kserve-v1-predict": self.kserve_v1, "kserve-v1-explain": self.kserve_v1_explain,
             "kserve-v1-model": self.kserve_model, "kserve-v2-health": self.kserve_health,
             "kserve-v2-infer": self.kserve_v2, "kserve-v2-model": self.kserve_model,
+            "kserve-v2-model-ready": self.kserve_model,
             "models": self.models, "model": self.describe_model,
         }
 
@@ -150,9 +151,9 @@ class Ingress:
         return _json({state: True})
 
     async def kserve_model(self, request: Request, model: str, version: str | None = None,
-                           ready: str | None = None) -> Response:
+                           ) -> Response:
         served = await self._described(model, version)
-        if ready or request.url.path.startswith("/v1/"):
+        if request.url.path.endswith("/ready") or request.url.path.startswith("/v1/"):
             return _json({"name": model,
                           "ready": any(w["status"] == "READY" for w in served["workers"])})
         return _json(kserve_metadata(model, [served["modelVersion"]]))

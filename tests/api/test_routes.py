@@ -50,3 +50,13 @@ def test_the_extension_forwards_the_paths_the_kernel_answers():
         if example:
             assert re.fullmatch(_PATHS, example), route
     assert not re.fullmatch(_PATHS, "api-description")
+
+
+def test_each_route_is_written_once_and_its_pattern_and_openapi_path_agree():
+    for route in ROUTES:
+        example = re.sub(r"\{[^}]+\}", lambda m: "live" if m.group() == "{state}" else "m1",
+                         route.openapi)
+        match = route.matches(example)
+        assert match, (route.name, route.pattern, example)
+        assert len(match.groups()) == route.openapi.count("{"), route.name
+        assert all(value in ("m1", "live") for value in match.groups()), (route.name, match.groups())

@@ -162,9 +162,9 @@ class KServeV2HealthHandler(APIHandler):
 class KServeModelHandler(APIHandler):
     """Model metadata and readiness, KServe v1 and v2."""
 
-    def get(self, model: str, version: str | None = None, ready: str | None = None):
+    def get(self, model: str, version: str | None = None):
         served = self.engine.get(model, version)
-        if ready or self.request.path.startswith("/v1/"):
+        if self.request.path.endswith("/ready") or self.request.path.startswith("/v1/"):
             self.write_json({"name": model, "ready": any(w.status == "READY" for w in served.workers)})
             return
         self.write_json(kserve_metadata(model, sorted(self.engine.model(model).versions)))

@@ -48,6 +48,7 @@ HANDLERS = {
     "kserve-v2-health": inference.KServeV2HealthHandler,
     "kserve-v2-infer": inference.KServeV2InferHandler,
     "kserve-v2-model": inference.KServeModelHandler,
+    "kserve-v2-model-ready": inference.KServeModelHandler,
     "token": management.TokenHandler,
     "models": management.ModelsHandler,
     "set-default": management.SetDefaultHandler,

@@ -91,10 +91,11 @@ class Worker:
         on_gpu = self.gpu_id is not None and torch.cuda.is_available()
         before = torch.cuda.memory_allocated(self.gpu_id) if on_gpu else 0
         try:
-            with archive_imports(version.model_dir):
-                entry = load_handler(version.handler, version.model_dir)
+            model_dir = version.archive.path
+            with archive_imports(model_dir):
+                entry = load_handler(version.handler, model_dir)
                 context = Context(
-                    version.name, str(version.model_dir), version.manifest,
+                    version.name, str(model_dir), version.archive.manifest,
                     version.config.batch_size, self.gpu_id,
                     limit_max_image_pixels=version.config.limit_max_image_pixels,
                     metrics=version.handler_metrics, model_yaml_config=version.config.yaml,

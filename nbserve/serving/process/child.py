@@ -12,7 +12,6 @@ import threading
 import traceback
 from dataclasses import replace
 from multiprocessing.connection import Connection
-from pathlib import Path
 
 from nbserve.errors import InferenceError, NBServeError
 from nbserve.handlers.metrics import HandlerMetrics
@@ -89,14 +88,6 @@ class ChildHost:
             on_update=lambda metric, value, dims: send(
                 "metric", None, metric.name, metric.unit, list(metric.dimension_names),
                 metric.metric_type.value, value, list(dims)))
-
-    @property
-    def model_dir(self) -> Path:
-        return self.archive.path
-
-    @property
-    def manifest(self) -> dict:
-        return self.archive.manifest
 
     def answer(self, request: Request, prediction: Prediction) -> None:
         request.resolve(prediction)

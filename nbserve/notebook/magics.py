@@ -32,7 +32,7 @@ from nbserve.cli.arguments import (
     server_config,
 )
 from nbserve.errors import InferenceError, NBServeError
-from nbserve.notebook import session
+from nbserve.notebook import benchmarks, session
 from nbserve.notebook.display import device_text, shown, thumbnail_png
 from nbserve.notebook.session import as_body
 from nbserve.notebook.widgets import PredictionUpload
@@ -226,15 +226,15 @@ class NBServeMagics(Magics):
             session.current.get(args.model_name)
             data = self._input(args.input)
             if args.sweep:
-                return session.bench_sweep(
+                return benchmarks.bench_sweep(
                     args.model_name, data, batch_sizes=_numbers(args.batch_sizes),
                     workers=_numbers(args.workers),
                     concurrencies=_numbers(args.concurrencies or str(args.concurrency)),
                     budget_s=args.budget, p99_ms=args.p99_ms, content_type=args.content_type)
             progress = Progress.requests(f"%bench {args.model_name}")
-            result = session.bench(args.model_name, data, concurrency=args.concurrency,
-                                   requests=args.requests, content_type=args.content_type,
-                                   on_progress=progress)
+            result = benchmarks.bench(args.model_name, data, concurrency=args.concurrency,
+                                      requests=args.requests, content_type=args.content_type,
+                                      on_progress=progress)
             progress.close()
             return result
         except NBServeError as e:

@@ -19,7 +19,7 @@ from nbserve.logs import MODEL_LOG
 from nbserve.serving.answers import plain
 from nbserve.serving.batch_policy import BatchPolicy
 from nbserve.serving.host import version_label
-from nbserve.serving.process.messages import send_message
+from nbserve.serving.process.messages import Kind, send_message
 from nbserve.serving.queue import Prediction, Request, RequestQueue
 from nbserve.serving.worker import Worker
 from nbserve.store import requirements
@@ -47,20 +47,20 @@ def main(fd: int) -> None:
     try:
         worker.start()
     except BaseException as error:  # noqa: BLE001 - reported to the server
-        send("load_failed", None, f"{type(error).__name__}: {error}",
+        send(Kind.LOAD_FAILED, None, f"{type(error).__name__}: {error}",
              "".join(traceback.format_exception(error)))
         return
-    send("ready", None, worker.gpu_memory)
+    send(Kind.READY, None, worker.gpu_memory)
     while True:
         try:
             message = conn.recv()
         except (EOFError, OSError):
             os._exit(0)  # the server is gone: nothing to answer
-        if message[0] == "stop":
+        if message[0] == Kind.STOP:
             break
         _, request_id, inputs, headers = message
         request = Request(inputs=inputs, headers=headers, id=request_id,
-                          on_part=lambda value, rid=request_id: send("part", rid, plain(value)))
+                          on_part=lambda value, rid=request_id: send(Kind.PART, rid, plain(value)))
         request.future.add_done_callback(
             lambda _, request=request: _reply(send, host.label, request))
         host.queue.put(request)
@@ -86,7 +86,7 @@ class ChildHost:
         self.handler_metrics = HandlerMetrics(
             self.name, spec["metrics_config"],
             on_update=lambda metric, value, dims: send(
-                "metric", None, metric.name, metric.unit, list(metric.dimension_names),
+                Kind.METRIC, None, metric.name, metric.unit, list(metric.dimension_names),
                 metric.metric_type.value, value, list(dims)))
 
     def answer(self, request: Request, prediction: Prediction) -> None:
@@ -106,7 +106,7 @@ class _StartsSent(RequestQueue):
     def take_batch(self, *args, **kwargs) -> list[Request] | None:
         batch = super().take_batch(*args, **kwargs)
         if batch:
-            self._send("started", None, [r.id for r in batch])
+            self._send(Kind.STARTED, None, [r.id for r in batch])
         return batch
 
 
@@ -118,7 +118,7 @@ class _BatchesSent:
         self._send, self._policy = send, policy
 
     def record_batch(self, size: int) -> None:
-        self._send("batch", None, size, self._policy.target, self._policy.wait_s)
+        self._send(Kind.BATCH, None, size, self._policy.target, self._policy.wait_s)
 
     def record_answer(self, *args, **kwargs) -> None:
         pass
@@ -132,7 +132,7 @@ def _reply(send, label: str, request: Request) -> None:
     if error is None:
         prediction = request.future.result()
         try:
-            send("answer", request.id, plain(prediction.value), prediction.status,
+            send(Kind.ANSWER, request.id, plain(prediction.value), prediction.status,
                  {str(k): str(v) for k, v in prediction.headers.items()}, stages)
             return
         except NBServeError as unsendable:  # not plain data, and not JSON either
@@ -141,4 +141,4 @@ def _reply(send, label: str, request: Request) -> None:
     if type(error).__module__ != NBServeError.__module__:  # the server reads nbserve's errors
         error = InferenceError(str(error), model_name="", version="", stage="answer",
                                status=getattr(error, "status", 500))
-    send("error", request.id, error, stages)
+    send(Kind.ERROR, request.id, error, stages)

@@ -1,16 +1,30 @@
-"""The messages between a worker process and its supervisor: a kind, a request id, and a payload
-of plain data, pickled, and read back with nothing but plain data and nbserve's errors allowed.
-
-From the server: the spec to load (``conn.send``), then ``("request", id, inputs, headers)`` and
-``("stop",)``. From the process: ``ready``, ``load_failed``, ``started``, ``batch``, ``metric``,
-``part``, ``answer`` and ``error`` (see :mod:`.child`).
-"""
+"""The messages between a worker process and its supervisor, named once here (:class:`Kind`): a
+kind, a request id, and a payload of plain data, pickled, and read back with nothing but plain
+data and nbserve's errors allowed."""
 
 from __future__ import annotations
 
 import io
 import pickle
 from multiprocessing.connection import Connection
+
+
+
+class Kind:
+    """Each message's kind, sent as its plain string; what its payload holds."""
+
+    # The server's, after the spec to load (sent with ``conn.send``).
+    REQUEST = "request"  #: request id, inputs, headers
+    STOP = "stop"  #: (nothing): finish what is in hand, then exit
+    # The process's (send_message: the kind and request id readable whatever the payload).
+    READY = "ready"  #: the GPU memory the handler took, or None
+    LOAD_FAILED = "load_failed"  #: the error, its traceback
+    STARTED = "started"  #: the ids of the requests a batch began
+    BATCH = "batch"  #: its size, the batching policy's target and wait
+    METRIC = "metric"  #: a handler metric's name, unit, dimensions, type, value, dimension values
+    PART = "part"  #: (a request's) a part of a streamed answer
+    ANSWER = "answer"  #: (a request's) value, status, headers, stages
+    ERROR = "error"  #: (a request's) nbserve error, stages
 
 
 class Unreadable(Exception):

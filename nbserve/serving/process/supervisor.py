@@ -35,7 +35,7 @@ from nbserve.errors import ClientClosedRequest, InferenceError, RequestTimeout, 
 from nbserve.handlers.loader import HandlerLoadError
 from nbserve.logs import MODEL_LOG
 from nbserve.serving.host import ServerHost
-from nbserve.serving.process.messages import Unreadable, receive_message
+from nbserve.serving.process.messages import Kind, Unreadable, receive_message
 from nbserve.serving.queue import Prediction, Request, Stage
 
 BACKOFF = (0, 1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610)
@@ -138,18 +138,18 @@ class ProcessWorker:
         try:
             conn.send(spec)
             # A handler's initialize may add metrics: they come before it is ready.
-            while (message := receive_message(conn))[0] == "metric":
+            while (message := receive_message(conn))[0] == Kind.METRIC:
                 version.handler_metrics.record(*message[2])
             reply = message[::2]  # (kind, payload): no request id
         except (EOFError, OSError, Unreadable):
             reply = ("died", ())
-        if reply[0] != "ready":
+        if reply[0] != Kind.READY:
             conn.close()
             code = process.wait()
             for relay in relays:
                 relay.join(1)
             self.status = "UNLOADED"
-            if reply[0] == "load_failed":
+            if reply[0] == Kind.LOAD_FAILED:
                 raise HandlerLoadError(f"{version.label} failed to load in worker process "
                                        f"{self.id}: {reply[1][0]}\n{reply[1][1]}")
             raise HandlerLoadError(f"{version.label}: worker process {self.id} {_death(code)} while "
@@ -211,7 +211,7 @@ class ProcessWorker:
         request.future.add_done_callback(lambda _: self._on_settled(request))
         try:
             with self._send_lock:
-                conn.send(("request", request.id, request.inputs, request.headers))
+                conn.send((Kind.REQUEST, request.id, request.inputs, request.headers))
         except (OSError, ValueError):
             pass  # the process died: its reader answers every request in flight
 
@@ -256,7 +256,7 @@ class ProcessWorker:
             return
         try:
             with self._send_lock:
-                conn.send(("stop",))
+                conn.send((Kind.STOP,))
         except (OSError, ValueError):
             pass
         try:
@@ -277,30 +277,30 @@ class ProcessWorker:
             except Unreadable as unreadable:
                 self._unreadable(unreadable)
                 continue
-            if kind == "answer":
+            if kind == Kind.ANSWER:
                 request = self._take(request_id)
                 if request is not None:
                     *answer, stages = payload
                     request.stages += [Stage(*stage) for stage in stages]
                     version.answer(request, Prediction(*answer))
-            elif kind == "error":
+            elif kind == Kind.ERROR:
                 request = self._take(request_id)
                 if request is not None:
                     error, stages = payload
                     request.stages += [Stage(*stage) for stage in stages]
                     version.fail(request, error)
-            elif kind == "started":
+            elif kind == Kind.STARTED:
                 now = time.monotonic()
                 with self._slots:
                     self._started.update(dict.fromkeys(payload[0], now))
-            elif kind == "part":
+            elif kind == Kind.PART:
                 request = self._in_flight.get(request_id)
                 if request is not None:
                     request.send_part(payload[0])
-            elif kind == "batch":
+            elif kind == Kind.BATCH:
                 size, self.batch_target, self.batch_wait_s = payload
                 version.stats.record_batch(size)
-            elif kind == "metric":
+            elif kind == Kind.METRIC:
                 version.handler_metrics.record(*payload)
         conn.close()
         code = process.wait()

@@ -1,0 +1,1 @@
+"""benchmark-ab for a served model: the load from a process of its own, sweeps, and plots."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 API_NAMES = ("inference", "management", "metrics")
 ANY = ("GET", "POST", "PUT", "DELETE")
@@ -29,7 +30,7 @@ class Route:
     #: unless ``enable_model_api``; through Jupyter, allowed only to who may run code there.
     model_api: tuple[str, ...] = ()
 
-    @property
+    @cached_property
     def pattern(self) -> str:
         """The path as a regular expression whose groups are its parameters, in order."""
         regex = ""
@@ -44,14 +45,18 @@ class Route:
                 regex += re.escape(token)
         return regex
 
-    @property
+    @cached_property
     def openapi(self) -> str:
         """The path as OpenAPI writes it: every parameter named, an optional slash left out."""
         path = _PARAM.sub(lambda m: "{%s}" % m.group(1), self.template.replace("[/]", ""))
         return path.replace("[", "").replace("]", "")
 
+    @cached_property
+    def _regex(self) -> re.Pattern:
+        return re.compile(self.pattern)
+
     def matches(self, path: str) -> re.Match | None:
-        return re.fullmatch(self.pattern, path)
+        return self._regex.fullmatch(path)
 
 
 _PARAM = re.compile(r"\{(\w+)(?::([^}]+))?\}")

@@ -104,10 +104,11 @@ class Management:
         and the workers start or stop behind the answer."""
         target = self.engine.get(model, version)
         min_workers = target.config.min_workers if min_worker is None else min_worker
-        max_workers = max(min_workers, target.config.max_workers) if max_worker is None else max_worker
+        max_workers = (max(min_workers, target.config.max_workers) if max_worker is None
+                       else max_worker)
         settings = {"min_workers": min_workers, "max_workers": max_workers}
-        resolve(target.config, None, **settings)  # a 400 now, not lost behind a 202
         if not synchronous:
+            resolve(target.config, None, **settings)  # the engine's 400 now, not behind a 202
             threading.Thread(target=self.engine.scale, args=(model, version), kwargs=settings,
                              name=f"nbserve-scale-{model}", daemon=True).start()
             return 202, PROCESSING

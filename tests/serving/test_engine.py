@@ -42,10 +42,11 @@ def test_batching_gives_the_answers_of_no_batching(classifier_mar, photos):
     assert_same_answer(batched, alone, tolerance=1e-5)
 
 
-def test_a_bad_image_fails_alone_in_its_batch(classifier_mar, photos):
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_a_bad_image_fails_alone_in_its_batch(classifier_mar, photos, isolation):
     bodies = [photos["cat.jpg"], b"not an image", photos["coffee.png"], b"", photos["noise.jpg"]]
     with Engine() as engine:
-        engine.register(classifier_mar, batch_size=8, max_batch_delay=500)
+        engine.register(classifier_mar, batch_size=8, max_batch_delay=500, isolation=isolation)
         # Five at once first: the batching policy learns there are five, and what one costs,
         # so it waits for the rest of the next five while they are preprocessed.
         wait(submit_many(engine, "resnet18", [photos["cat.jpg"]] * 5))

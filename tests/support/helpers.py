@@ -177,9 +177,14 @@ def timed_chunks(url: str, headers: dict | None = None) -> tuple[int, list[tuple
     return response.status, pieces
 
 
-def metric_samples(text: str) -> list:
-    """Every sample of a Prometheus text exposition, as prometheus_client's parser reads it
-    (which also checks the text is well formed)."""
+def metric_families(text: str) -> dict:
+    """A Prometheus text exposition's metric families by name, as prometheus_client's parser
+    reads them (which also checks the text is well formed)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def metric_samples(text: str) -> list:
+    """Every sample of a Prometheus text exposition."""
+    return [sample for family in metric_families(text).values() for sample in family.samples]

@@ -1,12 +1,7 @@
 """The metrics API: Prometheus text with TorchServe's names, counting what was served."""
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from tests.support.archives import controlled
-
-
-def samples(families):
-    return [sample for family in families.values() for sample in family.samples]
+from tests.support.helpers import metric_families, metric_samples
 
 
 def test_metrics_count_requests_errors_and_batches(server_factory, tmp_path):
@@ -17,11 +12,11 @@ def test_metrics_count_requests_errors_and_batches(server_factory, tmp_path):
     status, headers, raw = clients["metrics"].call("GET", "/metrics")
     text = raw.decode()
     assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    families = {f.name: f for f in text_string_to_metric_families(text)}  # well formed, or raises
+    families, samples = metric_families(text), metric_samples(text)  # well formed, or raises
     ctl = {"model_name": "ctl", "model_version": "1.0"}
 
     def value(name, **labels):
-        found = [s.value for s in samples(families) if s.name == name
+        found = [s.value for s in samples if s.name == name
                  and {**ctl, **labels}.items() <= s.labels.items()]
         assert len(found) == 1, (name, labels, found)
         return found[0]

@@ -53,8 +53,10 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "preprocess_threads": None,
     # nbserve's: a file for the access log (TorchServe's ACCESS_LOG lines), or "-" for stderr.
     "access_log": None,
-    # TorchServe's gRPC APIs (nbserve.api.grpc): off unless asked, on loopback.
-    "enable_grpc": False,
+    # TorchServe's gRPC APIs (nbserve.api.grpc), on loopback; unset, the default of who serves:
+    # on in nbserve serve where grpcio is installed, as TorchServe always serves them; off in a
+    # kernel, where 7070/7071 would be taken by the first of several kernels.
+    "enable_grpc": None,
     "grpc_inference_port": 7070,
     "grpc_management_port": 7071,
     "grpc_inference_address": None,
@@ -200,7 +202,7 @@ def read_properties(path) -> dict[str, str]:
 
 def _server_value(key: str, value: str) -> Any:
     default = SERVER_DEFAULTS[key]
-    if isinstance(default, bool):
+    if isinstance(default, bool) or key == "enable_grpc":  # unset: None, see SERVER_DEFAULTS
         return value.strip().lower() == "true"
     if isinstance(default, (int, float)):
         try:

@@ -133,6 +133,13 @@ def register_startup_models(engine: Engine, config: ServerConfig, models: list[s
     return loaded
 
 
+def grpc_installed() -> bool:
+    """Whether TorchServe's gRPC APIs can be served (pip install 'nbserve[grpc]')."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) for m in ("grpc", "google.protobuf"))
+
+
 def start_serving(config: ServerConfig, models: list[str]) -> tuple[Engine, Server]:
     """Load the startup models into a new engine and start its HTTP server; workers are
     processes unless config.properties' ``isolation`` says threads, as in TorchServe."""

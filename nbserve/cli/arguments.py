@@ -76,9 +76,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--disable-token-auth", action="store_true",
                         help="Answer without TorchServe's keys (anyone who reaches the "
                              "addresses may call them).")
-    parser.add_argument("--grpc", action="store_true",
+    parser.add_argument("--grpc", action=argparse.BooleanOptionalAction,
                         help="Serve TorchServe's gRPC APIs too (inference 127.0.0.1:7070, "
-                             "management :7071; pip install 'nbserve[grpc]').")
+                             "management :7071; pip install 'nbserve[grpc]'): on in nbserve "
+                             "serve where grpcio is installed, as in TorchServe, off in a "
+                             "kernel (enable_grpc).")
     parser.add_argument("--isolation", choices=("process", "thread"),
                         help="Where a model's workers run: process (one each, restarted when it "
                              "dies; nbserve serve's default, as in TorchServe) or thread (in "
@@ -218,8 +220,8 @@ def server_config(args: argparse.Namespace):
         config.values["disable_token_authorization"] = True
     if args.isolation:
         config.values["isolation"] = args.isolation
-    if args.grpc:
-        config.values["enable_grpc"] = True
+    if args.grpc is not None:
+        config.values["enable_grpc"] = args.grpc
     if args.preprocess_threads:
         config.values["preprocess_threads"] = args.preprocess_threads
     config.apply_environment(os.environ)

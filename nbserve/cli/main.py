@@ -102,7 +102,7 @@ def _serve_command(args: argparse.Namespace) -> int:
         return _serve_on_ray(args, config)
 
     from nbserve.api.access import serving_notices
-    from nbserve.api.startup import start_serving
+    from nbserve.api.startup import grpc_installed, start_serving
     from nbserve.logs import write_log_files
 
     write_log_files(config)  # this process's logs, in logs/ as TorchServe writes them
@@ -116,6 +116,11 @@ def _serve_command(args: argparse.Namespace) -> int:
         server.stop()
         engine.close()
         return 1
+    if config.enable_grpc is None and grpc_installed():  # TorchServe serves gRPC by default
+        try:
+            server.start_grpc()
+        except OSError as error:  # asked for, a taken port stops the server; unasked, it warns
+            _say(f"nbserve serve: warning: gRPC is not served: {error.strerror}", logging.WARNING)
     for notice in serving_notices(config, server.tokens):
         _say(f"nbserve: {notice}")
     for api, url in (server.grpc.urls if server.grpc else {}).items():

@@ -1,7 +1,8 @@
 """TorchServe's gRPC APIs beside the REST ones: inference on 7070, management on 7071.
 
-Off unless asked (``enable_grpc=true`` in config.properties, or ``--grpc``), on loopback like
-the REST APIs, with the same engine, keys (``authorization: Bearer <key>`` in the call's
+On in ``nbserve serve`` where grpcio is installed, as TorchServe always serves them (a taken
+port is a warning unless asked for; ``enable_grpc=false`` or ``--no-grpc`` turns them off), off
+in a kernel unless asked; on loopback like the REST APIs, with the same engine, keys (``authorization: Bearer <key>`` in the call's
 metadata), ``max_request_size``/``max_response_size`` and, with ``enable_grpc_ssl=true``, the
 same PEM files as HTTPS. Needs ``pip install 'nbserve[grpc]'``.
 

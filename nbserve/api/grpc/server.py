@@ -62,6 +62,7 @@ class GrpcServer:
             except RuntimeError:  # grpcio's "Failed to bind to address"
                 port = 0
             if port == 0:
+                self.stop(grace=0)
                 raise OSError(errno.EADDRINUSE, f"The gRPC {api} address {address} is in use; "
                               f"choose another with grpc_{api}_port (or grpc_{api}_address) in "
                               "config.properties, or set enable_grpc=false.")

@@ -133,16 +133,19 @@ class Server:
         started.wait()
         if self.config.enable_grpc:
             try:
-                from nbserve.api.grpc.server import GrpcServer
-            except ImportError as e:
-                self.stop()
-                raise BadRequest(f"enable_grpc needs grpcio: pip install 'nbserve[grpc]' ({e}).") from None
-            try:
-                self.grpc = GrpcServer(self.management, self.tokens).start()
+                self.start_grpc()
             except BaseException:
                 self.stop()
                 raise
         return self
+
+    def start_grpc(self) -> None:
+        """TorchServe's gRPC APIs beside these, with the same management core and keys."""
+        try:
+            from nbserve.api.grpc.server import GrpcServer
+        except ImportError as e:
+            raise BadRequest(f"enable_grpc needs grpcio: pip install 'nbserve[grpc]' ({e}).") from None
+        self.grpc = GrpcServer(self.management, self.tokens).start()
 
     def _run(self, sockets: dict, tls: dict[str, ssl.SSLContext], started: threading.Event) -> None:
         self._loop = asyncio.new_event_loop()

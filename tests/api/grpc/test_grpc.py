@@ -7,12 +7,14 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import grpc
+import requests
 import pytest
 
 from nbserve.serving.engine import Engine
@@ -233,6 +235,7 @@ def test_management_rpcs_answer_as_torchserve_does(nbserve_grpc, torchserve_grpc
 GRPC_CLIENT = '''
 import sys
 import grpc
+import requests
 import inference_pb2, inference_pb2_grpc, management_pb2, management_pb2_grpc
 
 inference_address, management_address, key_file, image = sys.argv[1:5]
@@ -258,7 +261,8 @@ print(json.dumps({"registered": registered, "prediction": json.loads(answer.pred
 def test_torchserves_grpc_client_script_works_against_nbserve_serve(stubs, archives_dir, tmp_path,
                                                                    photos):
     """What ts_scripts/torchserve_grpc_client.py does (register, infer, unregister), with
-    only the stubs generated from TorchServe's files, against ``nbserve serve --grpc``."""
+    only the stubs generated from TorchServe's files, against ``nbserve serve``, which serves
+    gRPC unasked, as TorchServe does."""
     store = tmp_path / "store"
     store.mkdir()
     shutil.copy(archives_dir["resnet18"], store / "resnet18.mar")
@@ -268,7 +272,7 @@ def test_torchserves_grpc_client_script_works_against_nbserve_serve(stubs, archi
     config.write_text(f"grpc_inference_port={grpc_ports[0]}\ngrpc_management_port={grpc_ports[1]}\n"
                       "enable_model_api=true\n")
     process = subprocess.Popen(
-        [sys.executable, "-m", "nbserve", "serve", "--grpc", "--model-store", str(store),
+        [sys.executable, "-m", "nbserve", "serve", "--model-store", str(store),
          "--ts-config", str(config),
          *(f"--{api}-address=http://127.0.0.1:{free_port()}" for api in
            ("inference", "management", "metrics"))],
@@ -323,6 +327,42 @@ def test_a_second_server_cannot_share_the_grpc_ports(stubs, archives_dir, tmp_pa
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(60)
+
+
+def test_grpc_unasked_on_taken_ports_warns_and_rest_serves_and_no_grpc_turns_it_off(
+        stubs, archives_dir, tmp_path):
+    """gRPC by default is TorchServe's behaviour, not a requirement: a second ``nbserve serve``
+    whose gRPC ports are taken says so and serves REST; ``--no-grpc`` serves no gRPC at all."""
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copy(archives_dir["ctl"], store / "ctl.mar")
+    config = tmp_path / "config.properties"
+    grpc_ports = [free_port(), free_port()]
+    config.write_text(f"grpc_inference_port={grpc_ports[0]}\n"
+                      f"grpc_management_port={grpc_ports[1]}\ndisable_token_authorization=true\n")
+    flags = ("--model-store", str(store), "--models", "ctl=ctl.mar", "--ts-config", str(config))
+    first, _, _ = nbserve_serve(*flags, cwd=tmp_path)
+    try:
+        second, ports, said = nbserve_serve(*flags, cwd=tmp_path)
+        try:
+            assert any("warning: gRPC is not served" in line and "in use" in line
+                       for line in said), said
+            answer = requests.get(f"http://127.0.0.1:{ports['inference']}/ping", timeout=60)
+            assert answer.json() == {"status": "Healthy"}, answer.text
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(60)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(60)
+    third, _, said = nbserve_serve(*flags, "--no-grpc", cwd=tmp_path)
+    try:
+        assert not any("gRPC" in line for line in said), said
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", grpc_ports[0])) != 0
+    finally:
+        third.send_signal(signal.SIGTERM)
+        third.wait(60)
 
 
 def test_every_management_call_is_answered_alike_over_rest_and_grpc(stubs, archives_dir,

@@ -154,7 +154,7 @@ def describe(version: ModelVersion) -> dict:
         "batchSize": config.batch_size,
         "maxBatchDelay": config.max_batch_delay,
         "responseTimeout": config.response_timeout,
-        "startupTimeout": 120,
+        "startupTimeout": config.startup_timeout,
         "maxRetryTimeoutInSec": 300,
         "clientTimeoutInMills": 0,
         "parallelType": "",

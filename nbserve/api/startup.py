@@ -29,6 +29,7 @@ def engine_for(config: ServerConfig, isolation: str = "thread") -> Engine:
                        preprocess_threads=config.preprocess_threads,
                        job_queue_size=config.job_queue_size,
                        response_timeout=config.default_response_timeout,
+                       startup_timeout=config.default_startup_timeout,
                        limit_max_image_pixels=config.limit_max_image_pixels)
     if config.default_workers_per_model:
         workers = config.default_workers_per_model

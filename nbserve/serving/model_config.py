@@ -27,6 +27,7 @@ YAML_KEYS = {
     "min_workers": "minWorkers",
     "max_workers": "maxWorkers",
     "response_timeout": "responseTimeout",
+    "startup_timeout": "startupTimeout",
     "job_queue_size": "jobQueueSize",
     "device_type": "deviceType",
     "device_ids": "deviceIds",
@@ -38,7 +39,6 @@ YAML_KEYS = {
 #: model-config.yaml keys of TorchServe's frontend that nbserve does not apply, and why; each
 #: one set is named in a warning when the model loads. Other keys are the handler's own.
 YAML_NOT_APPLIED = {
-    "startupTimeout": "a model's workers load without a time limit",
     "maxRetryTimeoutInSec": "worker processes are restarted with TorchServe's backoff, "
                             "without a time limit",
     "clientTimeoutInMills": "responseTimeout bounds a request",
@@ -76,6 +76,9 @@ class ModelConfig:
     max_workers: int = 1
     #: Seconds a request may take, queue included, before it is answered 408.
     response_timeout: float = 120
+    #: Seconds a worker process may take to load the handler before it is killed and started
+    #: again (TorchServe's default); a worker thread cannot be stopped, and is only logged.
+    startup_timeout: float = 120
     #: Requests that may wait; past that, 503 with Retry-After.
     job_queue_size: int = 1000
     #: "gpu" or "cpu"; "gpu" falls back to the CPU where there is none.
@@ -141,7 +144,8 @@ def resolve(base: ModelConfig, model_yaml: dict | None, **overrides: Any) -> Mod
 
 def _typed(values: dict) -> dict:
     converters = {"batch_size": int, "min_workers": int, "max_workers": int, "job_queue_size": int,
-                  "max_batch_delay": float, "response_timeout": float, "device_type": str,
+                  "max_batch_delay": float, "response_timeout": float,
+                  "startup_timeout": float, "device_type": str,
                   "isolation": str, "preprocess_threads": int, "device_ids": lambda v: tuple(int(i) for i in v), "limit_max_image_pixels": bool}
     typed = {}
     for name, value in values.items():
@@ -163,6 +167,8 @@ def _check(config: ModelConfig) -> None:
             f"(got {config.min_workers} and {config.max_workers}).")
     if config.response_timeout <= 0:
         raise BadRequest(f"response_timeout must be positive, not {config.response_timeout}.")
+    if config.startup_timeout <= 0:
+        raise BadRequest(f"startup_timeout must be positive, not {config.startup_timeout}.")
     if config.job_queue_size < 1:
         raise BadRequest(f"job_queue_size must be at least 1, not {config.job_queue_size}.")
     if config.preprocess_threads is not None and config.preprocess_threads < 1:

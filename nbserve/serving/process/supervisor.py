@@ -135,6 +135,11 @@ class ProcessWorker:
                 "version": version.version, "handler": version.handler, "config": version.config,
                 "metrics_config": version.handler_metrics.config_file,
                 "requirements": version.requirements, "worker_id": self.id, "gpu_id": self.gpu_id}
+        startup_timeout = version.config.startup_timeout
+        timed_out = threading.Event()
+        watchdog = threading.Timer(startup_timeout, lambda: (timed_out.set(), process.kill()))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             conn.send(spec)
             # A handler's initialize may add metrics: they come before it is ready.
@@ -143,6 +148,20 @@ class ProcessWorker:
             reply = message[::2]  # (kind, payload): no request id
         except (EOFError, OSError, Unreadable):
             reply = ("died", ())
+        finally:
+            watchdog.cancel()
+        if reply[0] != Kind.READY and timed_out.is_set():
+            conn.close()
+            process.wait()
+            self.status = "UNLOADED"
+            # TorchServe's two lines, which its operators (and its test suite) watch for.
+            sys.stderr.write(
+                f"[{self.label}] Backend worker error\norg.pytorch.serve.wlm."
+                "WorkerInitializationException: Backend worker did not respond in given time "
+                f"(startupTimeout {startup_timeout:g} s: the worker process was killed)\n")
+            raise HandlerLoadError(f"{version.label}: worker process {self.id} did not load "
+                                   f"within startupTimeout ({startup_timeout:g} s); it was "
+                                   "killed.")
         if reply[0] != Kind.READY:
             conn.close()
             code = process.wait()

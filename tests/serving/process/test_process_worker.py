@@ -206,3 +206,44 @@ def test_a_package_planted_in_the_working_folder_never_runs(tmp_path, monkeypatc
         (worker,) = engine.get("crashing").workers
         assert engine.predict("crashing", b"pid") == worker.pid != os.getpid()
     assert not marker.exists()
+
+
+SLOW_LOAD = '''
+import time
+
+
+def handle(data, context):
+    if data is None:  # TorchServe's function handlers are called once with None to load
+        time.sleep({seconds})
+        return None
+    return ["loaded"] * len(data)
+'''
+
+
+@pytest.mark.parametrize("startup_timeout, load_s, loads", [(2, 30, False), (30, 3, True)])
+def test_a_worker_process_that_loads_past_startup_timeout_is_killed(
+        tmp_path, capfd, startup_timeout, load_s, loads):
+    """model-config.yaml's startupTimeout, as TorchServe applies it: a worker still loading
+    then is killed with TorchServe's log lines; one that loads in time serves, even with a
+    responseTimeout shorter than its load."""
+    from nbserve.handlers.loader import HandlerLoadError
+    from nbserve.serving.engine import Engine
+    from tests.support.archives import make_archive
+
+    (tmp_path / "slow.py").write_text(SLOW_LOAD.format(seconds=load_s))
+    (tmp_path / "model-config.yaml").write_text(
+        f"startupTimeout: {startup_timeout}\nresponseTimeout: 1\n")
+    mar = make_archive(tmp_path, "slow", "slow.py", config_file="model-config.yaml")
+    began = time.monotonic()
+    with Engine() as engine:
+        if loads:
+            version = engine.register(mar, isolation="process")
+            assert engine.predict("slow", b"x") == "loaded"
+            assert version.config.startup_timeout == startup_timeout
+            return
+        with pytest.raises(HandlerLoadError, match=r"startupTimeout \(2 s\)"):
+            engine.register(mar, isolation="process")
+    assert time.monotonic() - began < 15
+    said = capfd.readouterr().err
+    assert ("Backend worker error\norg.pytorch.serve.wlm.WorkerInitializationException: "
+            "Backend worker did not respond in given time") in said, said

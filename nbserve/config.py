@@ -45,6 +45,9 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "enable_envvars_config": False,
     "use_env_allowed_urls": False,
     "metrics_config": None,
+    # TorchServe's: "log" also writes model_metrics.log and ts_metrics.log (nbserve.logs);
+    # /metrics answers Prometheus text in every mode.
+    "metrics_mode": "log",
     "install_py_dep_per_model": False,
     "number_of_gpu": None,
     "limit_max_image_pixels": True,
@@ -77,9 +80,9 @@ NOT_APPLIED = {
     **dict.fromkeys(("grpc_inference_max_connection_age_grace_ms",
                      "grpc_management_max_connection_age_grace_ms"),
                     "a gRPC connection past its age is closed after the calls in flight"),
-    **dict.fromkeys(("metrics_mode", "model_metrics_auto_detect", "metric_time_interval"),
-                    "the metrics API always answers Prometheus text (TorchServe's prometheus "
-                    "mode), with every metric handlers add; there are no metrics logs"),
+    **dict.fromkeys(("model_metrics_auto_detect", "metric_time_interval"),
+                    "the metrics API always answers Prometheus text with every metric handlers "
+                    "add, and metrics_mode=log logs each update as it happens"),
     **dict.fromkeys(("ipex_enable", "ipex_gpu_enable", "cpu_launcher_enable",
                      "cpu_launcher_args"),
                     "nbserve runs models in this process; it does not launch workers with IPEX "

@@ -3,23 +3,45 @@
 - ``access_log.log``: a line per request (:mod:`nbserve.api.http.access_log`),
 - ``model_log.log``: what models say: each worker process's output, line by line, and the
   traceback of each request a handler failed,
-- ``ts_log.log``: the server's own messages (``nbserve.*`` loggers): warnings, load failures.
+- ``ts_log.log``: the server's own messages (``nbserve.*`` loggers): warnings, load failures;
+
+and, with ``metrics_mode=log`` (TorchServe's default), in ``METRICS_LOCATION`` or the same folder:
+
+- ``model_metrics.log``: each update of a metric a handler records (``HandlerTime``,
+  ``PredictionTime``, ``context.metrics``), a line each in TorchServe's StatsD-like shape,
+- ``ts_metrics.log``: the server's: ``Requests2XX``/``4XX``/``5XX``, ``QueueTime`` and
+  ``ts_inference_*`` per request.
 
 ``nbserve serve`` writes them, as TorchServe does (:func:`write_log_files`). Elsewhere (a
 kernel, where the cell is the log) :data:`MODEL_LOG` goes nowhere unless a user attaches a
-handler, as library loggers do.
+handler, as library loggers do, and the metrics loggers are off.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
+import time
 from pathlib import Path
 
 #: What models say, under TorchServe's name for it (which operators grep for).
 MODEL_LOG = logging.getLogger("MODEL_LOG")
 MODEL_LOG.addHandler(logging.NullHandler())
 MODEL_LOG.propagate = False  # only where it is sent
+
+#: TorchServe's metrics loggers: off (below INFO) until :func:`write_log_files` turns them on.
+MODEL_METRICS = logging.getLogger("MODEL_METRICS")
+TS_METRICS = logging.getLogger("TS_METRICS")
+for _metrics in (MODEL_METRICS, TS_METRICS):
+    _metrics.addHandler(logging.NullHandler())
+    _metrics.propagate = False
+    _metrics.setLevel(logging.WARNING)
+#: TorchServe's metric units, as its log lines spell them.
+UNIT_NAMES = {"ms": "Milliseconds", "s": "Seconds", "us": "Microseconds", "percent": "Percent",
+              "count": "Count", "MB": "Megabytes", "GB": "Gigabytes", "kB": "Kilobytes",
+              "B": "Bytes", "": "unit"}
+_HOST = socket.gethostname()
 
 #: TorchServe's log4j layouts: ISO 8601 with a comma before the milliseconds, then the level,
 #: thread and logger (its model and server logs) or the message alone (its access log).
@@ -28,6 +50,30 @@ _DATE = "%Y-%m-%dT%H:%M:%S"
 LAYOUT = logging.Formatter(
     f"{_WHEN} [%(levelname)-5s] %(threadName)s %(name)s - %(message)s", _DATE)
 ACCESS_LAYOUT = logging.Formatter(f"{_WHEN} - %(message)s", _DATE)
+
+
+def metric_line(name: str, unit: str, value: float, dimensions: dict[str, str],
+                request_id: str | None = None) -> str:
+    """A metric as TorchServe logs it: ``HandlerTime.Milliseconds:0.37|#ModelName:mnist,
+    Level:Model|#hostname:h,1733590000,<request id>`` (the server's: ``...,timestamp:T``)."""
+    dims = ",".join(f"{k}:{v}" for k, v in dimensions.items())
+    unit = UNIT_NAMES.get(unit, unit)
+    if request_id is None:
+        return f"{name}.{unit}:{value}|#{dims}|#hostname:{_HOST},timestamp:{int(time.time())}"
+    return f"{name}.{unit}:{value}|#{dims}|#hostname:{_HOST},{int(time.time())},{request_id}"
+
+
+def model_metric(metric, value: float, dimension_values: list[str]) -> None:
+    """A handler metric's update, to ``model_metrics.log`` (a HandlerMetrics ``on_update``)."""
+    if MODEL_METRICS.isEnabledFor(logging.INFO):
+        MODEL_METRICS.info(metric_line(metric.name, metric.unit, value,
+                                       dict(zip(metric.dimension_names, dimension_values)), ""))
+
+
+def server_metric(name: str, unit: str, value: float, dimensions: dict[str, str]) -> None:
+    """One of the server's metrics, to ``ts_metrics.log``."""
+    if TS_METRICS.isEnabledFor(logging.INFO):
+        TS_METRICS.info(metric_line(name, unit, value, dimensions))
 
 
 def log_location() -> Path:
@@ -47,4 +93,12 @@ def write_log_files(config) -> Path:
         logger.setLevel(logging.INFO)
     if config.access_log is None:
         config.values["access_log"] = str(folder / "access_log.log")
+    if config.metrics_mode == "log":
+        metrics_folder = Path(os.environ.get("METRICS_LOCATION") or folder)
+        metrics_folder.mkdir(parents=True, exist_ok=True)
+        for logger, name in ((MODEL_METRICS, "model_metrics.log"), (TS_METRICS, "ts_metrics.log")):
+            handler = logging.FileHandler(metrics_folder / name)
+            handler.setFormatter(ACCESS_LAYOUT)
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
     return folder

@@ -1,4 +1,5 @@
-"""TorchServe's log files from ``nbserve serve``: access_log.log, model_log.log, ts_log.log."""
+"""TorchServe's log files from ``nbserve serve``: access_log.log, model_log.log, ts_log.log,
+and with metrics_mode=log (its default) model_metrics.log and ts_metrics.log."""
 
 import json
 import re
@@ -27,9 +28,10 @@ def wait_for_text(path, words, timeout=15.0):
 @pytest.mark.parametrize("isolation", ["process", "thread"])
 def test_serve_writes_torchserves_log_files(tmp_path, isolation):
     mar = controlled(tmp_path / "ctl")
-    logs = tmp_path / "elsewhere"
+    logs, metrics = tmp_path / "elsewhere", tmp_path / "metrics"
     process, ports, _ = nbserve_serve("--models", f"ctl={mar}", "--isolation", isolation,
-                                      cwd=tmp_path, env={"LOG_LOCATION": str(logs)})
+                                      cwd=tmp_path, env={"LOG_LOCATION": str(logs),
+                                                         "METRICS_LOCATION": str(metrics)})
     try:
         keys = json.loads((tmp_path / "key_file.json").read_text())
         client = Client(f"http://127.0.0.1:{ports['inference']}", keys["inference"]["key"])
@@ -38,6 +40,8 @@ def test_serve_writes_torchserves_log_files(tmp_path, isolation):
         assert client.call("POST", "/predictions/ctl", b'"boom"', json_body)[0] == 500
         model_log = wait_for_text(logs / "model_log.log", ["ValueError: boom was asked for"])
         access_log = wait_for_text(logs / "access_log.log", ['"POST /predictions/ctl HTTP/1.1" 500'])
+        model_metrics = wait_for_text(metrics / "model_metrics.log", ["PredictionTime"])
+        ts_metrics = wait_for_text(metrics / "ts_metrics.log", ["Requests5XX"])
     finally:
         process.terminate()
         process.wait(30)
@@ -53,3 +57,30 @@ def test_serve_writes_torchserves_log_files(tmp_path, isolation):
     assert f"inference API at http://127.0.0.1:{ports['inference']}" in ts_log
     assert "stopping; answering requests in flight" in ts_log
     assert not (tmp_path / "logs").exists()  # LOG_LOCATION moved them
+    # TorchServe's metric lines: name.Unit:value|#dimensions|#hostname:h,... (a request id
+    # after the time for a handler's metric).
+    assert re.search(r" - PredictionTime\.Milliseconds:[\d.]+\|#ModelName:ctl,Level:Model\|"
+                     r"#hostname:[^,]+,\d+,", model_metrics), model_metrics
+    for line in (r"Requests2XX\.Count:1\|#Level:Host\|#hostname:[^,]+,timestamp:\d+",
+                 r"Requests5XX\.Count:1\|#Level:Host",
+                 r"ts_inference_requests_total\.Count:1\|#model_name:ctl,model_version:1\.0\|",
+                 r"ts_inference_latency_microseconds\.Microseconds:[\d.]+\|#model_name:ctl"):
+        assert re.search(line, ts_metrics), (line, ts_metrics)
+
+
+def test_metrics_mode_prometheus_writes_no_metrics_logs(tmp_path):
+    mar = controlled(tmp_path / "ctl")
+    (tmp_path / "config.properties").write_text("metrics_mode=prometheus\n")
+    process, ports, _ = nbserve_serve("--models", f"ctl={mar}", "--ts-config",
+                                      str(tmp_path / "config.properties"), cwd=tmp_path)
+    try:
+        keys = json.loads((tmp_path / "key_file.json").read_text())
+        client = Client(f"http://127.0.0.1:{ports['inference']}", keys["inference"]["key"])
+        assert client.call("POST", "/predictions/ctl", b"{}",
+                           {"Content-Type": "application/json"})[0] == 200
+        wait_for_text(tmp_path / "logs" / "access_log.log", ["/predictions/ctl"])
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert sorted(p.name for p in (tmp_path / "logs").glob("*.log")) == [
+        "access_log.log", "model_log.log", "ts_log.log"]

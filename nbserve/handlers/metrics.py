@@ -136,7 +136,7 @@ class HandlerMetrics:
         with self._lock:
             metric = self._metrics.get((name, kind))
             if metric is None or metric.dimension_names != list(dimension_names):
-                metric = CachingMetric(name, unit, dimension_names, kind)
+                metric = CachingMetric(name, unit, dimension_names, kind, self.on_update)
                 self._metrics[name, kind] = metric
         metric.add_or_update(value, dimension_values)
 

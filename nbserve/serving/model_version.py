@@ -16,6 +16,7 @@ from typing import Any
 
 from nbserve.errors import NBServeError, QueueFull
 from nbserve.handlers.metrics import HandlerMetrics
+from nbserve.logs import model_metric, server_metric
 from nbserve.serving import model_config
 from nbserve.serving.batch_policy import BatchPolicy
 from nbserve.serving.host import version_label
@@ -44,7 +45,7 @@ class ModelVersion:
         #: Where its requirements.txt was installed, if it was.
         self.requirements: Path | None = None
         #: The metrics its handler adds; ``metrics_config`` declares some in advance.
-        self.handler_metrics = HandlerMetrics(name, metrics_config)
+        self.handler_metrics = HandlerMetrics(name, metrics_config, on_update=model_metric)
         self.workers: list[Worker | ProcessWorker] = []
         #: What the user should know of how it is served (one line each), for %serve to show.
         self.notices: list[str] = []
@@ -83,13 +84,26 @@ class ModelVersion:
     def answer(self, request: Request, prediction: Prediction) -> None:
         """Answer ``request`` and count it, unless it was settled already (timed out, say)."""
         if request.resolve(prediction):
-            self.stats.record_answer(request.received, request.started, time.monotonic())
+            self._record(request)
 
     def fail(self, request: Request, error: NBServeError) -> None:
         """Fail ``request`` and count its status, unless it was settled already."""
         if request.fail(error):
-            self.stats.record_answer(request.received, request.started, time.monotonic(),
-                                     error_type=str(error.status))
+            self._record(request, str(error.status))
+
+    def _record(self, request: Request, error_type: str | None = None) -> None:
+        finished = time.monotonic()
+        started = request.received if request.started is None else request.started
+        self.stats.record_answer(request.received, started, finished, error_type)
+        # TorchServe's per-request lines in ts_metrics.log (metrics_mode=log).
+        labels = {"model_name": self.name, "model_version": self.version}
+        server_metric("ts_inference_requests_total", "count", 1, labels)
+        server_metric("ts_inference_latency_microseconds", "us",
+                      round((finished - started) * 1e6, 3), labels)
+        server_metric("ts_queue_latency_microseconds", "us",
+                      round((started - request.received) * 1e6, 3), labels)
+        server_metric("QueueTime", "ms", round((started - request.received) * 1000, 3),
+                      {"Level": "Host"})
 
     def close(self, wait: bool = True) -> None:
         """Take no new requests, answer every queued one, then stop the workers."""

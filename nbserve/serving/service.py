@@ -44,6 +44,7 @@ class HandlerService:
         if not requests:
             return
         context = self.context_for(requests)
+        began = time.time()
         try:
             with self.on_stream(), self.stage("handle", requests):
                 outputs = self.entry.handle([r.inputs for r in requests], context)
@@ -53,6 +54,10 @@ class HandlerService:
             self.answer(requests, context, outputs)
         except Exception as error:  # noqa: BLE001 - the handler's failure is the answer
             self.isolate(requests, error, "handle")
+            return
+        if context.metrics is not None:  # TorchServe's service times every batch so
+            context.metrics.add_time("PredictionTime", round((time.time() - began) * 1000, 2),
+                                     None, "ms")
 
     def isolate(self, requests: list[Request], error: Exception, stage: str) -> None:
         """A batch failed: each request alone, or halves of the batch while it runs out of

@@ -9,7 +9,6 @@ import pickle
 from multiprocessing.connection import Connection
 
 
-
 class Kind:
     """Each message's kind, sent as its plain string; what its payload holds."""
 

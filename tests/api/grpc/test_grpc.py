@@ -14,8 +14,8 @@ import zipfile
 from pathlib import Path
 
 import grpc
-import requests
 import pytest
+import requests
 
 from nbserve.serving.engine import Engine
 from tests.support import archives

@@ -91,7 +91,8 @@ NOT_APPLIED = {
                     "nbserve keeps no snapshots: it serves what --models and config.properties "
                     "name at start"),
     **dict.fromkeys(("ts_header_key_sequence_id", "ts_header_key_sequence_start",
-                     "ts_header_key_sequence_end"), "sequence batching is not supported"),
+                     "ts_header_key_sequence_end"),
+                    "sequence batching reads TorchServe's default header names"),
     **dict.fromkeys(("initial_worker_port", "initial_distribution_port"),
                     "workers talk to the server over a socket pair, not a port"),
     "vmargs": "nbserve has no Java VM",

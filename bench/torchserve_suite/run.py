@@ -37,6 +37,7 @@ SHIM = f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m nbserve serve \"$@\"\n
 #: Run inside the namespaces: loopback up, a private /tmp, TorchServe's gRPC stubs, the file.
 IN_NAMESPACE = """set -e
 mount -t tmpfs tmpfs /tmp
+mkdir -p /tmp/workspace/model_store
 ip link set lo up
 cd {suite}/test/pytest
 {python} -m grpc_tools.protoc -I {site} --proto_path={proto} --python_out=. \

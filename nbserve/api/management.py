@@ -163,11 +163,16 @@ def describe(version: ModelVersion) -> dict:
         "continuousBatching": False,
         "useJobTicket": False,
         "useVenv": False,
-        "stateful": False,
-        "sequenceMaxIdleMSec": 0,
-        "sequenceTimeoutMSec": 0,
-        "maxNumSequence": 0,
-        "maxSequenceJobQueueSize": 0,
+        "stateful": config.sequence_batching,
+        # TorchServe reads these only for a model whose sequences may idle.
+        **({"sequenceMaxIdleMSec": int(config.sequence_max_idle_ms),
+            "sequenceTimeoutMSec": int(config.sequence_timeout_ms),
+            "maxNumSequence": version.sequences.max_sequences if version.sequences else
+            max(config.max_num_sequence, config.batch_size * config.max_workers),
+            "maxSequenceJobQueueSize": config.max_sequence_job_queue_size}
+           if config.sequence_max_idle_ms > 0 else
+           dict.fromkeys(("sequenceMaxIdleMSec", "sequenceTimeoutMSec", "maxNumSequence",
+                          "maxSequenceJobQueueSize"), 0)),
         "loadedAtStartup": False,
         "workers": [
             {

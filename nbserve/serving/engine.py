@@ -303,7 +303,7 @@ class Engine:
             target = self.get(model_name, version)
             wait = target.config.response_timeout if timeout is None else timeout
             request.deadline = request.received + wait
-            target.queue.put(request)
+            target.admit(request)
         self._deadlines.watch(request, target.label)
         return request.future
 

@@ -41,8 +41,8 @@ class HandleLoop:
 
     def run(self, tuner: Tuner) -> None:
         host = self.host
-        while (batch := host.queue.take_batch(host.config.batch_size, self.stop,
-                                              host.batching)) is not None:
+        while (batch := host.queue.take_batch(host.config.batch_size, self.stop, host.batching,
+                                              self.service.worker_id)) is not None:
             host.stats.record_batch(len(batch))
             with tuner.timing(len(batch)):
                 self.service.handle(batch)
@@ -71,7 +71,8 @@ class PipelineLoop:
 
     def _dispatch(self) -> None:
         batch_size = self.host.config.batch_size  # take no more than this worker can use
-        while (arrived := self.host.queue.take_batch(batch_size, self.stop)) is not None:
+        while (arrived := self.host.queue.take_batch(batch_size, self.stop,
+                                                     worker=self.service.worker_id)) is not None:
             for request in arrived:
                 if request.settled:
                     continue

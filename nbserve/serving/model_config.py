@@ -33,6 +33,11 @@ YAML_KEYS = {
     "device_ids": "deviceIds",
     "isolation": "isolation",
     "preprocess_threads": "preprocessThreads",
+    "sequence_batching": "sequenceBatching",
+    "sequence_max_idle_ms": "sequenceMaxIdleMSec",
+    "sequence_timeout_ms": "sequenceTimeoutMSec",
+    "max_num_sequence": "maxNumSequence",
+    "max_sequence_job_queue_size": "maxSequenceJobQueueSize",
 }
 
 
@@ -51,11 +56,6 @@ YAML_NOT_APPLIED = {
     "asyncCommunication": "an async def handle runs to the end of each batch on its "
                           "worker's event loop; a worker process answers each request as it "
                           "is done",
-    "stateful": "sequence batching is not supported",
-    "sequenceMaxIdleMSec": "sequence batching is not supported",
-    "sequenceTimeoutMSec": "sequence batching is not supported",
-    "maxNumSequence": "sequence batching is not supported",
-    "maxSequenceJobQueueSize": "sequence batching is not supported",
 }
 
 
@@ -91,8 +91,23 @@ class ModelConfig:
     #: Threads preprocessing each worker's requests (see nbserve.serving.worker); None: the CPUs this
     #: process may use, shared among the workers, less one for a forward pass on the CPU.
     preprocess_threads: int | None = None
+    #: TorchServe's sequence batching (stateful models, nbserve.serving.sequences): on when
+    #: ``sequenceBatching`` is true and a sequence may idle (``sequenceMaxIdleMSec`` > 0).
+    sequence_batching: bool = False
+    sequence_max_idle_ms: float = 0
+    #: How long a sequence may last in all; 0: no limit.
+    sequence_timeout_ms: float = 0
+    #: Sequences served at once: at least ``batch_size`` x ``max_workers``, as in TorchServe.
+    max_num_sequence: int = 0
+    #: Requests of one sequence that may wait behind the one being answered.
+    max_sequence_job_queue_size: int = 1
     #: The whole model-config.yaml, which handlers read as ``context.model_yaml_config``.
     yaml: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def sequences(self) -> bool:
+        """Whether requests are batched by sequence (TorchServe needs both settings too)."""
+        return self.sequence_batching and self.sequence_max_idle_ms > 0
 
     @property
     def gpu_ids(self) -> list[int]:
@@ -145,7 +160,9 @@ def resolve(base: ModelConfig, model_yaml: dict | None, **overrides: Any) -> Mod
 def _typed(values: dict) -> dict:
     converters = {"batch_size": int, "min_workers": int, "max_workers": int, "job_queue_size": int,
                   "max_batch_delay": float, "response_timeout": float,
-                  "startup_timeout": float, "device_type": str,
+                  "startup_timeout": float, "sequence_batching": _yaml_bool,
+                  "sequence_max_idle_ms": float, "sequence_timeout_ms": float,
+                  "max_num_sequence": int, "max_sequence_job_queue_size": int, "device_type": str,
                   "isolation": str, "preprocess_threads": int, "device_ids": lambda v: tuple(int(i) for i in v), "limit_max_image_pixels": bool}
     typed = {}
     for name, value in values.items():
@@ -154,6 +171,10 @@ def _typed(values: dict) -> dict:
         except (TypeError, ValueError):
             raise BadRequest(f"Invalid value for {name}: {value!r}.") from None
     return typed
+
+
+def _yaml_bool(value) -> bool:
+    return value if isinstance(value, bool) else str(value).strip().lower() == "true"
 
 
 def _check(config: ModelConfig) -> None:

@@ -22,6 +22,7 @@ from nbserve.serving.batch_policy import BatchPolicy
 from nbserve.serving.host import version_label
 from nbserve.serving.process.supervisor import ProcessWorker
 from nbserve.serving.queue import Prediction, Request, RequestQueue
+from nbserve.serving.sequences import Sequences
 from nbserve.serving.stats import VersionStats
 from nbserve.serving.worker import Worker
 from nbserve.store.archive import ModelArchive
@@ -41,6 +42,10 @@ class ModelVersion:
         #: How long its batches wait to fill (see nbserve.serving.batch_policy).
         self.batching = BatchPolicy(config.batch_size, config.max_batch_delay)
         self.queue = RequestQueue(config.job_queue_size, self.label)
+        #: A stateful model's live sequences, which feed its queue (TorchServe's sequence
+        #: batching); None for every other model.
+        self.sequences = Sequences(name, config, self.queue, lambda: [w.id for w in self.workers]) \
+            if config.sequences else None
         self.stats = VersionStats()
         #: Where its requirements.txt was installed, if it was.
         self.requirements: Path | None = None
@@ -77,9 +82,19 @@ class ModelVersion:
             self.workers = self.workers[:count]
         for worker in surplus:
             worker.stop()
+        if surplus and self.sequences is not None:
+            self.sequences.unpin({worker.id for worker in surplus})
         if wait:
             for worker in surplus:
                 worker.join()
+
+    def admit(self, request: Request) -> None:
+        """Queue a request (behind its sequence's earlier ones, for a stateful model); raises
+        QueueFull when it cannot wait."""
+        if self.sequences is None:
+            self.queue.put(request)
+        else:
+            self.sequences.submit(request)
 
     def answer(self, request: Request, prediction: Prediction) -> None:
         """Answer ``request`` and count it, unless it was settled already (timed out, say)."""

@@ -72,6 +72,8 @@ class Request:
     #: What the worker did with it, for traces (:mod:`nbserve.api.tracing`): one :class:`Stage`
     #: per step, appended as each ends.
     stages: list[Stage] = field(default_factory=list)
+    #: The only worker that may take it (a sequence's, nbserve.serving.sequences); None: any.
+    worker: int | None = None
 
     def send_part(self, value: Any) -> None:
         """Hand an intermediate part of the answer to the caller, unless already settled."""
@@ -124,6 +126,8 @@ class RequestQueue:
         self._items: deque[Request] = deque()
         self._cond = threading.Condition()
         self._closed = False
+        #: Whether requests may be pinned to a worker (a sequence-batched model's are).
+        self.pinning = False
 
     def __len__(self) -> int:
         return len(self._items)
@@ -139,13 +143,28 @@ class RequestQueue:
                     "Retry shortly, or raise job_queue_size or the number of workers."
                 )
             self._items.append(request)
-            self._cond.notify()
+            self._notify(request)
 
     def requeue(self, request: Request) -> None:
         """Put back, first in line, a request a worker took and could not run (it stopped)."""
         with self._cond:
             self._items.appendleft(request)
+            self._notify(request)
+
+    def _notify(self, request: Request) -> None:
+        """Wake a worker for ``request``: any one, or all when only one of them may take it."""
+        if request.worker is None:
             self._cond.notify()
+        else:
+            self._cond.notify_all()
+
+    def unpin(self, workers: set[int]) -> None:
+        """Let any worker take the waiting requests pinned to ``workers`` (which stopped)."""
+        with self._cond:
+            for request in self._items:
+                if request.worker in workers:
+                    request.worker = None
+            self._cond.notify_all()
 
     def close(self) -> None:
         """Take no more requests; workers finish what is queued, then see the end."""
@@ -159,34 +178,46 @@ class RequestQueue:
             self._cond.notify_all()
 
     def take_batch(self, max_size: int, stop: threading.Event,
-                   policy: BatchPolicy | None = None) -> list[Request] | None:
+                   policy: BatchPolicy | None = None,
+                   worker: int | None = None) -> list[Request] | None:
         """Block for the next batch; None once the queue is closed and empty, or ``stop`` is set.
 
-        Takes what is waiting, up to ``max_size``; with a ``policy``, first waits as long as it
-        says for the batch to fill to its target. Requests settled while waiting (timed out)
-        are skipped.
+        Takes what is waiting, up to ``max_size``, leaving requests pinned to other workers
+        than ``worker``; with a ``policy``, first waits as long as it says for the batch to
+        fill to its target. Requests settled while waiting (timed out) are skipped.
         """
         with self._cond:
             while True:
                 self._drop_settled()
-                if self._items or self._closed or stop.is_set():
+                if self._takeable(worker) or self._closed or stop.is_set():
                     break
                 self._cond.wait()
-            if stop.is_set() or not self._items:
+            if stop.is_set() or not self._takeable(worker):
                 return None
-            wait_to_fill(self._cond, policy, lambda: len(self._items), max_size,
+            wait_to_fill(self._cond, policy, lambda: len(self._takeable(worker)), max_size,
                          lambda: self._closed or stop.is_set())
             self._drop_settled()
-            batch = [self._items.popleft() for _ in range(min(max_size, len(self._items)))]
+            if self.pinning:
+                batch = self._takeable(worker)[:max_size]
+                taken = set(map(id, batch))
+                self._items = deque(r for r in self._items if id(r) not in taken)
+            else:
+                batch = [self._items.popleft() for _ in range(min(max_size, len(self._items)))]
         started = time.monotonic()
         for request in batch:
             request.started = started
         return batch
 
+    def _takeable(self, worker: int | None):
+        if not self.pinning:
+            return self._items
+        return [r for r in self._items if r.worker is None or r.worker == worker]
+
     def fail_all(self, error: NBServeError) -> None:
         with self._cond:
-            while self._items:
-                self._items.popleft().fail(error)
+            items, self._items = self._items, deque()
+        for request in items:  # outside the lock: a request's callbacks may queue another
+            request.fail(error)
 
     def _drop_settled(self) -> None:
         if any(r.settled for r in self._items):

@@ -579,3 +579,41 @@ def crashing(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "crashing.py").write_text(CRASHING_PY)
     return make_archive(folder, "crashing", "crashing.py")
+
+
+#: TorchServe's examples/stateful handler, with a dict for its LRU cache: a running sum per
+#: sequence, kept by the worker that has the sequence, and which worker that is.
+STATEFUL_PY = '''
+import os
+import time
+
+
+class Summing:
+    def initialize(self, context):
+        self.context, self.sums = context, {}
+
+    def handle(self, data, context):
+        answers = []
+        for i, row in enumerate(data):
+            sequence_id = context.get_sequence_id(i)
+            body = row.get("body")
+            text = body.decode() if isinstance(body, (bytes, bytearray)) else str(body)
+            if text.startswith("slow"):
+                time.sleep(float(text[4:]))
+                text = "0"
+            self.sums[sequence_id] = self.sums.get(sequence_id, 0) + int(text)
+            answers.append(f"{self.sums[sequence_id]} {os.getpid()} {id(self)} {len(data)}")
+        return answers
+'''
+
+
+def stateful(tmp_path, **yaml):
+    """TorchServe's sequence-batching example (examples/stateful), on two workers unless
+    ``yaml`` says otherwise."""
+    settings = {"minWorkers": 2, "maxWorkers": 2, "batchSize": 4, "sequenceBatching": "true",
+                "sequenceMaxIdleMSec": 5000, "maxSequenceJobQueueSize": 10, **yaml}
+    (tmp_path / "stateful.py").write_text(STATEFUL_PY)
+    (tmp_path / "model-config.yaml").write_text(
+        "".join(f"{key}: {value}\n" for key, value in settings.items()))
+    return make_archive(tmp_path, "stateful", "stateful.py",
+                        config_file="model-config.yaml")

@@ -1,18 +1,17 @@
 """TorchServe's gRPC inference service: Ping, Predictions, StreamPredictions (the parts a
-streaming handler sends), and StreamPredictions2, refused: it serves sequences of a stateful
-model on one worker, and nbserve has no sequence batching."""
+streaming handler sends), and StreamPredictions2 (a stateful model's sequence, each answer in
+turn, a failed one as a status in its answer: nbserve.serving.sequences)."""
 
 from __future__ import annotations
 
+import uuid
+
+import grpc
+
 from nbserve.api.grpc import messages
-from nbserve.api.grpc.service import Service, json_message
+from nbserve.api.grpc.service import Service, json_message, status_code
 from nbserve.errors import NBServeError
 from nbserve.serving.answers import encode_answer
-
-
-class SequenceBatchingUnsupported(NBServeError):
-    status = 501
-    type = "ServiceUnavailableException"
 
 
 class InferenceService(Service):
@@ -37,8 +36,36 @@ class InferenceService(Service):
             yield messages.PredictionResponse(prediction=encode_answer(part)[0])
 
     def StreamPredictions2(self, requests, context):  # noqa: N802
-        raise SequenceBatchingUnsupported(
-            "StreamPredictions2 serves the sequences of a stateful model (sequence batching), "
-            "which nbserve does not support; use Predictions, or StreamPredictions for a "
-            "streaming handler.")
-        yield  # a generator, as the RPC streams
+        """A sequence's requests, each answered in turn. A stream's first request names its
+        sequence, or starts one with ``ts_request_sequence_start: true`` in its input; the
+        stream's later requests may leave the id out, and each answer names it (TorchServe
+        asks for the id every time and answers without it)."""
+        from nbserve.serving.queue import streamed
+        from nbserve.serving.sequences import SEQUENCE_END, SEQUENCE_ID, SEQUENCE_START
+
+        sequence_id = ""
+        for request in requests:
+            inputs = dict(request.input)
+            sequence_id = request.sequence_id or sequence_id
+            if not sequence_id and inputs.get(SEQUENCE_START, b"").lower() != b"true":
+                yield _failed(grpc.StatusCode.INTERNAL, "Parameter sequenceId is required.")
+                continue
+            headers = {SEQUENCE_ID: sequence_id}
+            if not sequence_id:
+                headers = {SEQUENCE_ID: f"ts-seq-{uuid.uuid4()}", SEQUENCE_START: "true"}
+            if inputs.get(SEQUENCE_END, b"").lower() == b"true":
+                headers[SEQUENCE_END] = "true"
+            try:
+                for part in streamed(lambda on_part: self.engine.submit(
+                        request.model_name, inputs, version=request.model_version or None,
+                        headers=headers, on_part=on_part)):
+                    yield messages.PredictionResponse(prediction=encode_answer(part)[0],
+                                                      sequence_id=headers[SEQUENCE_ID])
+            except NBServeError as error:
+                yield _failed(status_code(error), str(error))
+            sequence_id = headers[SEQUENCE_ID]
+
+
+def _failed(code: grpc.StatusCode, message: str):
+    """An answer of StreamPredictions2 that failed: the stream goes on, as in TorchServe."""
+    return messages.PredictionResponse(status=messages.Status(code=code.value[0], message=message))

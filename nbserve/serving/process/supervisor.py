@@ -209,7 +209,8 @@ class ProcessWorker:
                 room = window - len(self._in_flight)
             if room <= 0:  # stopping, with a full window
                 break
-            batch = self.version.queue.take_batch(min(room, config.batch_size), self._stop)
+            batch = self.version.queue.take_batch(min(room, config.batch_size), self._stop,
+                                                  worker=self.id)
             if batch is None:
                 break
             for request in batch:

@@ -138,13 +138,42 @@ def test_stream_predictions_streams_the_handlers_parts(nbserve_grpc, torchserve_
     assert mine == reference and [p.decode() for p in mine] == archives.STREAMING_PARTS
 
 
-def test_stream_predictions2_is_refused_with_a_clear_status(nbserve_grpc):
-    ours = nbserve_grpc[0]
-    request = ours.pb.PredictionsRequest(model_name="ctl", input={"data": b"x"}, sequence_id="s1")
-    with pytest.raises(grpc.RpcError) as raised:
-        list(ours.inference.StreamPredictions2(iter([request]), metadata=ours._metadata("inference")))
-    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "sequence batching" in raised.value.details()
+def test_stream_predictions2_serves_a_sequence_in_turn(stubs, tmp_path):
+    """TorchServe's StreamPredictions2 on its stateful example: a stream's answers sum in
+    order on one worker; a first request with neither an id nor the start flag fails in its
+    own answer, and the stream goes on; a stream that starts a sequence learns its id."""
+    engine = Engine()
+    engine.register(archives.stateful(tmp_path))
+    ports = {"inference": free_port(), "management": free_port()}
+    server, _ = start_server(engine, enable_grpc=True, grpc_inference_port=ports["inference"],
+                             grpc_management_port=ports["management"])
+    try:
+        client = Client(stubs, server.grpc.urls["inference"], server.grpc.urls["management"],
+                        server.tokens.keys)
+        request = client.pb.PredictionsRequest
+
+        def stream(*requests):
+            return list(client.inference.StreamPredictions2(
+                iter(requests), metadata=client._metadata("inference")))
+
+        answers = stream(*(request(model_name="stateful", input={"body": str(n).encode()},
+                                   sequence_id="seq_0") for n in (1, 3, 5)))
+        assert [int(a.prediction.split()[0]) for a in answers] == [1, 4, 9]
+        assert len({a.prediction.split()[1] for a in answers}) == 1  # one worker
+        assert {a.sequence_id for a in answers} == {"seq_0"}
+        refused, *started = stream(
+            request(model_name="stateful", input={"body": b"1"}),
+            request(model_name="stateful",
+                    input={"body": b"2", "ts_request_sequence_start": b"true"}),
+            request(model_name="stateful", input={"body": b"5"}))
+        assert refused.status.code == grpc.StatusCode.INTERNAL.value[0]
+        assert refused.status.message == "Parameter sequenceId is required."
+        assert [int(a.prediction.split()[0]) for a in started] == [2, 7]
+        assert started[0].sequence_id.startswith("ts-seq-")
+        assert started[0].sequence_id == started[1].sequence_id
+    finally:
+        server.stop()
+        engine.close()
 
 
 def test_errors_carry_the_status_that_says_what_happened(nbserve_grpc, torchserve_grpc):

@@ -160,7 +160,7 @@ def describe(version: ModelVersion) -> dict:
         "parallelType": "",
         "parallelLevel": 0,
         "deviceType": "gpu" if config.gpu_ids else "cpu",
-        "continuousBatching": False,
+        "continuousBatching": config.continuous_batching,
         "useJobTicket": False,
         "useVenv": False,
         "stateful": config.sequence_batching,

@@ -4,6 +4,10 @@ stops.
 
 - :class:`HandleLoop`: whole batches through ``handle``, on one thread: a ``preprocess``
   written for the whole batch (padding to the longest text, say) is never split.
+- :class:`ContinuousLoop`, for ``continuousBatching: true`` (TorchServe's continuous
+  batching, which generation builds on): each ``handle`` call is one step of every running
+  request; one whose answer goes on stays for the next step, and new requests join between
+  steps, up to ``batch_size``.
 - :class:`PipelineLoop`, for a handler whose ``preprocess`` is declared per request
   (:func:`~nbserve.handlers.base.per_request`: the default handlers', and subclasses that
   change only ``inference`` or ``postprocess``): a pool of threads preprocesses each request as
@@ -46,6 +50,36 @@ class HandleLoop:
             host.stats.record_batch(len(batch))
             with tuner.timing(len(batch)):
                 self.service.handle(batch)
+
+    def close(self) -> None:
+        pass
+
+
+class ContinuousLoop:
+    """Running requests stepped through ``handle`` together, joined by new ones between
+    steps (:meth:`~nbserve.serving.service.HandlerService.step`)."""
+
+    def __init__(self, host: WorkerHost, service: HandlerService, stop: threading.Event):
+        self.host, self.service, self.stop = host, service, stop
+        self.threads: list[threading.Thread] = []
+
+    def run(self, tuner: Tuner) -> None:
+        host, service, worker = self.host, self.service, self.service.worker_id
+        running: list[Request] = []
+        while True:
+            room = host.config.batch_size - len(running)
+            if room > 0 and not (running and self.stop.is_set()):
+                # Wait for work only while none runs; else take what is waiting now.
+                arrived = host.queue.take_batch(room, self.stop, worker=worker,
+                                                block=not running)
+                if arrived is None and not running:
+                    return
+                running += arrived or []
+            running = [r for r in running if not r.settled]  # timed out, or its client left
+            if running:
+                host.stats.record_batch(len(running))
+                with tuner.timing(len(running)):
+                    running = service.step(running)
 
     def close(self) -> None:
         pass
@@ -128,9 +162,11 @@ class PipelineLoop:
         self.pool.shutdown()
 
 
-def loop_for(handler) -> type[HandleLoop] | type[PipelineLoop]:
-    """The pipeline where the handler's preprocess is declared per request and its ``handle``
-    is BaseHandler's; else ``handle`` on whole batches."""
+def loop_for(handler, config) -> type[HandleLoop] | type[ContinuousLoop] | type[PipelineLoop]:
+    """Steps for continuous batching; the pipeline where the handler's preprocess is declared
+    per request and its ``handle`` is BaseHandler's; else ``handle`` on whole batches."""
+    if config.continuous_batching:
+        return ContinuousLoop
     cls = type(handler)
     pipelines = (isinstance(handler, BaseHandler) and cls.handle is BaseHandler.handle
                  and "handle" not in vars(handler)  # replaced on the instance (MicroBatching)

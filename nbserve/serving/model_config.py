@@ -33,6 +33,7 @@ YAML_KEYS = {
     "device_ids": "deviceIds",
     "isolation": "isolation",
     "preprocess_threads": "preprocessThreads",
+    "continuous_batching": "continuousBatching",
     "sequence_batching": "sequenceBatching",
     "sequence_max_idle_ms": "sequenceMaxIdleMSec",
     "sequence_timeout_ms": "sequenceTimeoutMSec",
@@ -91,6 +92,9 @@ class ModelConfig:
     #: Threads preprocessing each worker's requests (see nbserve.serving.worker); None: the CPUs this
     #: process may use, shared among the workers, less one for a forward pass on the CPU.
     preprocess_threads: int | None = None
+    #: TorchServe's continuous batching: each ``handle`` call one step of every running
+    #: request, new ones joining between steps (nbserve.serving.loops.ContinuousLoop).
+    continuous_batching: bool = False
     #: TorchServe's sequence batching (stateful models, nbserve.serving.sequences): on when
     #: ``sequenceBatching`` is true and a sequence may idle (``sequenceMaxIdleMSec`` > 0).
     sequence_batching: bool = False
@@ -139,10 +143,6 @@ def resolve(base: ModelConfig, model_yaml: dict | None, **overrides: Any) -> Mod
     for name, key in YAML_KEYS.items():
         if model_yaml and key in model_yaml:
             values[name] = model_yaml[key]
-    if (model_yaml or {}).get("continuousBatching"):
-        raise BadRequest("model-config.yaml: continuousBatching is not supported: nbserve batches "
-                         "requests, but does not stream a batch's requests through a model one "
-                         "step at a time. Remove it to serve the model with dynamic batching.")
     for key in set(model_yaml or {}) & set(YAML_NOT_APPLIED):
         logger.warning("model-config.yaml key %r is not applied: %s.", key, YAML_NOT_APPLIED[key])
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -161,6 +161,7 @@ def _typed(values: dict) -> dict:
     converters = {"batch_size": int, "min_workers": int, "max_workers": int, "job_queue_size": int,
                   "max_batch_delay": float, "response_timeout": float,
                   "startup_timeout": float, "sequence_batching": _yaml_bool,
+                  "continuous_batching": _yaml_bool,
                   "sequence_max_idle_ms": float, "sequence_timeout_ms": float,
                   "max_num_sequence": int, "max_sequence_job_queue_size": int, "device_type": str,
                   "isolation": str, "preprocess_threads": int, "device_ids": lambda v: tuple(int(i) for i in v), "limit_max_image_pixels": bool}

@@ -179,18 +179,21 @@ class RequestQueue:
 
     def take_batch(self, max_size: int, stop: threading.Event,
                    policy: BatchPolicy | None = None,
-                   worker: int | None = None) -> list[Request] | None:
+                   worker: int | None = None, block: bool = True) -> list[Request] | None:
         """Block for the next batch; None once the queue is closed and empty, or ``stop`` is set.
 
         Takes what is waiting, up to ``max_size``, leaving requests pinned to other workers
         than ``worker``; with a ``policy``, first waits as long as it says for the batch to
-        fill to its target. Requests settled while waiting (timed out) are skipped.
+        fill to its target. Requests settled while waiting (timed out) are skipped. Without
+        ``block``, what is waiting now, perhaps nothing.
         """
         with self._cond:
             while True:
                 self._drop_settled()
                 if self._takeable(worker) or self._closed or stop.is_set():
                     break
+                if not block:
+                    return []
                 self._cond.wait()
             if stop.is_set() or not self._takeable(worker):
                 return None

@@ -44,20 +44,54 @@ class HandlerService:
         if not requests:
             return
         context = self.context_for(requests)
-        began = time.time()
         try:
-            with self.on_stream(), self.stage("handle", requests):
-                outputs = self.entry.handle([r.inputs for r in requests], context)
-                if inspect.isawaitable(outputs):
-                    self._loop = self._loop or asyncio.new_event_loop()
-                    outputs = self._loop.run_until_complete(outputs)
-            self.answer(requests, context, outputs)
+            self.answer(requests, context, self.call_handle(requests, context))
         except Exception as error:  # noqa: BLE001 - the handler's failure is the answer
             self.isolate(requests, error, "handle")
-            return
-        if context.metrics is not None:  # TorchServe's service times every batch so
+
+    def step(self, requests: list[Request]) -> list[Request]:
+        """One step of TorchServe's continuous batching: ``handle`` on every running request;
+        a request whose answer goes on (``ts_stream_next: true``, or the handler's
+        ``context.stopping_criteria`` says not yet) gets it as a part and stays; the others
+        get their answer. The requests that stay. A step that fails fails them all: the
+        handler's state for each has moved on, so none can be run again alone."""
+        context = self.context_for(requests)
+        context.stopping_criteria = None
+        try:
+            outputs = self.call_handle(requests, context)
+            self.check_answers(requests, outputs)
+        except Exception as error:  # noqa: BLE001 - the handler's failure is the answer
+            for request in requests:
+                self.fail(request, error, "handle")
+            return []
+        staying = []
+        for i, (request, value) in enumerate(zip(requests, outputs)):
+            headers = dict(context.get_response_headers(i))
+            goes_on = headers.pop("ts_stream_next", "false") == "true"
+            if context.stopping_criteria:
+                stop = context.stopping_criteria[i](value)
+                goes_on = goes_on if stop is None else not stop
+            if goes_on and not request.settled:
+                request.send_part(value)
+                staying.append(request)
+            else:
+                status, _ = context.get_response_status(i)
+                self.host.answer(request, Prediction(value, status or 200, headers))
+        return staying
+
+    def call_handle(self, requests: list[Request], context: Context) -> Any:
+        """The handler's ``handle`` on the batch (awaited, for an ``async def``), timed for
+        the requests' traces and as TorchServe's PredictionTime."""
+        began = time.time()
+        with self.on_stream(), self.stage("handle", requests):
+            outputs = self.entry.handle([r.inputs for r in requests], context)
+            if inspect.isawaitable(outputs):
+                self._loop = self._loop or asyncio.new_event_loop()
+                outputs = self._loop.run_until_complete(outputs)
+        if context.metrics is not None:
             context.metrics.add_time("PredictionTime", round((time.time() - began) * 1000, 2),
                                      None, "ms")
+        return outputs
 
     def isolate(self, requests: list[Request], error: Exception, stage: str) -> None:
         """A batch failed: each request alone, or halves of the batch while it runs out of
@@ -86,16 +120,21 @@ class HandlerService:
 
     def answer(self, requests: list[Request], context: Context, outputs: Any) -> None:
         """One answer per request, with the status and headers the handler set for it."""
+        self.check_answers(requests, outputs)
+        for i, (request, value) in enumerate(zip(requests, outputs)):
+            status, _ = context.get_response_status(i)
+            headers = dict(context.get_response_headers(i))
+            self.host.answer(request, Prediction(value, status or 200, headers))
+
+    @staticmethod
+    def check_answers(requests: list[Request], outputs: Any) -> None:
+        """TorchServe's contract: a list with one answer per request."""
         if not isinstance(outputs, list):
             raise TypeError(f"the handler returned {type(outputs).__name__}, not a list "
                             "with one answer per request")
         if len(outputs) != len(requests):
             raise ValueError(f"the handler returned {len(outputs)} answers for "
                              f"{len(requests)} requests")
-        for i, (request, value) in enumerate(zip(requests, outputs)):
-            status, _ = context.get_response_status(i)
-            headers = dict(context.get_response_headers(i))
-            self.host.answer(request, Prediction(value, status or 200, headers))
 
     def fail(self, request: Request, error: Exception, stage: str) -> None:
         """The handler's exception as the request's answer: a status the caller can act on,

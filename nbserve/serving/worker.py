@@ -25,7 +25,7 @@ import torch
 from nbserve.handlers.context import Context
 from nbserve.handlers.loader import archive_imports, load_handler
 from nbserve.serving.host import WorkerHost
-from nbserve.serving.loops import HandleLoop, PipelineLoop, loop_for
+from nbserve.serving.loops import ContinuousLoop, HandleLoop, PipelineLoop, loop_for
 from nbserve.serving.service import HandlerService
 from nbserve.serving.tuner import Tuner
 from nbserve.store.live import LiveModel
@@ -48,7 +48,7 @@ class Worker:
         self.start_time: datetime | None = None
         #: Once loaded: the handler's service, the loop that feeds it, and the threads tuner.
         self.service: HandlerService | None = None
-        self.loop: HandleLoop | PipelineLoop | None = None
+        self.loop: HandleLoop | ContinuousLoop | PipelineLoop | None = None
         self.tuner: Tuner | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -112,7 +112,7 @@ class Worker:
         self.service = service = HandlerService(version, entry, context, self.id)
         if service.cuda and getattr(service.handler, "fixed_size_inputs", False):
             torch.backends.cudnn.benchmark = True  # one input shape: let cuDNN pick its kernels
-        self.loop = loop = loop_for(service.handler)(version, service, self._stop)
+        self.loop = loop = loop_for(service.handler, version.config)(version, service, self._stop)
         self._threads += loop.threads
         # One measurement of each batch: the tuner's, which the batching policy reads too.
         self.tuner = Tuner(enabled=self.gpu_id is None, on_batch=version.batching.ran)

@@ -26,9 +26,7 @@ def test_bad_settings_say_what_is_wrong(overrides, message):
         resolve(ModelConfig(), None, **overrides)
 
 
-def test_continuous_batching_is_refused_and_frontend_keys_are_named(caplog):
-    with pytest.raises(BadRequest, match="continuousBatching is not supported"):
-        resolve(ModelConfig(), {"continuousBatching": True})
+def test_frontend_keys_not_applied_are_named(caplog):
     resolve(ModelConfig(), {"maxRetryTimeoutInSec": 300, "micro_batching": {"parallelism": {}}})
     assert "'maxRetryTimeoutInSec' is not applied" in caplog.text
     assert "micro_batching" not in caplog.text

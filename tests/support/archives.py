@@ -617,3 +617,40 @@ def stateful(tmp_path, **yaml):
         "".join(f"{key}: {value}\n" for key, value in settings.items()))
     return make_archive(tmp_path, "stateful", "stateful.py",
                         config_file="model-config.yaml")
+
+
+#: A handler written to TorchServe's continuous-batching protocol (its vLLM and stateful
+#: examples): each ``handle`` call is one step; a request asking for N words gets one per step,
+#: each with the number of requests in that step, and ``ts_stream_next: true`` until its last.
+CONTINUOUS_PY = '''
+import time
+
+
+class Counting:
+    def initialize(self, context):
+        self.left = {}
+
+    def handle(self, data, context):
+        answers = []
+        for i, row in enumerate(data):
+            request_id = context.get_request_id(i)
+            if request_id not in self.left:  # joins: its body says how many words
+                body = row.get("body")
+                self.left[request_id] = int(body.decode() if isinstance(body, bytes) else body)
+                if self.left[request_id] < 0:
+                    raise ValueError("a negative count")
+            self.left[request_id] -= 1
+            answers.append(f"w{self.left[request_id]}/{len(data)} ")
+            if self.left[request_id] > 0:
+                context.set_response_header(i, "ts_stream_next", "true")
+            else:
+                del self.left[request_id]
+        time.sleep(0.05)
+        return answers
+'''
+
+
+def continuous(tmp_path) -> Path:
+    (tmp_path / "counting.py").write_text(CONTINUOUS_PY)
+    (tmp_path / "model-config.yaml").write_text("continuousBatching: true\nbatchSize: 4\n")
+    return make_archive(tmp_path, "counting", "counting.py", config_file="model-config.yaml")

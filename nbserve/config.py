@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from nbserve.errors import BadRequest
@@ -18,6 +20,9 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "model_store": None,
     "load_models": None,
     "models": None,
+    # A TorchServe snapshot's models (nbserve.api.snapshot): what to serve, instead of
+    # --models, load_models and models, as TorchServe restores it.
+    "model_snapshot": None,
     "default_workers_per_model": None,
     "job_queue_size": 1000,
     "max_request_size": 6553500,
@@ -87,15 +92,15 @@ NOT_APPLIED = {
                      "cpu_launcher_args"),
                     "nbserve runs models in this process; it does not launch workers with IPEX "
                     "or a CPU launcher"),
-    **dict.fromkeys(("model_snapshot", "snapshot_store"),
-                    "nbserve keeps no snapshots: it serves what --models and config.properties "
-                    "name at start"),
+    "snapshot_store": "snapshots are files in logs/config (LOG_LOCATION), as by default",
     **dict.fromkeys(("ts_header_key_sequence_id", "ts_header_key_sequence_start",
                      "ts_header_key_sequence_end"),
                     "sequence batching reads TorchServe's default header names"),
     **dict.fromkeys(("initial_worker_port", "initial_distribution_port"),
                     "workers talk to the server over a socket pair, not a port"),
     "vmargs": "nbserve has no Java VM",
+    "python": "worker processes run on the Python that runs nbserve",
+    "version": "it names the TorchServe that wrote a snapshot",
     "enable_metrics_api": "the metrics API is always on (loopback, read-only, no key)",
     "disable_system_metrics": "nbserve reports no system metrics",
     "system_metrics_cmd": "nbserve reports no system metrics",
@@ -173,35 +178,74 @@ class ServerConfig:
     def allows_url(self, url: str) -> bool:
         return any(re.fullmatch(p.strip(), url) for p in str(self.allowed_urls).split(","))
 
+    @property
+    def restoring(self) -> bool:
+        """Whether this is a snapshot's config, whose models are the ones to serve."""
+        return bool(self.values.get("model_snapshot"))
+
     def model_settings(self) -> dict:
-        """The ``models`` property: ``{name: {version: {marName, minWorkers, ...}}}``."""
-        raw = self.values.get("models")
+        """``{name: {version: {marName, minWorkers, ...}}}``: a snapshot's models, else the
+        ``models`` property."""
+        key = "model_snapshot" if self.restoring else "models"
+        raw = self.values.get(key)
         if not raw:
             return {}
         try:
-            return json.loads(raw) if isinstance(raw, str) else raw
+            value = json.loads(raw) if isinstance(raw, str) else raw
         except ValueError as e:
-            raise BadRequest(f"config.properties: 'models' is not valid JSON ({e}).") from None
+            raise BadRequest(f"config.properties: {key!r} is not valid JSON ({e}).") from None
+        return value.get("models", {}) if key == "model_snapshot" else value
 
 
 def read_properties(path) -> dict[str, str]:
-    """A Java properties file: ``key=value`` or ``key: value``, ``#``/``!`` comments,
-    lines continued by a trailing backslash."""
+    """A Java properties file: ``key=value`` or ``key: value``, ``#``/``!`` comments, lines
+    continued by a trailing backslash, and Java's escapes (``\\:``, ``\\=``, ``\\n``,
+    ``\\uXXXX``), which TorchServe's snapshots are full of."""
     values: dict[str, str] = {}
     with open(path) as f:
         lines = iter(f.read().splitlines())
     for line in lines:
         line = line.strip()
-        while line.endswith("\\"):
+        while _continues(line):
             line = line[:-1] + next(lines, "").strip()
         if not line or line[0] in "#!":
             continue
-        separator = min((i for i in (line.find("="), line.find(":")) if i >= 0), default=-1)
-        if separator < 0:
-            values[line] = ""
-            continue
-        values[line[:separator].strip()] = line[separator + 1:].strip()
+        match = _SEPARATOR.search(line)
+        key, value = (line[:match.start()], line[match.end():]) if match else (line, "")
+        values[_unescape(key)] = _unescape(value)
     return values
+
+
+def write_properties(path, values: dict[str, str], comment: str) -> None:
+    """``values`` as Java writes a properties file (``Properties.store``), so TorchServe and
+    :func:`read_properties` read them back."""
+    lines = [f"#{comment}", f"#{time.strftime('%a %b %d %H:%M:%S %Z %Y')}"]
+    lines += [f"{_escape(key)}={_escape(value)}" for key, value in values.items()]
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+#: The first ``=``, ``:`` or run of spaces not escaped by a backslash, with spaces around it.
+_SEPARATOR = re.compile(r"(?<!\\)(?:\\\\)*\s*[=:]\s*|(?<!\\)(?:\\\\)*\s+")
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "f": "\f"}
+
+
+def _continues(line: str) -> bool:
+    """An odd number of backslashes at the end continues the line."""
+    return (len(line) - len(line.rstrip("\\"))) % 2 == 1
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(u[0-9a-fA-F]{4}|.)",
+                  lambda m: chr(int(m[1][1:], 16)) if len(m[1]) == 5
+                  else _ESCAPES.get(m[1], m[1]), text)
+
+
+def _escape(text: str) -> str:
+    text = text.replace("\\", "\\\\")
+    for char, escaped in (("\n", "\\n"), ("\t", "\\t"), ("\r", "\\r"), ("=", "\\="),
+                          (":", "\\:"), ("#", "\\#"), ("!", "\\!")):
+        text = text.replace(char, escaped)
+    return text
 
 
 def _server_value(key: str, value: str) -> Any:

@@ -28,11 +28,11 @@ def test_allowed_urls():
 
 def test_every_torchserve_key_is_applied_or_named_with_its_reason(tmp_path):
     path = tmp_path / "config.properties"
-    path.write_text("metrics_mode=log\nnumber_of_netty_threads=4\nvmargs=-Xmx4g\n"
+    path.write_text("metric_time_interval=60\nnumber_of_netty_threads=4\nvmargs=-Xmx4g\n"
                     "number_of_gpu=0\nlimit_max_image_pixels=false\n")
     config = ServerConfig.from_properties(path)
     assert [w.split("'")[1] for w in config.warnings] == [
-        "metrics_mode", "number_of_netty_threads", "vmargs"]
+        "metric_time_interval", "number_of_netty_threads", "vmargs"]
     assert "nbserve has no Netty" in config.warnings[1]
     assert ServerConfig.from_properties(path).values["grpc_inference_port"] == 7070  # applied
     from nbserve.api.startup import engine_for
@@ -50,3 +50,20 @@ def test_settings_read_typed_as_their_defaults_whoever_set_them():
     assert (config.job_queue_size, config.default_response_timeout) == (50, 30.0)
     assert config.enable_model_api is True and config.default_workers_per_model == 2
     assert config.load_models == "a.mar,b.mar"
+
+
+def test_properties_are_read_and_written_as_java_does(tmp_path):
+    """Java's escapes, which TorchServe's snapshots use throughout: a value with ``=``, ``:``
+    and newlines comes back as it went, and a file Java wrote reads as Java reads it."""
+    from nbserve.config import read_properties, write_properties
+
+    values = {"load_models": "a=a.mar", "model_snapshot": '{\n  "name": "x#!"\n}',
+              "inference_address": "http://127.0.0.1:8080", "path": "C:\\models"}
+    write_properties(tmp_path / "out.cfg", values, "Saving snapshot")
+    assert read_properties(tmp_path / "out.cfg") == values
+    (tmp_path / "java.cfg").write_text(
+        "#Saving snapshot\nload_models=mnist\\=mnist.mar\nmodels={\\n  \"a\"\\: 1\\n}\n"
+        "key\\ with\\ space = value \\\n   continued\nunicode=caf\\u00e9\n")
+    assert read_properties(tmp_path / "java.cfg") == {
+        "load_models": "mnist=mnist.mar", "models": '{\n  "a": 1\n}',
+        "key with space": "value continued", "unicode": "café"}

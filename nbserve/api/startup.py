@@ -43,9 +43,11 @@ def engine_for(config: ServerConfig, isolation: str = "thread") -> Engine:
 def startup_entries(config: ServerConfig, models: list[str]) -> list[str]:
     """What names the models to load at startup: ``--models`` (several in one argument,
     separated by commas, as TorchServe reads it), else ``load_models``, else the archives the
-    ``models`` property names (``marName``)."""
+    ``models`` property names (``marName``); from a snapshot, its models alone."""
+    if config.restoring:  # a snapshot names what to serve, as TorchServe restores it
+        models = []
     entries = [part.strip() for entry in models for part in entry.split(",") if part.strip()]
-    if config.load_models and not entries:
+    if config.load_models and not entries and not config.restoring:
         entries = [e.strip() for e in config.load_models.split(",") if e.strip()]
     if not entries:
         entries = [f"{name}={version['marName']}"

@@ -109,9 +109,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Autoscale each model up to this many replicas.")
     on_ray.add_argument("--num-cpus", type=float, default=1, help="CPUs per replica (default 1).")
     on_ray.add_argument("--num-gpus", type=float, default=0, help="GPUs per replica (default 0).")
-    # TorchServe flags with nothing to do here: no snapshots.
-    for ignored in ("--ncs", "--no-config-snapshots"):
-        parser.add_argument(ignored, action="store_true", help=argparse.SUPPRESS)
+
+
+def add_snapshot_arguments(parser: argparse.ArgumentParser) -> None:
+    """TorchServe's snapshot flag (nbserve.api.snapshot), for a server outside a kernel."""
+    parser.add_argument("--ncs", "--no-config-snapshots", dest="no_config_snapshots",
+                        action="store_true",
+                        help="Neither start from the newest snapshot in logs/config nor write "
+                             "snapshots there (TorchServe's --ncs).")
 
 
 def add_background_arguments(parser: argparse.ArgumentParser) -> None:

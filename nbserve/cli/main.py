@@ -18,6 +18,7 @@ from nbserve.cli.arguments import (
     add_background_arguments,
     add_bench_arguments,
     add_serve_arguments,
+    add_snapshot_arguments,
     ray_placement,
     run_archive,
     server_config,
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_serve_arguments(serve_parser)
     add_background_arguments(serve_parser)
+    add_snapshot_arguments(serve_parser)
     serve_parser.set_defaults(run=_serve_command)
     bench_parser = verbs.add_parser(
         "bench", help="Measure a served model as TorchServe's benchmark-ab does.",
@@ -95,6 +97,11 @@ def _serve_command(args: argparse.Namespace) -> int:
         if args.stop:
             return background.stop()
         return background.start([arg for arg in args.argv[1:] if arg != "--start"])
+    from nbserve.api.snapshot import Snapshots, latest_snapshot
+
+    restored = None
+    if args.on == "local" and not args.ts_config and not args.no_config_snapshots:
+        args.ts_config = restored = latest_snapshot()  # TorchServe restarts from its newest
     config = server_config(args)
     for warning in config.warnings:
         print(f"nbserve serve: warning: {warning}", file=sys.stderr)
@@ -106,6 +113,10 @@ def _serve_command(args: argparse.Namespace) -> int:
     from nbserve.logs import write_log_files
 
     write_log_files(config)  # this process's logs, in logs/ as TorchServe writes them
+    if restored:
+        _say(f"nbserve serve: serving what {restored} names, as TorchServe restarts from its "
+             "newest snapshot (--ts-config names another file; --ncs neither reads nor "
+             "writes snapshots)")
     stop = _stop_on_signals()
     engine, server = start_serving(config, args.models)
     for failure in engine.failures.values():
@@ -127,9 +138,16 @@ def _serve_command(args: argparse.Namespace) -> int:
         _say(f"nbserve: gRPC {api} API at {url}")
     for api, url in server.urls.items():
         _say(f"nbserve: {api} API at {url}")
+    snapshots = None if args.no_config_snapshots else Snapshots(config, engine)
+    if snapshots:
+        snapshots.write("startup")
+        engine.on_change.append(lambda: snapshots.write("snapshot"))
     print("Model server started.", flush=True)  # TorchServe's line, which its launcher awaits
     stop.wait()
     _say("nbserve: stopping; answering requests in flight")
+    if snapshots:
+        engine.on_change.clear()
+        snapshots.write("shutdown")
     server.stop()
     engine.close()
     return 0

@@ -83,6 +83,9 @@ class Engine:
         self.failures: dict[str, LoadFailure] = {}
         self._lock = threading.RLock()
         self._deadlines = DeadlineWatcher()
+        #: Called after each change to what is served (register, scale, set_default,
+        #: unregister): how snapshots (nbserve.api.snapshot) follow it.
+        self.on_change: list[Callable[[], None]] = []
 
     # Registration.
 
@@ -151,6 +154,7 @@ class Engine:
             self._add(loaded)
             threading.Thread(target=self._start_workers, args=(loaded, source),
                              name=f"nbserve-load-{name}", daemon=True).start()
+            self._changed()
             return loaded
         try:
             loaded.scale(config.min_workers)
@@ -160,6 +164,7 @@ class Engine:
         old = self._add(loaded, swap=True)
         if old is not None:
             threading.Thread(target=old.join, name=f"nbserve-drain-{name}", daemon=True).start()
+        self._changed()
         return loaded
 
     def _add(self, loaded: ModelVersion, swap: bool = False) -> ModelVersion | None:
@@ -196,6 +201,7 @@ class Engine:
             failure = self.record_failure(loaded.name, getattr(source, "source", source), error)
             loaded.queue.fail_all(ModelLoadFailed(f"{loaded.label} failed to start: "
                                                   f"{failure.error}"))
+        self._changed()
 
     def _requirements(self, archive: ModelArchive, name: str) -> Path | None:
         """Install the archive's requirements where the setting asks; where they went."""
@@ -222,6 +228,7 @@ class Engine:
             target = self.get(model_name, version)
             self._remove(self._models[model_name], target.version)
             target.close(wait=False)
+        self._changed()
         if wait:
             target.join()
 
@@ -242,6 +249,7 @@ class Engine:
                                    max_workers=max_workers)
         target.config = new
         target.scale(new.min_workers, wait=wait)
+        self._changed()
         return target
 
     def set_default(self, model_name: str, version: str) -> None:
@@ -251,6 +259,14 @@ class Engine:
                 raise ModelVersionNotFound(
                     f"Model version: {version} does not exist for model: {model_name}")
             model.default_version = version
+        self._changed()
+
+    def _changed(self) -> None:
+        for listener in list(self.on_change):
+            try:
+                listener()
+            except Exception:  # noqa: BLE001 - a listener's failure is logged, not the caller's
+                logger.exception("A listener of the engine's changes failed")
 
     # Lookup.
 

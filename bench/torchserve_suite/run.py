@@ -31,7 +31,7 @@ import stand_ins
 #: What the suite needs from the repository, beside ``test/``.
 SUITE_PATHS = ("test", "ts_scripts", "examples", "model-archiver", "frontend/server/src/main/"
                "resources/proto", "frontend/server/src/test/resources",
-               "frontend/archive/src/test/resources")
+               "frontend/archive/src/test/resources", "kubernetes/kserve/kf_request_json")
 #: ``torchserve`` for the nbserve runs: the same flags, nbserve's server.
 SHIM = f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m nbserve serve \"$@\"\n"
 #: Run inside the namespaces: loopback up, a private /tmp, TorchServe's gRPC stubs, the file.

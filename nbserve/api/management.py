@@ -155,7 +155,7 @@ def describe(version: ModelVersion) -> dict:
         "maxBatchDelay": int(config.max_batch_delay),
         "responseTimeout": int(config.response_timeout),
         "startupTimeout": int(config.startup_timeout),
-        "maxRetryTimeoutInSec": 300,
+        "maxRetryTimeoutInSec": int(config.max_retry_timeout),
         "clientTimeoutInMills": 0,
         "parallelType": "",
         "parallelLevel": 0,

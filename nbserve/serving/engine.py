@@ -11,9 +11,12 @@ a batch, runs the handler, and settles the request's future with the answer or t
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
+import sys
 import threading
+import time
 import traceback
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -28,8 +31,10 @@ from nbserve.errors import (
     ModelVersionNotFound,
 )
 from nbserve.handlers.util import get_yaml_config
+from nbserve.logs import MODEL_LOG
 from nbserve.serving import model_config
 from nbserve.serving.model_version import ModelVersion
+from nbserve.serving.process.supervisor import BACKOFF
 from nbserve.serving.queue import DeadlineWatcher, Prediction, Request, Stage, streamed
 from nbserve.store import requirements
 from nbserve.store.archive import ModelArchive, check_model_name, check_model_version, open_archive
@@ -86,6 +91,7 @@ class Engine:
         #: Called after each change to what is served (register, scale, set_default,
         #: unregister): how snapshots (nbserve.api.snapshot) follow it.
         self.on_change: list[Callable[[], None]] = []
+        self._closed = threading.Event()
 
     # Registration.
 
@@ -188,19 +194,33 @@ class Engine:
         return old
 
     def _start_workers(self, loaded: ModelVersion, source) -> None:
-        """A version served before its workers started: start them; if they cannot start,
-        stop serving it (answering what waited with why) and record the failure."""
-        try:
-            loaded.scale(loaded.config.min_workers)
-        except Exception as error:  # noqa: BLE001 - recorded, and answered to what waited
-            loaded.scale(0)
-            with self._lock:
-                model = self._models.get(loaded.name)
-                if model is not None and model.versions.get(loaded.version) is loaded:
-                    self._remove(model, loaded.version)
-            failure = self.record_failure(loaded.name, getattr(source, "source", source), error)
-            loaded.queue.fail_all(ModelLoadFailed(f"{loaded.label} failed to start: "
-                                                  f"{failure.error}"))
+        """A version served before its workers started: start them, trying again after
+        TorchServe's backoff while they fail, each failure's traceback logged, for up to
+        ``maxRetryTimeoutInSec``; then stop serving it (answering what waited with why) and
+        record the failure."""
+        give_up = time.monotonic() + loaded.config.max_retry_timeout
+        for attempt in itertools.count():
+            try:
+                loaded.scale(loaded.config.min_workers)
+                break
+            except Exception as error:  # noqa: BLE001 - logged, retried, then recorded
+                loaded.scale(0)
+                MODEL_LOG.error("%s", error)
+                sys.stderr.write(f"[{loaded.label}] failed to start (attempt {attempt + 1}): "
+                                 f"{error}\n")
+                wait = BACKOFF[min(attempt + 1, len(BACKOFF) - 1)]
+                if time.monotonic() + wait < give_up and not loaded.queue.closed \
+                        and not self._closed.wait(wait) and not loaded.queue.closed:
+                    continue
+                with self._lock:
+                    model = self._models.get(loaded.name)
+                    if model is not None and model.versions.get(loaded.version) is loaded:
+                        self._remove(model, loaded.version)
+                failure = self.record_failure(loaded.name, getattr(source, "source", source),
+                                              error)
+                loaded.queue.fail_all(ModelLoadFailed(f"{loaded.label} failed to start: "
+                                                      f"{failure.error}"))
+                break
         self._changed()
 
     def _requirements(self, archive: ModelArchive, name: str) -> Path | None:
@@ -345,6 +365,7 @@ class Engine:
 
     def close(self) -> None:
         """Unload every model, answering what is queued first."""
+        self._closed.set()
         for model in self.models():
             for version in list(model.versions):
                 self.unregister(model.name, version)

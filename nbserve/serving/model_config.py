@@ -28,6 +28,7 @@ YAML_KEYS = {
     "max_workers": "maxWorkers",
     "response_timeout": "responseTimeout",
     "startup_timeout": "startupTimeout",
+    "max_retry_timeout": "maxRetryTimeoutInSec",
     "job_queue_size": "jobQueueSize",
     "device_type": "deviceType",
     "device_ids": "deviceIds",
@@ -45,8 +46,6 @@ YAML_KEYS = {
 #: model-config.yaml keys of TorchServe's frontend that nbserve does not apply, and why; each
 #: one set is named in a warning when the model loads. Other keys are the handler's own.
 YAML_NOT_APPLIED = {
-    "maxRetryTimeoutInSec": "worker processes are restarted with TorchServe's backoff, "
-                            "without a time limit",
     "clientTimeoutInMills": "responseTimeout bounds a request",
     "parallelType": "models are not split across devices (pipeline or tensor parallelism)",
     "parallelLevel": "models are not split across devices",
@@ -80,6 +79,10 @@ class ModelConfig:
     #: Seconds a worker process may take to load the handler before it is killed and started
     #: again (TorchServe's default); a worker thread cannot be stopped, and is only logged.
     startup_timeout: float = 120
+    #: Seconds a model registered behind a 202 keeps trying to start its workers, with
+    #: TorchServe's backoff, before it is removed (a worker process that dies once it has
+    #: run is restarted without a limit).
+    max_retry_timeout: float = 300
     #: Requests that may wait; past that, 503 with Retry-After.
     job_queue_size: int = 1000
     #: "gpu" or "cpu"; "gpu" falls back to the CPU where there is none.
@@ -160,7 +163,7 @@ def resolve(base: ModelConfig, model_yaml: dict | None, **overrides: Any) -> Mod
 def _typed(values: dict) -> dict:
     converters = {"batch_size": int, "min_workers": int, "max_workers": int, "job_queue_size": int,
                   "max_batch_delay": float, "response_timeout": float,
-                  "startup_timeout": float, "sequence_batching": _yaml_bool,
+                  "startup_timeout": float, "max_retry_timeout": float, "sequence_batching": _yaml_bool,
                   "continuous_batching": _yaml_bool,
                   "sequence_max_idle_ms": float, "sequence_timeout_ms": float,
                   "max_num_sequence": int, "max_sequence_job_queue_size": int, "device_type": str,

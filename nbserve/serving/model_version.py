@@ -76,8 +76,12 @@ class ModelVersion:
                 index = len(self.workers)
                 gpu_id = gpu_ids[index % len(gpu_ids)] if gpu_ids else None
                 worker = kind(next(self._worker_ids), self, gpu_id)
-                worker.start()
-                self.workers.append(worker)
+                self.workers.append(worker)  # listed while it loads, as TorchServe lists it
+                try:
+                    worker.start()
+                except BaseException:
+                    self.workers.remove(worker)
+                    raise
             surplus = self.workers[count:]
             self.workers = self.workers[:count]
         for worker in surplus:

@@ -132,6 +132,10 @@ class RequestQueue:
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def put(self, request: Request) -> None:
         """Queue a request, or raise QueueFull (the caller answers 503, nothing is dropped)."""
         with self._cond:

@@ -27,6 +27,6 @@ def test_bad_settings_say_what_is_wrong(overrides, message):
 
 
 def test_frontend_keys_not_applied_are_named(caplog):
-    resolve(ModelConfig(), {"maxRetryTimeoutInSec": 300, "micro_batching": {"parallelism": {}}})
-    assert "'maxRetryTimeoutInSec' is not applied" in caplog.text
+    resolve(ModelConfig(), {"useVenv": True, "micro_batching": {"parallelism": {}}})
+    assert "'useVenv' is not applied" in caplog.text
     assert "micro_batching" not in caplog.text

@@ -214,14 +214,18 @@ def test_synchronous_false_answers_202_at_once_as_torchserve_and_queues_until_lo
     torchserve.request("management", "models/slow", "DELETE")
 
 
-def test_a_model_whose_workers_cannot_start_is_removed_again_and_says_why(server_factory,
-                                                                         tmp_path):
+def test_a_model_whose_workers_cannot_start_is_tried_again_then_removed_and_says_why(
+        server_factory, tmp_path, capfd):
+    """As TorchServe: each failed start is logged with its traceback and tried again after
+    the backoff (0, 1, 1, 2... s) for maxRetryTimeoutInSec; then the model goes."""
     from nbserve.store.archiver import archive
 
     (tmp_path / "broken.py").write_text(
         "class Broken:\n    def initialize(self, context):\n        raise RuntimeError('no')\n\n"
         "    def handle(self, data, context):\n        return data\n")
-    archive("broken", "1.0", str(tmp_path / "broken.py"), export_path=tmp_path)
+    (tmp_path / "model-config.yaml").write_text("maxRetryTimeoutInSec: 3\n")
+    archive("broken", "1.0", str(tmp_path / "broken.py"), export_path=tmp_path,
+            config_file=str(tmp_path / "model-config.yaml"))
     engine, _, clients = server_factory(model_store=str(tmp_path), enable_model_api=True)
     status, _ = clients["management"].json(
         "POST", "/models?url=broken.mar&initial_workers=1&synchronous=false")
@@ -230,5 +234,7 @@ def test_a_model_whose_workers_cannot_start_is_removed_again_and_says_why(server
     while "broken" not in engine.failures and time.monotonic() < deadline:
         time.sleep(0.1)
     assert engine.models() == [] and "RuntimeError: no" in engine.failures["broken"].error
+    said = capfd.readouterr().err
+    assert "failed to start (attempt 3)" in said and "attempt 4" not in said, said
     status, answer = clients["management"].json("GET", "/models/broken")
     assert status == 500 and "failed to load" in answer["message"]

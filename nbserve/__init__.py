@@ -22,8 +22,12 @@ def __getattr__(name):
 
 def load_ipython_extension(ipython):
     """``%load_ext nbserve``: the ``%archive``, ``%serve`` and ``%predict`` magics."""
+    from nbserve.notebook import restore, session
     from nbserve.notebook.magics import NBServeMagics
     ipython.register_magics(NBServeMagics)
+    snapshot = restore.read() if session.current.engine is None else None
+    if snapshot is not None:
+        print(restore.summary(snapshot))
 
 
 def _jupyter_server_extension_points():

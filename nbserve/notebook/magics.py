@@ -16,7 +16,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
-from IPython.core.magic_arguments import ArgDecorator, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import ArgDecorator, argument, magic_arguments, parse_argstring
 
 from nbserve.api.access import key_notice
 from nbserve.api.routes import served_line
@@ -32,7 +32,7 @@ from nbserve.cli.arguments import (
     server_config,
 )
 from nbserve.errors import InferenceError, NBServeError
-from nbserve.notebook import benchmarks, session
+from nbserve.notebook import benchmarks, restore, session
 from nbserve.notebook.display import device_text, shown, thumbnail_png
 from nbserve.notebook.session import as_body
 from nbserve.notebook.widgets import PredictionUpload
@@ -73,6 +73,8 @@ class NBServeMagics(Magics):
     @magic_arguments()
     @_Arguments(add_model_arguments)
     @_Arguments(add_serve_arguments)
+    @argument("--restore", action="store_true",
+              help="Serve again what this notebook served before its kernel restarted.")
     def serve(self, line: str):
         """Serve models from this kernel over TorchServe's REST API (ports 8080, 8081, 8082).
 
@@ -86,7 +88,8 @@ class NBServeMagics(Magics):
         if args.stop is not None:
             print(session.current.stop(args.stop or None))
             return None
-        if not (args.source or args.models or args.model_store or args.ts_config):
+        if not (args.source or args.models or args.model_store or args.ts_config
+                or args.restore):
             return session.current.status()
         try:
             config = server_config(args)
@@ -103,6 +106,13 @@ class NBServeMagics(Magics):
     def _serve_here(self, args, config) -> None:
         for notice in session.current.start(config):
             print(notice)
+        if args.restore:
+            snapshot = restore.read()
+            if snapshot is None:
+                raise UsageError("This notebook has nothing to restore: no kernel of its "
+                                 "served models before.")
+            for line in restore.restore(session.current, snapshot):
+                print(line)
         failed_before = dict(session.current.engine.failures)
         served = session.serve(self._source(args), handler=self._handler(args), models=args.models,
                                extra_files=_names(args.extra_files), config=config,

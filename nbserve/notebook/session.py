@@ -24,11 +24,12 @@ from nbserve.api.routes import API_NAMES
 from nbserve.api.startup import engine_for, find_archive, register_startup_models
 from nbserve.config import SERVER_DEFAULTS, ServerConfig
 from nbserve.errors import BadRequest, ModelNotFound
+from nbserve.notebook import restore
 from nbserve.notebook.display import ServingStatus
 from nbserve.serving.engine import Engine
 from nbserve.serving.model_version import ModelVersion
 from nbserve.serving.queue import streamed
-from nbserve.store.live import live_model
+from nbserve.store.live import LiveModel, live_model
 
 
 class Session:
@@ -41,6 +42,8 @@ class Session:
         self.announcement = None
         #: Models this kernel deployed to Ray Serve (``%serve --on ray``), once it has.
         self.ray = None
+        #: The cell (``In [7]``) that served each live object, for the notebook's snapshot.
+        self.live_cells: dict[str, str] = {}
         self._lock = threading.RLock()
 
     def start(self, config: ServerConfig | None = None) -> list[str]:
@@ -61,6 +64,8 @@ class Session:
             self.engine, self.server = engine, server
             if kernel_id:
                 self.announcement = announce.announce(kernel_id, server.urls, server.secret)
+            if _shell() is not None:  # what this notebook serves, for %serve --restore
+                engine.on_change.append(lambda: restore.write(engine, self.live_cells))
         moved = [f"Port {urlsplit(address).port} is taken (another kernel serving?): the {api} API "
                  f"is at {server.urls[api]} instead." for api, address in server.moved.items()]
         return moved + serving_notices(config, server.tokens)
@@ -83,6 +88,8 @@ class Session:
     def serve(self, source, *, model_name: str | None = None, **settings) -> ModelVersion:
         """Serve an archive or a :class:`~nbserve.store.live.LiveModel`; it replaces what was served
         under its name once it has loaded, and requests in flight are answered first."""
+        if isinstance(source, LiveModel):
+            self.live_cells[model_name or source.model_name] = _current_cell()
         version = self.engine.register(source, model_name=model_name, replace=True, **settings)
         self._retire_others(version)
         return version
@@ -171,6 +178,22 @@ class Session:
             return self.ray.submit(model_name, inputs, version=version)
         self.get(model_name, version)
         return self.engine.submit(model_name, inputs, version=version, on_part=on_part)
+
+
+def _shell():
+    """The kernel's IPython shell; None outside a kernel (a script, a terminal IPython)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    return shell if getattr(shell, "kernel", None) is not None else None
+
+
+def _current_cell() -> str:
+    """The cell running now, as the notebook labels it (``In [7]``)."""
+    shell = _shell()
+    return f"In [{shell.execution_count}]" if shell is not None else "a script"
 
 
 def _key_file(kernel_id: str | None, kind: str = "") -> Path:

@@ -114,3 +114,14 @@ def test_ncs_neither_writes_nor_reads_snapshots(tmp_path, store):
     finally:
         stop(second)
     assert len(list((tmp_path / "logs" / "config").glob("*.cfg"))) == 2
+
+
+def test_a_snapshot_naming_an_archive_that_is_gone_refuses_to_start(tmp_path, store):
+    """As TorchServe: a snapshot is the whole state, so half of it is not served."""
+    folder, config = store
+    first, _, _ = nbserve_serve("--model-store", str(folder), "--models", "ctl=ctl.mar",
+                                "--ts-config", str(config), cwd=tmp_path)
+    stop(first)
+    (folder / "ctl.mar").unlink()
+    with pytest.raises(AssertionError, match="the snapshot names ctl, which could not be loaded"):
+        nbserve_serve("--model-store", str(folder), cwd=tmp_path)

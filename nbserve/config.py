@@ -53,6 +53,9 @@ SERVER_DEFAULTS: dict[str, Any] = {
     # TorchServe's: "log" also writes model_metrics.log and ts_metrics.log (nbserve.logs);
     # /metrics answers Prometheus text in every mode.
     "metrics_mode": "log",
+    # TorchServe's system metrics (nbserve.api.system_metrics), taken this often in seconds.
+    "disable_system_metrics": False,
+    "metric_time_interval": 60.0,
     "install_py_dep_per_model": False,
     "number_of_gpu": None,
     "limit_max_image_pixels": True,
@@ -85,7 +88,8 @@ NOT_APPLIED = {
     **dict.fromkeys(("grpc_inference_max_connection_age_grace_ms",
                      "grpc_management_max_connection_age_grace_ms"),
                     "a gRPC connection past its age is closed after the calls in flight"),
-    **dict.fromkeys(("model_metrics_auto_detect", "metric_time_interval"),
+    "system_metrics_cmd": "system metrics are taken with psutil, in the server",
+    **dict.fromkeys(("model_metrics_auto_detect",),
                     "the metrics API always answers Prometheus text with every metric handlers "
                     "add, and metrics_mode=log logs each update as it happens"),
     **dict.fromkeys(("ipex_enable", "ipex_gpu_enable", "cpu_launcher_enable",
@@ -102,8 +106,6 @@ NOT_APPLIED = {
     "python": "worker processes run on the Python that runs nbserve",
     "version": "it names the TorchServe that wrote a snapshot",
     "enable_metrics_api": "the metrics API is always on (loopback, read-only, no key)",
-    "disable_system_metrics": "nbserve reports no system metrics",
-    "system_metrics_cmd": "nbserve reports no system metrics",
     "async_logging": "nbserve logs through Python's logging",
     "workflow_store": "workflows are not supported",
     "plugins_path": "TorchServe's Java plugins cannot run here",

@@ -37,10 +37,10 @@ for _metrics in (MODEL_METRICS, TS_METRICS):
     _metrics.addHandler(logging.NullHandler())
     _metrics.propagate = False
     _metrics.setLevel(logging.WARNING)
-#: TorchServe's metric units, as its log lines spell them.
-UNIT_NAMES = {"ms": "Milliseconds", "s": "Seconds", "us": "Microseconds", "percent": "Percent",
-              "count": "Count", "MB": "Megabytes", "GB": "Gigabytes", "kB": "Kilobytes",
-              "B": "Bytes", "": "unit"}
+#: TorchServe's metric units, as its log lines and the metrics API's HELP lines spell them.
+UNITS = {"ms": "Milliseconds", "s": "Seconds", "us": "Microseconds", "percent": "Percent",
+         "count": "Count", "MB": "Megabytes", "GB": "Gigabytes", "kB": "Kilobytes",
+         "B": "Bytes"}
 _HOST = socket.gethostname()
 
 #: TorchServe's log4j layouts: ISO 8601 with a comma before the milliseconds, then the level,
@@ -57,7 +57,7 @@ def metric_line(name: str, unit: str, value: float, dimensions: dict[str, str],
     """A metric as TorchServe logs it: ``HandlerTime.Milliseconds:0.37|#ModelName:mnist,
     Level:Model|#hostname:h,1733590000,<request id>`` (the server's: ``...,timestamp:T``)."""
     dims = ",".join(f"{k}:{v}" for k, v in dimensions.items())
-    unit = UNIT_NAMES.get(unit, unit)
+    unit = UNITS.get(unit, unit or "unit")
     if request_id is None:
         return f"{name}.{unit}:{value}|#{dims}|#hostname:{_HOST},timestamp:{int(time.time())}"
     return f"{name}.{unit}:{value}|#{dims}|#hostname:{_HOST},{int(time.time())},{request_id}"

@@ -40,6 +40,8 @@ def test_serve_writes_torchserves_log_files(tmp_path, isolation):
         assert client.call("POST", "/predictions/ctl", b'"boom"', json_body)[0] == 500
         model_log = wait_for_text(logs / "model_log.log", ["ValueError: boom was asked for"])
         access_log = wait_for_text(logs / "access_log.log", ['"POST /predictions/ctl HTTP/1.1" 500'])
+        scraped = Client(f"http://127.0.0.1:{ports['metrics']}").call("GET", "/metrics")[2]
+        assert re.search(rb'\nCPUUtilization\{Level="Host",Hostname="[^"]+"\} [\d.]+\n', scraped)
         model_metrics = wait_for_text(metrics / "model_metrics.log", ["PredictionTime"])
         ts_metrics = wait_for_text(metrics / "ts_metrics.log", ["Requests5XX"])
     finally:
@@ -64,7 +66,11 @@ def test_serve_writes_torchserves_log_files(tmp_path, isolation):
     for line in (r"Requests2XX\.Count:1\|#Level:Host\|#hostname:[^,]+,timestamp:\d+",
                  r"Requests5XX\.Count:1\|#Level:Host",
                  r"ts_inference_requests_total\.Count:1\|#model_name:ctl,model_version:1\.0\|",
-                 r"ts_inference_latency_microseconds\.Microseconds:[\d.]+\|#model_name:ctl"):
+                 r"ts_inference_latency_microseconds\.Microseconds:[\d.]+\|#model_name:ctl",
+                 # TorchServe's system metrics, taken at start
+                 r"CPUUtilization\.Percent:[\d.]+\|#Level:Host\|",
+                 r"MemoryUsed\.Megabytes:[\d.]+\|#Level:Host\|",
+                 r"DiskAvailable\.Gigabytes:[\d.]+\|#Level:Host\|"):
         assert re.search(line, ts_metrics), (line, ts_metrics)
 
 

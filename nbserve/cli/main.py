@@ -142,6 +142,11 @@ def _serve_command(args: argparse.Namespace) -> int:
         _say(f"nbserve: gRPC {api} API at {url}")
     for api, url in server.urls.items():
         _say(f"nbserve: {api} API at {url}")
+    system = None
+    if not config.disable_system_metrics:
+        from nbserve.api.system_metrics import SystemMetrics
+
+        system = SystemMetrics(config.metric_time_interval).start()
     snapshots = None if args.no_config_snapshots else Snapshots(config, engine)
     if snapshots:
         snapshots.write("startup")
@@ -152,6 +157,8 @@ def _serve_command(args: argparse.Namespace) -> int:
     if snapshots:
         engine.on_change.clear()
         snapshots.write("shutdown")
+    if system:
+        system.stop()
     server.stop()
     engine.close()
     return 0

@@ -29,9 +29,6 @@ import yaml
 
 #: Prometheus' default histogram buckets, as TorchServe's Java client has them.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
-#: Units as TorchServe spells them in the metrics API's HELP lines.
-UNITS = {"ms": "Milliseconds", "s": "Seconds", "count": "Count", "percent": "Percent",
-         "B": "Bytes", "kB": "Kilobytes", "MB": "Megabytes", "GB": "Gigabytes"}
 
 
 class MetricTypes(enum.Enum):

@@ -12,6 +12,7 @@ from nbserve.serving.engine import Engine
 from tests.support.archives import stateful
 from tests.support.helpers import start_server
 
+
 @pytest.fixture(params=["thread", "process"])
 def served(request, tmp_path):
     engine = Engine()

@@ -12,8 +12,10 @@ from __future__ import annotations
 import re
 import socket
 
+from nbserve.api import system_metrics
 from nbserve.api.http.base import APIHandler
-from nbserve.handlers.metrics import BUCKETS, UNITS
+from nbserve.handlers.metrics import BUCKETS
+from nbserve.logs import UNITS
 from nbserve.serving.stats import WINDOW
 
 _FAMILIES = [
@@ -79,6 +81,11 @@ def render(engine) -> str:
             for metric in version.handler_metrics.metrics():
                 _handler_samples(metric, hostname, handler_families)
     lines = []
+    for name, unit, value, dimensions in system_metrics.latest:  # nbserve serve's, if taken
+        labels = ",".join(f'{k}="{_label(v)}"' for k, v in dimensions.items())
+        lines += [f"# HELP {name} Torchserve prometheus gauge metric with unit: "
+                  f"{UNITS.get(unit, unit)}", f"# TYPE {name} gauge",
+                  f'{name}{{{labels},Hostname="{_label(hostname)}"}} {value}']
     for name, kind, help_text in _FAMILIES:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
         lines += [name + sample for sample in samples[name]]

@@ -18,6 +18,8 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "management_address": "http://127.0.0.1:8081",
     "metrics_address": "http://127.0.0.1:8082",
     "model_store": None,
+    # Where POST /workflows?url= finds .war files; unset, the model store (as TorchServe).
+    "workflow_store": None,
     "load_models": None,
     "models": None,
     # A TorchServe snapshot's models (nbserve.api.snapshot): what to serve, instead of
@@ -107,7 +109,6 @@ NOT_APPLIED = {
     "version": "it names the TorchServe that wrote a snapshot",
     "enable_metrics_api": "the metrics API is always on (loopback, read-only, no key)",
     "async_logging": "nbserve logs through Python's logging",
-    "workflow_store": "workflows are not supported",
     "plugins_path": "TorchServe's Java plugins cannot run here",
     "default_service_handler": "a model without a handler is refused rather than given one",
     "service_envelope": "requests and answers are TorchServe's default (body) envelope",

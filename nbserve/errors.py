@@ -38,6 +38,13 @@ class ArchiveError(NBServeError):
     type = "InvalidModelException"
 
 
+class WorkflowNotFound(NBServeError):
+    """No workflow is registered under the name asked for."""
+
+    status = 404
+    type = "WorkflowNotFoundException"
+
+
 class ModelNotFound(NBServeError):
     """No model (or no such version of it) is registered under the name asked for."""
 

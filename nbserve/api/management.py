@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nbserve.config import ServerConfig
-from nbserve.errors import BadRequest, MethodNotAllowed
+from nbserve.errors import BadRequest, MethodNotAllowed, ModelAlreadyRegistered, WorkflowNotFound
 from nbserve.serving.engine import Engine
 from nbserve.serving.model_config import resolve
 from nbserve.serving.model_version import ModelVersion
+from nbserve.serving.workflow import Workflow
 from nbserve.store.model_store import ModelStore
+from nbserve.store.workflow_archive import open_workflow
 
 #: The answer to a call whose workers start (or stop) after it is answered: TorchServe's 202.
 PROCESSING = {"status": "Processing worker updates..."}
@@ -44,10 +46,16 @@ class Registration:
 class Management:
     """The management API of one engine, whichever protocol asks."""
 
-    def __init__(self, engine: Engine, config: ServerConfig, model_store: ModelStore):
+    def __init__(self, engine: Engine, config: ServerConfig, model_store: ModelStore,
+                 workflow_store: ModelStore | None = None):
         self.engine = engine
         self.config = config
         self.model_store = model_store
+        #: Where ``.war`` files are found (TorchServe's ``workflow_store``, else the model
+        #: store), and the workflows registered, by name.
+        self.workflow_store = workflow_store or model_store
+        self.workflows: dict[str, Workflow] = {}
+        self._workflows_lock = threading.Lock()
 
     def list_models(self, limit: int = 100, start: int = 0) -> dict:
         """``limit`` models from the ``start``-th, and the token of the next page if any."""
@@ -127,6 +135,62 @@ class Management:
         self.engine.get(model, version)  # 404 before anything is done
         self.engine.unregister(model, version)
         return {"status": f'Model "{model}" unregistered'}
+
+    # TorchServe's workflows (nbserve.serving.workflow), with the same keys and model API.
+
+    def list_workflows(self, limit: int = 100, start: int = 0) -> dict:
+        names = sorted(self.workflows)
+        answer = {}
+        if start + limit < len(names):
+            answer["nextPageToken"] = str(start + limit)
+        answer["workflows"] = [{"workflowName": name,
+                                "workflowUrl": self.workflows[name].archive.source.name}
+                               for name in names[start:start + limit]]
+        return answer
+
+    def workflow(self, name: str) -> Workflow:
+        try:
+            return self.workflows[name]
+        except KeyError:
+            raise WorkflowNotFound(f"Workflow not found: {name}") from None
+
+    def describe_workflow(self, name: str) -> list[dict]:
+        archive = self.workflow(name).archive
+        settings = archive.settings
+        dag = ", ".join(f"{node}=[{', '.join(children)}]"  # as Java prints the spec's map
+                        for node, children in archive.dag.items() if children)
+        return [{"workflowName": name, "workflowUrl": archive.source.name,
+                 "minWorkers": settings["min-workers"], "maxWorkers": settings["max-workers"],
+                 "batchSize": settings["batch-size"], "maxBatchDelay": settings["max-batch-delay"],
+                 "workflowDag": "{" + dag + "}"}]
+
+    def register_workflow(self, url: str | None, name: str | None, *, over: str = "HTTP",
+                          trusted: bool = False) -> dict:
+        """Open the ``.war`` and serve each of its nodes; TorchServe's answer."""
+        self.require_model_api("Registering workflows", over, trusted)
+        if not url:
+            raise BadRequest("Parameter url is required.")
+        archive = open_workflow(self.workflow_store.resolve(url), name)
+        with self._workflows_lock:
+            if archive.name in self.workflows:
+                raise ModelAlreadyRegistered(f"Workflow {archive.name} is already registered.")
+            workflow = self.workflows[archive.name] = Workflow(archive, self.engine)
+        try:
+            workflow.register(self.model_store.resolve)
+        except BaseException:
+            del self.workflows[archive.name]
+            raise
+        return {"status": f"Workflow {archive.name} has been registered and scaled "
+                          "successfully."}
+
+    def unregister_workflow(self, name: str, *, over: str = "HTTP",
+                            trusted: bool = False) -> dict:
+        self.require_model_api("Unregistering workflows", over, trusted)
+        with self._workflows_lock:
+            workflow = self.workflow(name)
+            del self.workflows[name]
+        workflow.unregister()
+        return {"status": f'Workflow "{name}" unregistered'}
 
     def require_model_api(self, what: str, over: str, trusted: bool = False) -> None:
         if not (trusted or self.config.enable_model_api):

@@ -69,6 +69,7 @@ ROUTES = (
           ("POST", "PUT")),
     Route("explanations", "inference", "/explanations/{model_name}[/{model_version}]",
           ("POST", "PUT")),
+    Route("wfpredict", "inference", "/wfpredict/{workflow_name}", ("POST", "PUT")),
     Route("kserve-v1-predict", "inference", "/v1/models/{model_name:[^/:]+}:predict", ("POST",)),
     Route("kserve-v1-explain", "inference", "/v1/models/{model_name:[^/:]+}:explain", ("POST",)),
     Route("kserve-v1-model", "inference", "/v1/models/{model_name:[^/:]+}", ("GET",)),
@@ -87,6 +88,9 @@ ROUTES = (
           ("PUT",)),
     Route("model", "management", "/models/{model_name}[/{model_version}]",
           ("GET", "PUT", "DELETE"), model_api=("DELETE",)),
+    Route("workflows", "management", "/workflows[/]", ("GET", "POST"), model_api=("POST",)),
+    Route("workflow", "management", "/workflows/{workflow_name}", ("GET", "DELETE"),
+          model_api=("DELETE",)),
     Route("metrics", "metrics", "/metrics", ("GET",)),
 )
 

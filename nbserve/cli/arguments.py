@@ -67,6 +67,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="*", default=[],
                         help="Models to load: NAME=FILE.mar, FILE.mar, or all (every archive "
                              "in the model store).")
+    parser.add_argument("--workflow-store",
+                        help="Folder of workflow archives, .war (workflow_store; default: the "
+                             "model store).")
     parser.add_argument("--ts-config", help="A TorchServe config.properties file.")
     parser.add_argument("--inference-address", help="Default http://127.0.0.1:8080.")
     parser.add_argument("--management-address", help="Default http://127.0.0.1:8081.")
@@ -215,8 +218,8 @@ def server_config(args: argparse.Namespace):
     from nbserve.config import ServerConfig
 
     config = ServerConfig.from_properties(args.ts_config) if args.ts_config else ServerConfig()
-    for key in ("model_store", "inference_address", "management_address", "metrics_address",
-                "access_log"):
+    for key in ("model_store", "workflow_store", "inference_address", "management_address",
+                "metrics_address", "access_log"):
         if getattr(args, key, None):
             config.values[key] = getattr(args, key)
     if args.enable_model_api:

@@ -43,6 +43,10 @@ from nbserve.serving.queue import Prediction
 _MAX_INSTANCES = SERVER_DEFAULTS["max_kserve_instances"]
 
 
+#: TorchServe's workflow routes, which an ingress of Ray Serve replicas does not serve.
+WORKFLOW_ROUTES = {"workflows", "workflow", "wfpredict"}
+
+
 @serve.deployment
 class Ingress:
     """Routes TorchServe's paths to the models' Serve applications."""
@@ -94,6 +98,11 @@ class Ingress:
                 continue
             kind = None if route.api == "metrics" else route.api
             check_token(self.tokens, kind, request.headers.get("authorization"))
+            if route.name in WORKFLOW_ROUTES:
+                raise MethodNotAllowed(
+                    "Workflows are not served on Ray: their DAG runs in the server that "
+                    "registered them. Serve the workflow with nbserve serve (without --on ray); "
+                    "its models may still be called here one by one.")
             if route.api == "management" and request.method != "GET":
                 return await self.refuse_management(request)
             if route.name in self._answers:

@@ -118,7 +118,17 @@ def open_archive(
         return ModelArchive(source, source, _read_manifest(source, source))
     if not source.is_file():
         raise ArchiveError(f"Model archive {str(source)!r} not found.")
+    unpacked, in_use = unpack_cached(source, cache_dir, max_unpacked_bytes,
+                                     max_compression_ratio, max_cache_bytes)
+    return ModelArchive(source, *_root_and_manifest(unpacked, source), in_use=in_use)
 
+
+def unpack_cached(source: Path, cache_dir: str | os.PathLike | None = None,
+                  max_unpacked_bytes: int = MAX_UNPACKED_BYTES,
+                  max_compression_ratio: float = MAX_COMPRESSION_RATIO,
+                  max_cache_bytes: int | None = None) -> tuple[Path, object]:
+    """An archive file unpacked into the cache, as :func:`open_archive` describes: the folder,
+    and the lock that keeps it there while held."""
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache.mkdir(mode=0o700, parents=True, exist_ok=True)
     with open(source, "rb") as f:
@@ -139,7 +149,7 @@ def open_archive(
                                    "it is written.")
             in_use = hold(cache / f"{digest}.lock")
             evict(cache, cache_limit(max_cache_bytes), keep=digest)
-    return ModelArchive(source, *_root_and_manifest(unpacked, source), in_use=in_use)
+    return unpacked, in_use
 
 
 def _root_and_manifest(unpacked: Path, source: Path) -> tuple[Path, dict]:

@@ -121,6 +121,21 @@ class PredictionHandler(BodyHandler):
         self.flush()
 
 
+class WorkflowPredictionHandler(BodyHandler):
+    """``POST /wfpredict/{workflow}``: one request through a workflow's DAG
+    (nbserve.serving.workflow)."""
+
+    async def post(self, name: str):
+        workflow = self.server.management.workflow(name)
+        headers = dict(self.request.headers.get_all())
+        body, content_type = await asyncio.wrap_future(
+            workflow.predict(request_inputs(self.request.headers, self.body), headers))
+        self.set_header("Content-Type", content_type)
+        self.finish(body)
+
+    put = post
+
+
 class ExplanationHandler(PredictionHandler):
     """``POST``/``PUT /explanations/{model}[/{version}]``: the handler's explanation of one
     request (captum's Integrated Gradients for nbserve's vision and text handlers)."""

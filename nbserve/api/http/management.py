@@ -97,6 +97,30 @@ class ModelHandler(_ManagementHandler):
                                              trusted=self.via_jupyter))
 
 
+class WorkflowsHandler(_ManagementHandler):
+    """``GET /workflows`` (paged) and ``POST /workflows?url=...&workflow_name=...``."""
+
+    def get(self):
+        self.write_json(self.management.list_workflows(self._int("limit", 100),
+                                                       self._int("next_page_token", 0)))
+
+    async def post(self):
+        self.write_json(await self._off_loop(
+            self.management.register_workflow, self.get_query_argument("url", None),
+            self.get_query_argument("workflow_name", None), trusted=self.via_jupyter))
+
+
+class WorkflowHandler(_ManagementHandler):
+    """``GET``/``DELETE /workflows/{workflow}``."""
+
+    def get(self, name: str):
+        self.write_json(self.management.describe_workflow(name))
+
+    async def delete(self, name: str):
+        self.write_json(await self._off_loop(self.management.unregister_workflow, name,
+                                             trusted=self.via_jupyter))
+
+
 class SetDefaultHandler(_ManagementHandler):
     """``PUT /models/{model}/{version}/set-default``."""
 

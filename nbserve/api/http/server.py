@@ -53,6 +53,9 @@ HANDLERS = {
     "token": management.TokenHandler,
     "models": management.ModelsHandler,
     "set-default": management.SetDefaultHandler,
+    "workflows": management.WorkflowsHandler,
+    "workflow": management.WorkflowHandler,
+    "wfpredict": inference.WorkflowPredictionHandler,
     "model": management.ModelHandler,
     "metrics": metrics.MetricsHandler,
 }
@@ -83,8 +86,14 @@ class Server:
             self.config.model_store, self.config.allows_url,
             max_download_size=self.config.max_download_size,
             download_timeout=self.config.download_timeout)
-        #: TorchServe's management calls, which gRPC answers too (nbserve.api.management).
-        self.management = Management(engine, self.config, self.model_store)
+        #: TorchServe's management calls, which gRPC answers too (nbserve.api.management);
+        #: workflows' archives come from the workflow store, else the model store.
+        workflow_store = ModelStore(
+            self.config.workflow_store, self.config.allows_url,
+            max_download_size=self.config.max_download_size,
+            download_timeout=self.config.download_timeout) if self.config.workflow_store \
+            else None
+        self.management = Management(engine, self.config, self.model_store, workflow_store)
         self.urls: dict[str, str] = {}
         self._in_flight = 0
         self._thread: threading.Thread | None = None

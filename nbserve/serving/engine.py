@@ -206,8 +206,11 @@ class Engine:
             except Exception as error:  # noqa: BLE001 - logged, retried, then recorded
                 loaded.scale(0)
                 MODEL_LOG.error("%s", error)
-                sys.stderr.write(f"[{loaded.label}] failed to start (attempt {attempt + 1}): "
-                                 f"{error}\n")
+                # The traceback, then what failed: TorchServe's order, which its log readers
+                # (and its test suite) follow to the exception's last line.
+                summary, _, details = str(error).partition("\n")
+                sys.stderr.write(f"{(details or summary).rstrip()}\n[{loaded.label}] failed "
+                                 f"to start (attempt {attempt + 1})\n")
                 wait = BACKOFF[min(attempt + 1, len(BACKOFF) - 1)]
                 if time.monotonic() + wait < give_up and not loaded.queue.closed \
                         and not self._closed.wait(wait) and not loaded.queue.closed:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from nbserve.config import ServerConfig
 from nbserve.errors import BadRequest, MethodNotAllowed, ModelAlreadyRegistered, WorkflowNotFound
@@ -21,7 +22,7 @@ from nbserve.serving.model_config import resolve
 from nbserve.serving.model_version import ModelVersion
 from nbserve.serving.workflow import Workflow
 from nbserve.store.model_store import ModelStore
-from nbserve.store.workflow_archive import open_workflow
+from nbserve.store.workflow_archive import WorkflowArchive, open_workflow
 
 #: The answer to a call whose workers start (or stop) after it is answered: TorchServe's 202.
 PROCESSING = {"status": "Processing worker updates..."}
@@ -170,18 +171,24 @@ class Management:
         self.require_model_api("Registering workflows", over, trusted)
         if not url:
             raise BadRequest("Parameter url is required.")
-        archive = open_workflow(self.workflow_store.resolve(url), name)
+        workflow = self.add_workflow(open_workflow(self.workflow_store.resolve(url), name),
+                                     self.model_store.resolve)
+        return {"status": f"Workflow {workflow.name} has been registered and scaled "
+                          "successfully."}
+
+    def add_workflow(self, archive: WorkflowArchive,
+                     resolve: Callable[[str], Path]) -> Workflow:
+        """Serve ``archive``'s nodes (their archives found by ``resolve``) as one workflow."""
         with self._workflows_lock:
             if archive.name in self.workflows:
                 raise ModelAlreadyRegistered(f"Workflow {archive.name} is already registered.")
             workflow = self.workflows[archive.name] = Workflow(archive, self.engine)
         try:
-            workflow.register(self.model_store.resolve)
+            workflow.register(resolve)
         except BaseException:
             del self.workflows[archive.name]
             raise
-        return {"status": f"Workflow {archive.name} has been registered and scaled "
-                          "successfully."}
+        return workflow
 
     def unregister_workflow(self, name: str, *, over: str = "HTTP",
                             trusted: bool = False) -> dict:

@@ -7,6 +7,7 @@ model that every later cell, ``curl`` and browser sees.
 from __future__ import annotations
 
 import io
+import json
 import os
 import threading
 from concurrent.futures import Future
@@ -28,8 +29,10 @@ from nbserve.notebook import restore
 from nbserve.notebook.display import ServingStatus
 from nbserve.serving.engine import Engine
 from nbserve.serving.model_version import ModelVersion
-from nbserve.serving.queue import streamed
+from nbserve.serving.queue import Prediction, streamed
+from nbserve.serving.workflow import Workflow
 from nbserve.store.live import LiveModel, live_model
+from nbserve.store.workflow_archive import open_workflow
 
 
 class Session:
@@ -93,6 +96,16 @@ class Session:
         version = self.engine.register(source, model_name=model_name, replace=True, **settings)
         self._retire_others(version)
         return version
+
+    def serve_workflow(self, path: Path, name: str | None, config: ServerConfig) -> Workflow:
+        """Serve a ``.war``, replacing a workflow of its name; its nodes' archives come from
+        the model store, else the folder the ``.war`` is in."""
+        management = self.server.management
+        archive = open_workflow(path, name)
+        if archive.name in management.workflows:
+            management.unregister_workflow(archive.name, trusted=True)
+        store = Path(config.model_store) if config.model_store else Path(path).parent
+        return management.add_workflow(archive, lambda url: find_archive(url, store))
 
     def serve_models(self, config: ServerConfig, models: list[str]) -> list[ModelVersion]:
         """``--models``/``--model-store`` as ``nbserve serve`` reads them, each replacing its name."""
@@ -162,9 +175,11 @@ class Session:
         return self.ray is not None and model_name in self.ray.models
 
     def get(self, model_name: str, version: str | None = None):
-        """A model version served here, or a model this kernel deployed to Ray."""
+        """A model version served here, a workflow, or a model this kernel deployed to Ray."""
         if self._on_ray(model_name):
             return self.ray.model(model_name)
+        if self.server is not None and model_name in self.server.management.workflows:
+            return self.server.management.workflows[model_name]
         if self.engine is None:
             raise ModelNotFound(f"Model not found: {model_name} (nothing is served yet: "
                                 "%serve a model first)")
@@ -176,8 +191,33 @@ class Session:
         ``on_part`` gets the parts a streaming handler sends first (in this process only)."""
         if self._on_ray(model_name):
             return self.ray.submit(model_name, inputs, version=version)
+        workflow = self.server.management.workflows.get(model_name) if self.server else None
+        if workflow is not None:
+            return _as_prediction(workflow.predict(inputs, {}))
         self.get(model_name, version)
         return self.engine.submit(model_name, inputs, version=version, on_part=on_part)
+
+
+def _as_prediction(answer: Future) -> Future:
+    """A workflow's answer (body bytes, content type) as a model's: its JSON as a value."""
+    prediction: Future = Future()
+
+    def settle(done: Future) -> None:
+        if done.exception() is not None:
+            prediction.set_exception(done.exception())
+            return
+        body, _ = done.result()
+        try:
+            value = json.loads(body)
+        except ValueError:  # not JSON: text where it is text
+            try:
+                value = body.decode()
+            except UnicodeDecodeError:
+                value = body
+        prediction.set_result(Prediction(value))
+
+    answer.add_done_callback(settle)
+    return prediction
 
 
 def _shell():
@@ -233,7 +273,12 @@ def serve(source: Any = None, *, model_name: str | None = None, version: str | N
     config = config or ServerConfig()
     current.start(config)
     served = current.serve_models(config, list(models)) if (models or config.load_models) else []
-    if isinstance(source, (str, os.PathLike)):
+    if isinstance(source, (str, os.PathLike)) and str(source).endswith(".war"):
+        workflow = current.serve_workflow(
+            find_archive(source, config.workflow_store or config.model_store), model_name,
+            config)
+        served += [current.engine.get(node.model_name) for node in workflow.archive.nodes.values()]
+    elif isinstance(source, (str, os.PathLike)):
         served.append(current.serve(find_archive(source, config.model_store), handler=handler,
                                     model_name=model_name, version=version, **settings))
     elif source is not None:

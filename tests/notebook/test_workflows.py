@@ -1,0 +1,39 @@
+"""A TorchServe workflow served from a notebook: ``%serve pipeline.war`` serves its nodes,
+``%predict`` runs a request through its DAG, as ``/wfpredict`` does."""
+
+import shutil
+import subprocess
+
+import pytest
+
+from tests.support.archives import make_archive
+from tests.support.kernel import Kernel, text
+
+pytestmark = pytest.mark.skipif(shutil.which("torch-workflow-archiver") is None,
+                                reason="torch-workflow-archiver is not installed")
+
+SPEC = "models:\n  upper:\n    url: upper.mar\ndag:\n  strip: [upper]\n"
+UPPER_PY = ("def handle(data, context):\n    return data and [row['body'].decode().upper() "
+            "for row in data]\n")
+FUNCTIONS_PY = ("def strip(data, context):\n    return data and "
+                "[row['body'].strip() for row in data]\n")
+
+
+def test_serve_and_predict_a_workflow_in_a_kernel(tmp_path):
+    (tmp_path / "upper.py").write_text(UPPER_PY)
+    shutil.copy(make_archive(tmp_path, "upper", "upper.py"), tmp_path / "upper.mar")
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    (tmp_path / "functions.py").write_text(FUNCTIONS_PY)
+    subprocess.run(["torch-workflow-archiver", "--workflow-name", "shout", "--spec-file",
+                    "spec.yaml", "--handler", "functions.py", "--export-path", "."],
+                   check=True, cwd=tmp_path, capture_output=True)
+    env = {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+           "NBSERVE_CACHE_DIR": str(tmp_path / "cache")}
+    with Kernel(tmp_path, env=env) as kernel:
+        kernel.ok("%load_ext nbserve\nimport nbserve")
+        served = text(kernel.ok("%serve shout.war"))
+        assert "shout__upper" in served and "shout__strip" in served, served
+        kernel.ok("words = '  quiet  '\nanswer = %predict shout words")
+        assert kernel.value("answer") == "QUIET"
+        assert kernel.value("nbserve.predict('shout', b' again ')") == "AGAIN"
+        kernel.ok("%serve --stop")

@@ -52,6 +52,8 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "enable_envvars_config": False,
     "use_env_allowed_urls": False,
     "metrics_config": None,
+    # With metrics_config: export handler metrics it does not declare too (TorchServe's).
+    "model_metrics_auto_detect": False,
     # TorchServe's: "log" also writes model_metrics.log and ts_metrics.log (nbserve.logs);
     # /metrics answers Prometheus text in every mode.
     "metrics_mode": "log",
@@ -91,9 +93,6 @@ NOT_APPLIED = {
                      "grpc_management_max_connection_age_grace_ms"),
                     "a gRPC connection past its age is closed after the calls in flight"),
     "system_metrics_cmd": "system metrics are taken with psutil, in the server",
-    **dict.fromkeys(("model_metrics_auto_detect",),
-                    "the metrics API always answers Prometheus text with every metric handlers "
-                    "add, and metrics_mode=log logs each update as it happens"),
     **dict.fromkeys(("ipex_enable", "ipex_gpu_enable", "cpu_launcher_enable",
                      "cpu_launcher_args"),
                     "nbserve runs models in this process; it does not launch workers with IPEX "

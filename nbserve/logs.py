@@ -5,7 +5,7 @@
   traceback of each request a handler failed,
 - ``ts_log.log``: the server's own messages (``nbserve.*`` loggers): warnings, load failures;
 
-and, with ``metrics_mode=log`` (TorchServe's default), in ``METRICS_LOCATION`` or the same folder:
+and, in ``METRICS_LOCATION`` or ``logs``, written with ``metrics_mode=log`` (TorchServe's default):
 
 - ``model_metrics.log``: each update of a metric a handler records (``HandlerTime``,
   ``PredictionTime``, ``context.metrics``), a line each in TorchServe's StatsD-like shape,
@@ -93,12 +93,13 @@ def write_log_files(config) -> Path:
         logger.setLevel(logging.INFO)
     if config.access_log is None:
         config.values["access_log"] = str(folder / "access_log.log")
-    if config.metrics_mode == "log":
-        metrics_folder = Path(os.environ.get("METRICS_LOCATION") or folder)
-        metrics_folder.mkdir(parents=True, exist_ok=True)
-        for logger, name in ((MODEL_METRICS, "model_metrics.log"), (TS_METRICS, "ts_metrics.log")):
-            handler = logging.FileHandler(metrics_folder / name)
-            handler.setFormatter(ACCESS_LAYOUT)
-            logger.addHandler(handler)
-            logger.setLevel(logging.INFO)
+    # TorchServe's metrics files are in METRICS_LOCATION, else ./logs (not LOG_LOCATION), and
+    # exist in every mode; only metrics_mode=log writes lines in them.
+    metrics_folder = Path(os.environ.get("METRICS_LOCATION") or "logs")
+    metrics_folder.mkdir(parents=True, exist_ok=True)
+    for logger, name in ((MODEL_METRICS, "model_metrics.log"), (TS_METRICS, "ts_metrics.log")):
+        handler = logging.FileHandler(metrics_folder / name)
+        handler.setFormatter(ACCESS_LAYOUT)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO if config.metrics_mode == "log" else logging.WARNING)
     return folder

@@ -74,7 +74,7 @@ def test_serve_writes_torchserves_log_files(tmp_path, isolation):
         assert re.search(line, ts_metrics), (line, ts_metrics)
 
 
-def test_metrics_mode_prometheus_writes_no_metrics_logs(tmp_path):
+def test_metrics_mode_prometheus_writes_nothing_in_the_metrics_logs(tmp_path):
     mar = controlled(tmp_path / "ctl")
     (tmp_path / "config.properties").write_text("metrics_mode=prometheus\n")
     process, ports, _ = nbserve_serve("--models", f"ctl={mar}", "--ts-config",
@@ -88,5 +88,7 @@ def test_metrics_mode_prometheus_writes_no_metrics_logs(tmp_path):
     finally:
         process.terminate()
         process.wait(30)
-    assert sorted(p.name for p in (tmp_path / "logs").glob("*.log")) == [
-        "access_log.log", "model_log.log", "ts_log.log"]
+    logs = {p.name: p.read_text() for p in (tmp_path / "logs").glob("*.log")}
+    assert sorted(logs) == ["access_log.log", "model_log.log", "model_metrics.log",
+                            "ts_log.log", "ts_metrics.log"]  # as TorchServe: there, empty
+    assert logs["model_metrics.log"] == logs["ts_metrics.log"] == ""

@@ -36,6 +36,7 @@ def engine_for(config: ServerConfig, isolation: str = "thread") -> Engine:
         defaults = replace(defaults, min_workers=workers, max_workers=workers)
     engine = Engine(defaults)
     engine.metrics_config = config.metrics_config
+    engine.metrics_auto_detect = config.model_metrics_auto_detect
     engine.install_py_dep_per_model = config.install_py_dep_per_model
     return engine
 

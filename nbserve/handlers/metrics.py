@@ -94,16 +94,31 @@ class CachingMetric:
 class HandlerMetrics:
     """A model version's metrics cache, shared by its workers (``context.metrics``)."""
 
-    def __init__(self, model_name: str = "", config_file: str | None = None, on_update=None):
+    def __init__(self, model_name: str = "", config_file: str | None = None, on_update=None,
+                 auto_detect: bool = False):
         self.model_name = model_name
         self.config_file = config_file
         self.request_ids = None
-        #: Given every update of every metric (see :class:`CachingMetric`), if set.
-        self.on_update = on_update
         self._metrics: dict[tuple[str, MetricTypes], CachingMetric] = {}
         self._lock = threading.Lock()
+        #: What a metrics.yaml declares: with one, as in TorchServe, only those are exported
+        #: (logged, and on the metrics API) unless ``model_metrics_auto_detect`` is on.
+        self._declared: set[tuple[str, MetricTypes]] | None = None
+        #: Given every update of every exported metric (see :class:`CachingMetric`), if set.
+        self.on_update = on_update and self._exported_updates(on_update)
         if config_file:
             self._declare(config_file)
+            if not auto_detect:
+                self._declared = set(self._metrics)
+
+    def _exported_updates(self, on_update):
+        def exported(metric: CachingMetric, value, dimension_values) -> None:
+            if self._exports(metric.name, metric.metric_type):
+                on_update(metric, value, dimension_values)
+        return exported
+
+    def _exports(self, name: str, kind: MetricTypes) -> bool:
+        return self._declared is None or (name, kind) in self._declared
 
     def _declare(self, config_file: str) -> None:
         """The ``model_metrics`` of a TorchServe metrics.yaml, declared in advance."""
@@ -115,8 +130,9 @@ class HandlerMetrics:
                                          metric.get("dimensions") or [], MetricTypes(kind))
 
     def metrics(self) -> list[CachingMetric]:
+        """The metrics exported."""
         with self._lock:
-            return list(self._metrics.values())
+            return [m for key, m in self._metrics.items() if self._exports(*key)]
 
     def add_metric_to_cache(self, metric_name: str, unit: str, dimension_names: list = (),
                             metric_type: MetricTypes = MetricTypes.COUNTER) -> CachingMetric:

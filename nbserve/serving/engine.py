@@ -80,6 +80,9 @@ class Engine:
         self.defaults = defaults or model_config.machine_defaults()
         #: TorchServe's metrics.yaml, whose ``model_metrics`` every model's handler may use.
         self.metrics_config: str | None = None
+        #: Whether metrics a handler adds are exported though metrics.yaml does not declare
+        #: them (TorchServe's ``model_metrics_auto_detect``).
+        self.metrics_auto_detect = False
         #: Whether an archive's requirements.txt is installed before it loads (TorchServe's
         #: ``install_py_dep_per_model``).
         self.install_py_dep_per_model = False
@@ -151,7 +154,7 @@ class Engine:
                     f"Model version {version} is already registered for model {name!r}; "
                     "pass replace=True to swap it.")
         loaded = ModelVersion(archive, name, version, handler or archive.handler, config,
-                              self.metrics_config)
+                              self.metrics_config, self.metrics_auto_detect)
         loaded.notices = notices
         loaded.requirements = self._requirements(archive, name)
         if loaded.requirements is not None and config.isolation == "thread":

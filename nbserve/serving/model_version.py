@@ -32,7 +32,8 @@ class ModelVersion:
     """One version of a model: its files, settings, queue, workers and figures."""
 
     def __init__(self, archive: ModelArchive, name: str, version: str, handler: Any,
-                 config: model_config.ModelConfig, metrics_config: str | None = None):
+                 config: model_config.ModelConfig, metrics_config: str | None = None,
+                 metrics_auto_detect: bool = False):
         self.archive = archive
         self.name = name
         self.version = version
@@ -50,7 +51,8 @@ class ModelVersion:
         #: Where its requirements.txt was installed, if it was.
         self.requirements: Path | None = None
         #: The metrics its handler adds; ``metrics_config`` declares some in advance.
-        self.handler_metrics = HandlerMetrics(name, metrics_config, on_update=model_metric)
+        self.handler_metrics = HandlerMetrics(name, metrics_config, on_update=model_metric,
+                                              auto_detect=metrics_auto_detect)
         self.workers: list[Worker | ProcessWorker] = []
         #: What the user should know of how it is served (one line each), for %serve to show.
         self.notices: list[str] = []

@@ -83,8 +83,9 @@ class ChildHost:
         self.batching = BatchPolicy(self.config.batch_size, self.config.max_batch_delay)
         self.queue = _StartsSent(self.config.job_queue_size, self.label, send)
         self.stats = _BatchesSent(send, self.batching)
+        # Every update goes to the server, whose cache decides what is exported.
         self.handler_metrics = HandlerMetrics(
-            self.name, spec["metrics_config"],
+            self.name, spec["metrics_config"], auto_detect=True,
             on_update=lambda metric, value, dims: send(
                 Kind.METRIC, None, metric.name, metric.unit, list(metric.dimension_names),
                 metric.metric_type.value, value, list(dims)))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -83,23 +84,35 @@ def log_location() -> Path:
 
 def write_log_files(config) -> Path:
     """Send model and server logs to their files, and the access log to its own unless
-    ``access_log`` names another place; the folder they are in."""
+    ``access_log`` names another place; the folder they are in. A file that cannot be
+    written (a read-only LOG_LOCATION) is said on stderr and left out, as TorchServe serves
+    on without it."""
     folder = log_location()
-    folder.mkdir(parents=True, exist_ok=True)
     for logger, name in ((MODEL_LOG, "model_log.log"), (logging.getLogger("nbserve"), "ts_log.log")):
-        handler = logging.FileHandler(folder / name)
-        handler.setFormatter(LAYOUT)
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-    if config.access_log is None:
+        _log_to(logger, folder / name, LAYOUT, logging.INFO)
+    if config.access_log is None and _writable(folder):
         config.values["access_log"] = str(folder / "access_log.log")
     # TorchServe's metrics files are in METRICS_LOCATION, else ./logs (not LOG_LOCATION), and
     # exist in every mode; only metrics_mode=log writes lines in them.
     metrics_folder = Path(os.environ.get("METRICS_LOCATION") or "logs")
-    metrics_folder.mkdir(parents=True, exist_ok=True)
+    level = logging.INFO if config.metrics_mode == "log" else logging.WARNING
     for logger, name in ((MODEL_METRICS, "model_metrics.log"), (TS_METRICS, "ts_metrics.log")):
-        handler = logging.FileHandler(metrics_folder / name)
-        handler.setFormatter(ACCESS_LAYOUT)
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO if config.metrics_mode == "log" else logging.WARNING)
+        _log_to(logger, metrics_folder / name, ACCESS_LAYOUT, level)
     return folder
+
+
+def _log_to(logger: logging.Logger, path: Path, layout: logging.Formatter, level: int) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path)
+    except OSError as error:
+        sys.stderr.write(f"nbserve: warning: {path} cannot be written ({error.strerror}); "
+                         "serving without it.\n")
+        return
+    handler.setFormatter(layout)
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+def _writable(folder: Path) -> bool:
+    return folder.is_dir() and os.access(folder, os.W_OK)

@@ -92,3 +92,20 @@ def test_metrics_mode_prometheus_writes_nothing_in_the_metrics_logs(tmp_path):
     assert sorted(logs) == ["access_log.log", "model_log.log", "model_metrics.log",
                             "ts_log.log", "ts_metrics.log"]  # as TorchServe: there, empty
     assert logs["model_metrics.log"] == logs["ts_metrics.log"] == ""
+
+
+def test_a_log_location_that_cannot_be_written_is_said_and_served_without(tmp_path):
+    """TorchServe serves on without logs it cannot write; so does nbserve serve, saying so.
+    (/proc refuses new folders even to root, whom a read-only mode does not stop.)"""
+    mar = controlled(tmp_path / "ctl")
+    process, ports, said = nbserve_serve("--models", f"ctl={mar}", "--disable-token-auth",
+                                         cwd=tmp_path, env={"LOG_LOCATION": "/proc/nbserve-logs"})
+    try:
+        assert any("/proc/nbserve-logs/ts_log.log cannot be written" in line for line in said)
+        client = Client(f"http://127.0.0.1:{ports['inference']}")
+        assert client.call("POST", "/predictions/ctl", b"{}",
+                           {"Content-Type": "application/json"})[0] == 200
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert (tmp_path / "logs" / "model_metrics.log").exists()  # METRICS_LOCATION's default

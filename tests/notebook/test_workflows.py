@@ -4,13 +4,9 @@
 import shutil
 import subprocess
 
-import pytest
 
 from tests.support.archives import make_archive
 from tests.support.kernel import Kernel, text
-
-pytestmark = pytest.mark.skipif(shutil.which("torch-workflow-archiver") is None,
-                                reason="torch-workflow-archiver is not installed")
 
 SPEC = "models:\n  upper:\n    url: upper.mar\ndag:\n  strip: [upper]\n"
 UPPER_PY = ("def handle(data, context):\n    return data and [row['body'].decode().upper() "

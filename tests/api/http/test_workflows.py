@@ -13,9 +13,6 @@ from nbserve.serving.engine import Engine
 from tests.support.archives import make_archive
 from tests.support.helpers import start_server
 
-pytestmark = pytest.mark.skipif(shutil.which("torch-workflow-archiver") is None,
-                                reason="torch-workflow-archiver is not installed")
-
 #: A model node's handler: what it was given, tagged with its name.
 TAGGING_PY = '''
 import json

@@ -4,7 +4,6 @@
 import shutil
 import subprocess
 
-
 from tests.support.archives import make_archive
 from tests.support.kernel import Kernel, text
 

@@ -28,11 +28,11 @@ def test_allowed_urls():
 
 def test_every_torchserve_key_is_applied_or_named_with_its_reason(tmp_path):
     path = tmp_path / "config.properties"
-    path.write_text("model_metrics_auto_detect=true\nnumber_of_netty_threads=4\nvmargs=-Xmx4g\n"
+    path.write_text("ipex_enable=true\nnumber_of_netty_threads=4\nvmargs=-Xmx4g\n"
                     "number_of_gpu=0\nlimit_max_image_pixels=false\n")
     config = ServerConfig.from_properties(path)
     assert [w.split("'")[1] for w in config.warnings] == [
-        "model_metrics_auto_detect", "number_of_netty_threads", "vmargs"]
+        "ipex_enable", "number_of_netty_threads", "vmargs"]
     assert "nbserve has no Netty" in config.warnings[1]
     assert ServerConfig.from_properties(path).values["grpc_inference_port"] == 7070  # applied
     from nbserve.api.startup import engine_for

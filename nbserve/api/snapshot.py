@@ -13,6 +13,7 @@ other's file. Started without ``--ts-config``, ``nbserve serve`` starts from the
 from __future__ import annotations
 
 import json
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -56,7 +57,8 @@ def model_snapshot(engine: Engine, model_store: str | None, name: str) -> dict:
 def mar_name(version: ModelVersion, model_store: str | None) -> str:
     """The archive as the model store names it, else its path."""
     source = Path(version.archive.source).resolve()
-    if model_store and source.parent == Path(model_store).resolve():
+    # Through links too: TorchServe's tooling links archives into the store.
+    if model_store and (Path(model_store) / source.name).resolve() == source:
         return source.name
     return str(source)
 
@@ -76,9 +78,21 @@ class Snapshots:
     def __init__(self, config: ServerConfig, engine: Engine, folder: Path | None = None):
         self.config, self.engine = config, engine
         self.folder = folder or snapshot_folder()
+        self._warned = False
 
-    def write(self, kind: str) -> Path:
-        """A ``startup``, ``snapshot`` or ``shutdown`` file of what is served now."""
+    def write(self, kind: str) -> Path | None:
+        """A ``startup``, ``snapshot`` or ``shutdown`` file of what is served now; None (and
+        a line on stderr, once) where the folder cannot be written, as TorchServe serves on."""
+        try:
+            return self._write(kind)
+        except OSError as error:
+            if not self._warned:
+                self._warned = True
+                sys.stderr.write(f"nbserve: warning: snapshots cannot be written to "
+                                 f"{self.folder} ({error.strerror}); serving without them.\n")
+            return None
+
+    def _write(self, kind: str) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         now = datetime.now()
         path = self.folder / f"{now:%Y%m%d%H%M%S}{now.microsecond // 1000:03d}-{kind}.cfg"

@@ -31,7 +31,7 @@ def engine_for(config: ServerConfig, isolation: str = "thread") -> Engine:
                        response_timeout=config.default_response_timeout,
                        startup_timeout=config.default_startup_timeout,
                        limit_max_image_pixels=config.limit_max_image_pixels)
-    if config.default_workers_per_model:
+    if config.default_workers_per_model is not None:  # 0: none until scaled, as TorchServe
         workers = config.default_workers_per_model
         defaults = replace(defaults, min_workers=workers, max_workers=workers)
     engine = Engine(defaults)
@@ -153,6 +153,11 @@ def start_serving(config: ServerConfig, models: list[str]) -> tuple[Engine, Serv
     engine = engine_for(config, isolation="process")
     try:
         register_startup_models(engine, config, models)
+        if engine.failures and config.restoring:
+            # A snapshot is the server's whole state: TorchServe refuses to start on half of it.
+            raise BadRequest(f"the snapshot names {', '.join(sorted(engine.failures))}, which "
+                             "could not be loaded (--ts-config names another file; --ncs "
+                             "starts without snapshots)")
         server = Server(engine, config).start()
     except BaseException:
         engine.close()

@@ -122,15 +122,6 @@ def _serve_command(args: argparse.Namespace) -> int:
     for failure in engine.failures.values():
         _say(f"nbserve: {failure.name} ({failure.source}) failed to load; serving the others.\n"
              f"{failure.traceback}", logging.ERROR)
-    if engine.failures and config.restoring:
-        # A snapshot is the server's whole state: TorchServe refuses to start on half of it
-        # (a --models entry that fails leaves the others, or none, served, as in TorchServe).
-        _say(f"nbserve serve: error: the snapshot names {', '.join(sorted(engine.failures))}, "
-             "which could not be loaded (--ts-config names another file; --ncs starts "
-             "without snapshots)", logging.ERROR)
-        server.stop()
-        engine.close()
-        return 1
     if config.enable_grpc is None and grpc_installed():  # TorchServe serves gRPC by default
         try:
             server.start_grpc()

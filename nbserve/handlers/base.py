@@ -90,14 +90,17 @@ def declared_per_request(preprocess) -> bool:
     return getattr(preprocess, "per_request", False)
 
 
-def compiled(model, pt2: dict | None):
-    """``model`` as model-config.yaml's ``pt2`` asks, in either of TorchServe's forms:
-    ``pt2: {compile: {enable: true, backend: inductor, mode: ...}}`` or ``pt2: {backend: ...}``."""
+def compiled(model, pt2: dict | str | None):
+    """``model`` as model-config.yaml's ``pt2`` asks, in any of TorchServe's forms:
+    ``pt2: {compile: {enable: true, backend: inductor, mode: ...}}``, ``pt2: {backend: ...}``
+    or ``pt2: inductor``."""
     if not pt2:
         return model
     if "export" in pt2:
         raise RuntimeError("model-config.yaml: pt2.export (an AOT-compiled .so) is not served by "
                            "nbserve: serve the model eager, or with pt2: {compile: {enable: true}}.")
+    if isinstance(pt2, str):  # TorchServe's shortest form, the backend's name
+        pt2 = {"backend": pt2}
     options = dict(pt2["compile"]) if "compile" in pt2 else {"enable": True, **pt2}
     if not options.pop("enable", False):
         return model

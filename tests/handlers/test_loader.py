@@ -144,8 +144,8 @@ def test_base_handler_serves_a_tensor_model(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("pt2", ["compile:\n    enable: true\n    backend: eager\n",
-                                 "backend: eager\n"])
-def test_pt2_compiles_in_either_of_torchserves_forms(server_factory, tiny_model_dir, tmp_path, pt2):
+                                 "backend: eager\n", "eager\n"])
+def test_pt2_compiles_in_any_of_torchserves_forms(server_factory, tiny_model_dir, tmp_path, pt2):
     import json
 
     import torch

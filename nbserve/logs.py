@@ -71,9 +71,15 @@ def model_metric(metric, value: float, dimension_values: list[str]) -> None:
                                        dict(zip(metric.dimension_names, dimension_values)), ""))
 
 
-def server_metric(name: str, unit: str, value: float, dimensions: dict[str, str]) -> None:
-    """One of the server's metrics, to ``ts_metrics.log``."""
-    if TS_METRICS.isEnabledFor(logging.INFO):
+#: TorchServe's metrics_mode, as write_log_files set it.
+_metrics_mode = "log"
+
+
+def server_metric(name: str, unit: str, value: float, dimensions: dict[str, str],
+                  counter: bool = False) -> None:
+    """One of the server's metrics, to ``ts_metrics.log``; its ``ts_inference_*`` counters
+    only in ``log`` mode (``legacy`` keeps them to the metrics API, as TorchServe does)."""
+    if TS_METRICS.isEnabledFor(logging.INFO) and not (counter and _metrics_mode != "log"):
         TS_METRICS.info(metric_line(name, unit, value, dimensions))
 
 
@@ -93,9 +99,11 @@ def write_log_files(config) -> Path:
     if config.access_log is None and _writable(folder):
         config.values["access_log"] = str(folder / "access_log.log")
     # TorchServe's metrics files are in METRICS_LOCATION, else ./logs (not LOG_LOCATION), and
-    # exist in every mode; only metrics_mode=log writes lines in them.
+    # exist in every mode; metrics_mode=log and legacy write lines in them.
+    global _metrics_mode
+    _metrics_mode = config.metrics_mode
     metrics_folder = Path(os.environ.get("METRICS_LOCATION") or "logs")
-    level = logging.INFO if config.metrics_mode == "log" else logging.WARNING
+    level = logging.INFO if config.metrics_mode in ("log", "legacy") else logging.WARNING
     for logger, name in ((MODEL_METRICS, "model_metrics.log"), (TS_METRICS, "ts_metrics.log")):
         _log_to(logger, metrics_folder / name, ACCESS_LAYOUT, level)
     return folder

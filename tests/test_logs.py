@@ -74,9 +74,12 @@ def test_serve_writes_torchserves_log_files(tmp_path, isolation):
         assert re.search(line, ts_metrics), (line, ts_metrics)
 
 
-def test_metrics_mode_prometheus_writes_nothing_in_the_metrics_logs(tmp_path):
+@pytest.mark.parametrize("mode", ["prometheus", "legacy"])
+def test_metrics_modes_other_than_log_write_less_in_the_metrics_logs(tmp_path, mode):
+    """As TorchServe: prometheus leaves the files empty; legacy logs all but the
+    ts_inference_* counters, which stay on the metrics API."""
     mar = controlled(tmp_path / "ctl")
-    (tmp_path / "config.properties").write_text("metrics_mode=prometheus\n")
+    (tmp_path / "config.properties").write_text(f"metrics_mode={mode}\n")
     process, ports, _ = nbserve_serve("--models", f"ctl={mar}", "--ts-config",
                                       str(tmp_path / "config.properties"), cwd=tmp_path)
     try:
@@ -90,8 +93,13 @@ def test_metrics_mode_prometheus_writes_nothing_in_the_metrics_logs(tmp_path):
         process.wait(30)
     logs = {p.name: p.read_text() for p in (tmp_path / "logs").glob("*.log")}
     assert sorted(logs) == ["access_log.log", "model_log.log", "model_metrics.log",
-                            "ts_log.log", "ts_metrics.log"]  # as TorchServe: there, empty
-    assert logs["model_metrics.log"] == logs["ts_metrics.log"] == ""
+                            "ts_log.log", "ts_metrics.log"]  # as TorchServe: there always
+    if mode == "prometheus":
+        assert logs["model_metrics.log"] == logs["ts_metrics.log"] == ""
+    else:
+        assert "PredictionTime" in logs["model_metrics.log"]
+        assert "Requests2XX" in logs["ts_metrics.log"]
+        assert "ts_inference_requests_total" not in logs["ts_metrics.log"]
 
 
 def test_a_log_location_that_cannot_be_written_is_said_and_served_without(tmp_path):

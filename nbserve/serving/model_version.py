@@ -118,11 +118,11 @@ class ModelVersion:
         self.stats.record_answer(request.received, started, finished, error_type)
         # TorchServe's per-request lines in ts_metrics.log (metrics_mode=log).
         labels = {"model_name": self.name, "model_version": self.version}
-        server_metric("ts_inference_requests_total", "count", 1, labels)
+        server_metric("ts_inference_requests_total", "count", 1, labels, counter=True)
         server_metric("ts_inference_latency_microseconds", "us",
-                      round((finished - started) * 1e6, 3), labels)
+                      round((finished - started) * 1e6, 3), labels, counter=True)
         server_metric("ts_queue_latency_microseconds", "us",
-                      round((started - request.received) * 1e6, 3), labels)
+                      round((started - request.received) * 1e6, 3), labels, counter=True)
         server_metric("QueueTime", "ms", round((started - request.received) * 1000, 3),
                       {"Level": "Host"})
 

@@ -117,3 +117,24 @@ def test_a_log_location_that_cannot_be_written_is_said_and_served_without(tmp_pa
         process.terminate()
         process.wait(30)
     assert (tmp_path / "logs" / "model_metrics.log").exists()  # METRICS_LOCATION's default
+
+
+def test_what_a_handler_logs_at_info_lands_in_model_log(tmp_path):
+    """TorchServe's worker logs at INFO, so handlers' logger.info lines reach model_log.log;
+    a worker process of nbserve's does the same."""
+    from nbserve.store.archiver import archive
+
+    (tmp_path / "chatty.py").write_text(
+        "import logging\n\nlogger = logging.getLogger(__name__)\n\n\n"
+        "def handle(data, context):\n    if data is None:\n"
+        "        logger.info('chatty initialized its model')\n        return None\n"
+        "    return [1 for _ in data]\n")
+    mar = archive("chatty", "1.0", str(tmp_path / "chatty.py"), export_path=tmp_path)
+    process, _, _ = nbserve_serve("--models", f"chatty={mar}", "--ncs", cwd=tmp_path)
+    try:
+        model_log = wait_for_text(tmp_path / "logs" / "model_log.log",
+                                  ["chatty initialized its model"])
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert "chatty initialized its model" in model_log

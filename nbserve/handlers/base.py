@@ -104,7 +104,9 @@ def compiled(model, pt2: dict | str | None):
     options = dict(pt2["compile"]) if "compile" in pt2 else {"enable": True, **pt2}
     if not options.pop("enable", False):
         return model
-    return torch.compile(model, **options)
+    model = torch.compile(model, **options)
+    logger.info("Compiled model with backend %s", options.get("backend", "inductor"))
+    return model
 
 
 def asks_for_handle(headers: dict) -> bool:

@@ -30,8 +30,10 @@ def main(fd: int) -> None:
     (or the server is gone)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when this process ends
     # What the model says goes to this process's stderr, which the server relays to its own
-    # and to model_log.log.
+    # and to model_log.log: MODEL_LOG, and what handlers log at INFO and above, as
+    # TorchServe's worker configures its logging.
     MODEL_LOG.addHandler(logging.StreamHandler(sys.stderr))
+    logging.basicConfig(stream=sys.stderr, format="%(message)s", level=logging.INFO)
     conn = Connection(fd)
     send_lock = threading.Lock()
 

@@ -105,7 +105,8 @@ def compiled(model, pt2: dict | str | None):
     if not options.pop("enable", False):
         return model
     model = torch.compile(model, **options)
-    logger.info("Compiled model with backend %s", options.get("backend", "inductor"))
+    # TorchServe's line, which its users (and its suite) look for in model_log.log.
+    logger.info("Compiled model with %s", ", ".join(f"{k} {v}" for k, v in options.items()))
     return model
 
 

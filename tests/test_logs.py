@@ -88,6 +88,9 @@ def test_metrics_modes_other_than_log_write_less_in_the_metrics_logs(tmp_path, m
         assert client.call("POST", "/predictions/ctl", b"{}",
                            {"Content-Type": "application/json"})[0] == 200
         wait_for_text(tmp_path / "logs" / "access_log.log", ["/predictions/ctl"])
+        scraped = Client(f"http://127.0.0.1:{ports['metrics']}").call("GET", "/metrics")[2]
+        assert b"ts_inference_requests_total{" in scraped
+        assert (b"\nCPUUtilization{" in scraped) is (mode != "legacy")  # legacy logs it
     finally:
         process.terminate()
         process.wait(30)

@@ -40,8 +40,10 @@ _FAMILIES = [
 ]
 
 
-def render(engine) -> str:
-    """Every served version's figures as Prometheus text."""
+def render(engine, mode: str = "log") -> str:
+    """Every served version's figures as Prometheus text; with TorchServe's
+    ``metrics_mode=legacy``, which logs the rest, without the system and handler metrics."""
+    legacy = mode == "legacy"
     hostname = socket.gethostname()
     samples: dict[str, list[str]] = {name: [] for name, _, _ in _FAMILIES}
     handler_families: dict[str, tuple[str, str, list[str]]] = {}
@@ -78,10 +80,10 @@ def render(engine) -> str:
                 tuner = getattr(worker, "tuner", None)
                 if tuner is not None:
                     samples["nbserve_worker_threads"].append(f"{{{worker_labels}}} {tuner.threads}")
-            for metric in version.handler_metrics.metrics():
+            for metric in [] if legacy else version.handler_metrics.metrics():
                 _handler_samples(metric, hostname, handler_families)
     lines = []
-    for name, unit, value, dimensions in system_metrics.latest:  # nbserve serve's, if taken
+    for name, unit, value, dimensions in [] if legacy else system_metrics.latest:
         labels = ",".join(f'{k}="{_label(v)}"' for k, v in dimensions.items())
         lines += [f"# HELP {name} Torchserve prometheus gauge metric with unit: "
                   f"{UNITS.get(unit, unit)}", f"# TYPE {name} gauge",
@@ -122,4 +124,4 @@ def _label(value: str) -> str:
 class MetricsHandler(APIHandler):
     def get(self):
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.finish(render(self.engine))
+        self.finish(render(self.engine, self.server.config.metrics_mode))

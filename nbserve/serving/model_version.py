@@ -103,14 +103,17 @@ class ModelVersion:
             self.sequences.submit(request)
 
     def answer(self, request: Request, prediction: Prediction) -> None:
-        """Answer ``request`` and count it, unless it was settled already (timed out, say)."""
-        if request.resolve(prediction):
+        """Answer ``request`` and count it, unless it was settled already (timed out, say).
+        Counted first: a client that reads the metrics logs once answered finds its lines."""
+        if not request.settled:
             self._record(request)
+            request.resolve(prediction)
 
     def fail(self, request: Request, error: NBServeError) -> None:
         """Fail ``request`` and count its status, unless it was settled already."""
-        if request.fail(error):
+        if not request.settled:
             self._record(request, str(error.status))
+            request.fail(error)
 
     def _record(self, request: Request, error_type: str | None = None) -> None:
         finished = time.monotonic()

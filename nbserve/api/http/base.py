@@ -17,6 +17,7 @@ from nbserve.api.http.errors import write_error
 from nbserve.api.limits import Caller, RequestBody
 from nbserve.api.protocol import request_id
 from nbserve.errors import Forbidden, NBServeError
+from nbserve.logs import server_metric
 
 if TYPE_CHECKING:
     from nbserve.api.http.server import Server
@@ -130,6 +131,14 @@ class APIHandler(RequestHandler):
     def body(self) -> bytes:
         """The request body, for routes that take one."""
         return self.request_body.value
+
+    def finish(self, chunk=None):
+        # TorchServe's Requests2XX/4XX/5XX, logged before the answer's last bytes leave, so a
+        # client that reads ts_metrics.log once answered finds its line.
+        if not self._finished:
+            server_metric(f"Requests{self.get_status() // 100}XX", "count", 1,
+                          {"Level": "Host"})
+        return super().finish(chunk)
 
     def on_finish(self) -> None:
         if self._lingering is not None:

@@ -32,7 +32,6 @@ from nbserve.api.routes import API_NAMES, of_api
 from nbserve.api.tokens import TokenAuthorization
 from nbserve.config import ServerConfig
 from nbserve.errors import BadRequest
-from nbserve.logs import server_metric
 from nbserve.store.model_store import ModelStore
 
 logger = logging.getLogger(__name__)
@@ -216,7 +215,6 @@ class Server:
         """The answered request's line in the access log, if there is one."""
         if self.access_log is not None:
             self.access_log.info(access_line(handler))
-        server_metric(f"Requests{handler.get_status() // 100}XX", "count", 1, {"Level": "Host"})
 
     @staticmethod
     def openapi(api: str) -> dict:

@@ -75,11 +75,16 @@ def model_metric(metric, value: float, dimension_values: list[str]) -> None:
 _metrics_mode = "log"
 
 
+def server_metrics_logged() -> bool:
+    """Whether ``ts_metrics.log`` is written (only ``nbserve serve`` writes it)."""
+    return TS_METRICS.isEnabledFor(logging.INFO)
+
+
 def server_metric(name: str, unit: str, value: float, dimensions: dict[str, str],
                   counter: bool = False) -> None:
     """One of the server's metrics, to ``ts_metrics.log``; its ``ts_inference_*`` counters
     only in ``log`` mode (``legacy`` keeps them to the metrics API, as TorchServe does)."""
-    if TS_METRICS.isEnabledFor(logging.INFO) and not (counter and _metrics_mode != "log"):
+    if server_metrics_logged() and not (counter and _metrics_mode != "log"):
         TS_METRICS.info(metric_line(name, unit, value, dimensions))
 
 

@@ -60,13 +60,8 @@ class Management:
 
     def list_models(self, limit: int = 100, start: int = 0) -> dict:
         """``limit`` models from the ``start``-th, and the token of the next page if any."""
-        models = self.engine.models()
-        answer = {}
-        if start + limit < len(models):
-            answer["nextPageToken"] = str(start + limit)
-        answer["models"] = [{"modelName": m.name, "modelUrl": m.default.archive.source.name}
-                            for m in models[start:start + limit]]
-        return answer
+        return _page("models", self.engine.models(), limit, start,
+                     lambda m: {"modelName": m.name, "modelUrl": m.default.archive.source.name})
 
     def versions(self, model: str, version: str | None) -> list[ModelVersion]:
         """The versions a describe call names: one (the default if None), or ``all``."""
@@ -140,14 +135,9 @@ class Management:
     # TorchServe's workflows (nbserve.serving.workflow), with the same keys and model API.
 
     def list_workflows(self, limit: int = 100, start: int = 0) -> dict:
-        names = sorted(self.workflows)
-        answer = {}
-        if start + limit < len(names):
-            answer["nextPageToken"] = str(start + limit)
-        answer["workflows"] = [{"workflowName": name,
-                                "workflowUrl": self.workflows[name].archive.source.name}
-                               for name in names[start:start + limit]]
-        return answer
+        workflows = [self.workflows[name] for name in sorted(self.workflows)]
+        return _page("workflows", workflows, limit, start,
+                     lambda w: {"workflowName": w.name, "workflowUrl": w.archive.source.name})
 
     def workflow(self, name: str) -> Workflow:
         try:
@@ -210,6 +200,16 @@ def refuse_model_api(what: str, over: str = "HTTP") -> MethodNotAllowed:
               else "Model API disabled:")
     return MethodNotAllowed(f"{theirs} {what} over {over} is off: set enable_model_api=true in "
                             "config.properties to allow it.")
+
+
+def _page(key: str, items: list, limit: int, start: int, entry: Callable) -> dict:
+    """TorchServe's paged list: ``limit`` entries from the ``start``-th, and the token of the
+    next page if there is one."""
+    answer = {}
+    if start + limit < len(items):
+        answer["nextPageToken"] = str(start + limit)
+    answer[key] = [entry(item) for item in items[start:start + limit]]
+    return answer
 
 
 def describe(version: ModelVersion) -> dict:

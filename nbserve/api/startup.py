@@ -93,13 +93,18 @@ def startup_archive(config: ServerConfig, name: str | None, path: Path) -> tuple
     archive = open_archive(path)
     name = name or archive.model_name
     settings = config.model_settings().get(name, {}).get(archive.version, {})
-    return archive, {"model_name": name,
-                     "batch_size": settings.get("batchSize"),
-                     "max_batch_delay": settings.get("maxBatchDelay"),
-                     "initial_workers": settings.get("minWorkers"),
-                     "max_workers": settings.get("maxWorkers"),
-                     "response_timeout": settings.get("responseTimeout"),
-                     "job_queue_size": settings.get("jobQueueSize")}
+    return archive, {"model_name": name, **registration_settings(settings)}
+
+
+def registration_settings(settings: dict) -> dict:
+    """A model's settings as TorchServe's ``models`` property and snapshots write them
+    (``batchSize``, ``minWorkers``...), as the engine's registration takes them."""
+    return {"batch_size": settings.get("batchSize"),
+            "max_batch_delay": settings.get("maxBatchDelay"),
+            "initial_workers": settings.get("minWorkers"),
+            "max_workers": settings.get("maxWorkers"),
+            "response_timeout": settings.get("responseTimeout"),
+            "job_queue_size": settings.get("jobQueueSize")}
 
 
 def startup_archives(config: ServerConfig, models: list[str]) -> list[tuple[ModelArchive, dict]]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from jupyter_core.paths import jupyter_runtime_dir
 
 from nbserve.api.snapshot import model_snapshot
+from nbserve.api.startup import registration_settings
 from nbserve.files import write_private
 from nbserve.serving.engine import Engine
 
@@ -69,11 +70,7 @@ def restore(session, snapshot: dict) -> list[str]:
         for version, settings in versions.items():
             try:
                 served = session.serve(settings["marName"], model_name=name,
-                                       batch_size=settings.get("batchSize"),
-                                       max_batch_delay=settings.get("maxBatchDelay"),
-                                       initial_workers=settings.get("minWorkers"),
-                                       max_workers=settings.get("maxWorkers"),
-                                       response_timeout=settings.get("responseTimeout"))
+                                       **registration_settings(settings))
             except Exception as error:  # noqa: BLE001 - said, and the others restored
                 lines.append(f"{name} {version} ({settings['marName']}) was not restored: "
                              f"{type(error).__name__}: {error}")

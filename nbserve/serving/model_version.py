@@ -16,7 +16,7 @@ from typing import Any
 
 from nbserve.errors import NBServeError, QueueFull
 from nbserve.handlers.metrics import HandlerMetrics
-from nbserve.logs import model_metric, server_metric
+from nbserve.logs import model_metric, server_metric, server_metrics_logged
 from nbserve.serving import model_config
 from nbserve.serving.batch_policy import BatchPolicy
 from nbserve.serving.host import version_label
@@ -119,6 +119,8 @@ class ModelVersion:
         finished = time.monotonic()
         started = request.received if request.started is None else request.started
         self.stats.record_answer(request.received, started, finished, error_type)
+        if not server_metrics_logged():  # a kernel's, say: nothing more on the answer's path
+            return
         # TorchServe's per-request lines in ts_metrics.log (metrics_mode=log).
         labels = {"model_name": self.name, "model_version": self.version}
         server_metric("ts_inference_requests_total", "count", 1, labels, counter=True)

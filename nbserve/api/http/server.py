@@ -81,18 +81,12 @@ class Server:
         #: The Host, Origin and CORS checks of each API, from its address.
         self.access: dict[str, Access] = {}
         #: Where registrations' archives come from (``POST /models?url=``).
-        self.model_store = ModelStore(
-            self.config.model_store, self.config.allows_url,
-            max_download_size=self.config.max_download_size,
-            download_timeout=self.config.download_timeout)
-        #: TorchServe's management calls, which gRPC answers too (nbserve.api.management);
-        #: workflows' archives come from the workflow store, else the model store.
-        workflow_store = ModelStore(
-            self.config.workflow_store, self.config.allows_url,
-            max_download_size=self.config.max_download_size,
-            download_timeout=self.config.download_timeout) if self.config.workflow_store \
-            else None
-        self.management = Management(engine, self.config, self.model_store, workflow_store)
+        self.model_store = self._store(self.config.model_store)
+        #: Where ``POST /workflows?url=`` finds .war files, if not in the model store.
+        self.workflow_store = (self._store(self.config.workflow_store)
+                               if self.config.workflow_store else None)
+        #: TorchServe's management calls, which gRPC answers too (nbserve.api.management).
+        self.management = Management(engine, self.config, self.model_store, self.workflow_store)
         self.urls: dict[str, str] = {}
         self._in_flight = 0
         self._thread: threading.Thread | None = None
@@ -203,7 +197,14 @@ class Server:
         if self.tokens is not None:
             self.tokens.remove()
         self.model_store.close()
+        if self.workflow_store is not None:
+            self.workflow_store.close()
         close_access_log(self.access_log)
+
+    def _store(self, folder: str | None) -> ModelStore:
+        return ModelStore(folder, self.config.allows_url,
+                          max_download_size=self.config.max_download_size,
+                          download_timeout=self.config.download_timeout)
 
     def request_started(self) -> None:
         self._in_flight += 1

@@ -207,3 +207,27 @@ def test_registering_a_workflow_needs_the_model_api(store):
     finally:
         server.stop()
         engine.close()
+
+
+def test_without_the_keys_no_workflow_is_registered_or_run(ours):
+    """The management key guards /workflows and the inference key /wfpredict: a wrong one
+    answers TorchServe's 400 and nothing is registered, no node served, no handler file run."""
+    from tests.support.helpers import Client
+
+    wrong = {api: Client(f"http://{c.host}:{c.port}", "not-the-key") for api, c in ours.items()}
+    status, answer = wrong["management"].json("POST", "/workflows?url=sequential.war")
+    assert status == 400 and answer["type"] == "InvalidKeyException"
+    assert ours["management"].json("GET", "/workflows") == (200, {"workflows": []})
+    models = ours["management"].json("GET", "/models")[1]["models"]
+    assert not any(m["modelName"].startswith("sequential__") for m in models)
+    assert ours["management"].json("POST", "/workflows?url=sequential.war")[0] == 200
+    try:
+        status, _, _ = wrong["inference"].call("POST", "/wfpredict/sequential", b"hello",
+                                                {"Content-Type": "text/plain"})
+        assert status == 400
+        status, answer = wrong["management"].json("DELETE", "/workflows/sequential")
+        assert status == 400
+        assert [w["workflowName"] for w in
+                ours["management"].json("GET", "/workflows")[1]["workflows"]] == ["sequential"]
+    finally:
+        ours["management"].call("DELETE", "/workflows/sequential")

@@ -38,6 +38,7 @@ class Workflow:
         self.archive, self.engine = archive, engine
         self.name = archive.name
         self._pool = ThreadPoolExecutor(4, thread_name_prefix=f"nbserve-wf-{self.name}")
+        self._functions = None  # the handler file's module, once loaded
 
     def register(self, resolve: Callable[[str], Path]) -> None:
         """Serve every node (archives found by ``resolve``); if one cannot be served, those
@@ -71,10 +72,12 @@ class Workflow:
         if handler is None:
             raise ValueError(f"{name} is not a model of the spec, and the workflow has no "
                              "handler file for its functions")
-        spec = importlib.util.spec_from_file_location(f"nbserve_workflow_{self.name}", handler)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        function = getattr(module, name, None)
+        if self._functions is None:  # the handler file runs once, for all its function nodes
+            spec = importlib.util.spec_from_file_location(f"nbserve_workflow_{self.name}",
+                                                          handler)
+            self._functions = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(self._functions)
+        function = getattr(self._functions, name, None)
         if not callable(function):
             raise ValueError(f"{handler.name} has no function {name}")
         return function

@@ -90,9 +90,10 @@ def test_metrics_config_declares_model_metrics_in_advance(server_factory, tmp_pa
     assert re.search(r'^RequestBatchSize\{ModelName="sized",Hostname="[^"]+"\} 1\.0$', text, re.M)
 
 
+@pytest.mark.parametrize("isolation", ["thread", "process"])
 @pytest.mark.parametrize("auto_detect", [False, True])
 def test_with_a_metrics_config_only_what_it_declares_is_exported(server_factory, tmp_path,
-                                                                 auto_detect):
+                                                                 auto_detect, isolation):
     """As TorchServe: a metric the handler adds that metrics.yaml does not declare is not
     exported (the metrics API, model_metrics.log) unless model_metrics_auto_detect is on."""
     config = tmp_path / "metrics.yaml"
@@ -107,7 +108,8 @@ def test_with_a_metrics_config_only_what_it_declares_is_exported(server_factory,
 
     engine, _, clients = server_factory(metrics_config=str(config))
     engine.metrics_config, engine.metrics_auto_detect = str(config), auto_detect
-    engine.register(archive("two", "1.0", str(handler), export_path=tmp_path))
+    engine.register(archive("two", "1.0", str(handler), export_path=tmp_path),
+                    isolation=isolation)
     assert clients["inference"].json("POST", "/predictions/two", b"x")[0] == 200
     text = clients["metrics"].call("GET", "/metrics")[2].decode()
     assert re.search(r'^Declared\{ModelName="two",Level="Model",Hostname="[^"]+"\} 1\.0$', text,

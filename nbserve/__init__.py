@@ -11,7 +11,7 @@ def __getattr__(name):
     if name == "Engine":
         from nbserve.serving.engine import Engine
         return Engine
-    if name in ("serve", "predict", "stop"):  # what %serve and %predict do, from Python
+    if name in ("serve", "predict", "stop", "workflow", "archive_workflow"):  # the magics' work
         from nbserve.notebook import session
         return getattr(session, name)
     if name in ("session", "widgets"):  # nbserve.session.current: the kernel's server and keys
@@ -36,5 +36,6 @@ def _jupyter_server_extension_points():
     return [{"module": "nbserve.extension", "app": NBServe}]
 
 
-__all__ = ["Engine", "InferenceError", "ModelArchive", "NBServeError", "archive", "open_archive",
-           "predict", "serve", "stop", "__version__"]
+__all__ = ["Engine", "InferenceError", "ModelArchive", "NBServeError", "archive",
+           "archive_workflow", "open_archive", "predict", "serve", "stop", "workflow",
+           "__version__"]

@@ -61,6 +61,27 @@ def run_archive(args: argparse.Namespace, progress=None) -> str:
     return str(path)
 
 
+def add_workflow_archive_arguments(parser: argparse.ArgumentParser,
+                                   live: bool = False) -> None:
+    """``torch-workflow-archiver`` 0.2.15's flags; with ``live`` (the magic), a workflow
+    declared in the notebook may stand for the name, spec and handler."""
+    if live:
+        parser.add_argument("workflow", nargs="?",
+                            help="A workflow declared with nbserve.workflow() (a variable).")
+    parser.add_argument("--workflow-name", required=not live,
+                        help="Workflow name; the archive is saved as WORKFLOW_NAME.war.")
+    parser.add_argument("--spec-file", required=not live,
+                        help="The workflow's YAML spec (models: and dag:).")
+    parser.add_argument("--handler",
+                        help="Python file with the workflow's function nodes.")
+    parser.add_argument("--export-path", default=".",
+                        help="Folder to save the archive in (default: the current folder).")
+    parser.add_argument("-f", "--force", action="store_true",
+                        help="Overwrite an existing archive of the same name.")
+    parser.add_argument("--extra-files",
+                        help="Comma-separated files or folders to include.")
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """TorchServe's start flags that mean something here, and the three addresses."""
     parser.add_argument("--model-store", help="Folder of model archives (model_store).")

@@ -1,4 +1,4 @@
-"""The ``nbserve`` command line: ``archive``, ``serve`` (TorchServe's ``torchserve``), ``predict``
+"""The ``nbserve`` command line: ``archive``, ``archive-workflow``, ``serve`` (TorchServe's ``torchserve``), ``predict``
 and ``bench``, one argparse parser per verb, whose flags (:mod:`.arguments`) the notebook magics
 share."""
 
@@ -19,12 +19,14 @@ from nbserve.cli.arguments import (
     add_bench_arguments,
     add_serve_arguments,
     add_snapshot_arguments,
+    add_workflow_archive_arguments,
     ray_placement,
     run_archive,
     server_config,
 )
 from nbserve.errors import BadRequest, NBServeError
 from nbserve.progress import Progress
+from nbserve.store.workflow_archiver import archive_workflow
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_archive_arguments(archive_parser)
     archive_parser.set_defaults(run=_archive_command)
+
+    workflow_parser = verbs.add_parser(
+        "archive-workflow", help="Make a workflow archive (.war), as torch-workflow-archiver "
+                                 "does.",
+        description="Make a workflow archive (.war) that nbserve and TorchServe both serve.")
+    add_workflow_archive_arguments(workflow_parser)
+    workflow_parser.set_defaults(run=_archive_workflow_command)
 
     serve_parser = verbs.add_parser(
         "serve", help="Serve models over TorchServe's REST API, in the foreground.",
@@ -293,6 +302,13 @@ def _archive_command(args: argparse.Namespace) -> int:
         if progress is not None:
             progress.close()
     print(path)
+    return 0
+
+
+def _archive_workflow_command(args: argparse.Namespace) -> int:
+    print(archive_workflow(args.workflow_name, args.spec_file, args.handler,
+                           extra_files=args.extra_files, export_path=args.export_path,
+                           force=args.force))
     return 0
 
 

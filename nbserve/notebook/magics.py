@@ -1,4 +1,5 @@
-"""``%archive``, ``%serve`` and ``%predict``: TorchServe's workflow in notebook cells.
+"""``%archive``, ``%archive_workflow``, ``%serve`` and ``%predict``: TorchServe's workflow in
+notebook cells.
 
 ``%load_ext nbserve`` registers them. ``%archive`` and ``%serve`` build their parsers from
 :mod:`nbserve.cli.main`'s ``add_*_arguments``, so their flags and ``nbserve archive`` / ``nbserve
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import urllib.request
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from nbserve.cli.arguments import (
     add_model_arguments,
     add_predict_arguments,
     add_serve_arguments,
+    add_workflow_archive_arguments,
     ray_placement,
     run_archive,
     server_config,
@@ -37,6 +40,7 @@ from nbserve.notebook.display import device_text, shown, thumbnail_png
 from nbserve.notebook.session import as_body
 from nbserve.notebook.widgets import PredictionUpload
 from nbserve.progress import Progress
+from nbserve.store.live_workflow import LiveWorkflow
 
 
 class _Arguments(ArgDecorator):
@@ -68,6 +72,30 @@ class NBServeMagics(Magics):
             if progress is not None:
                 progress.close()
 
+    @line_magic
+    @magic_arguments()
+    @_Arguments(partial(add_workflow_archive_arguments, live=True))
+    def archive_workflow(self, line: str) -> Path:
+        """Make a workflow archive (.war) that nbserve and TorchServe both serve, from
+        torch-workflow-archiver's flags or from a workflow declared with nbserve.workflow()
+        (its node archives are copied beside it); returns its path::
+
+            %archive_workflow pipeline --export-path wf-store
+        """
+        args = parse_argstring(self.archive_workflow, line)
+        workflow = self._variable(args.workflow)
+        if args.workflow and not isinstance(workflow, LiveWorkflow):
+            raise UsageError(f"{args.workflow} is not a workflow declared with "
+                             "nbserve.workflow().")
+        if workflow is None and not (args.workflow_name and args.spec_file):
+            raise UsageError("%archive_workflow needs a workflow declared with "
+                             "nbserve.workflow(), or --workflow-name and --spec-file.")
+        try:
+            return session.archive_workflow(workflow or args.workflow_name, args.spec_file,
+                                            args.handler, extra_files=args.extra_files,
+                                            export_path=args.export_path, force=args.force)
+        except NBServeError as e:
+            raise UsageError(str(e)) from None
 
     @line_magic
     @magic_arguments()
@@ -156,7 +184,8 @@ class NBServeMagics(Magics):
         if not args.source:
             return None
         value = self._variable(args.source)
-        if value is not None and not isinstance(value, (str, os.PathLike)) and not args.model_name:
+        if value is not None and not isinstance(value, (str, os.PathLike, LiveWorkflow)) \
+                and not args.model_name:
             raise UsageError(f"Serving {args.source} live needs --model-name.")
         return args.source if value is None else value
 

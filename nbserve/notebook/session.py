@@ -31,7 +31,9 @@ from nbserve.serving.engine import Engine
 from nbserve.serving.model_version import ModelVersion
 from nbserve.serving.queue import Prediction, streamed
 from nbserve.serving.workflow import Workflow
+from nbserve.store import workflow_archiver
 from nbserve.store.live import LiveModel, live_model
+from nbserve.store.live_workflow import LiveWorkflow, archive_live_workflow, live_workflow
 from nbserve.store.workflow_archive import open_workflow
 
 
@@ -97,14 +99,18 @@ class Session:
         self._retire_others(version)
         return version
 
-    def serve_workflow(self, path: Path, name: str | None, config: ServerConfig) -> Workflow:
-        """Serve a ``.war``, replacing a workflow of its name; its nodes' archives come from
-        the model store, else the folder the ``.war`` is in."""
+    def serve_workflow(self, source: Path | LiveWorkflow, name: str | None,
+                       config: ServerConfig) -> Workflow:
+        """Serve a ``.war`` or a workflow declared in a cell, replacing a workflow of its name;
+        a ``.war``'s node archives come from the model store, else the folder it is in."""
         management = self.server.management
-        archive = open_workflow(path, name)
+        if isinstance(source, LiveWorkflow):
+            archive, store = source, None
+        else:
+            archive = open_workflow(source, name)
+            store = Path(config.model_store) if config.model_store else Path(source).parent
         if archive.name in management.workflows:
             management.unregister_workflow(archive.name, trusted=True)
-        store = Path(config.model_store) if config.model_store else Path(path).parent
         return management.add_workflow(archive, lambda url: find_archive(url, store))
 
     def serve_models(self, config: ServerConfig, models: list[str]) -> list[ModelVersion]:
@@ -273,10 +279,11 @@ def serve(source: Any = None, *, model_name: str | None = None, version: str | N
     config = config or ServerConfig()
     current.start(config)
     served = current.serve_models(config, list(models)) if (models or config.load_models) else []
-    if isinstance(source, (str, os.PathLike)) and str(source).endswith(".war"):
-        workflow = current.serve_workflow(
-            find_archive(source, config.workflow_store or config.model_store), model_name,
-            config)
+    if isinstance(source, LiveWorkflow) or (isinstance(source, (str, os.PathLike))
+                                            and str(source).endswith(".war")):
+        if not isinstance(source, LiveWorkflow):
+            source = find_archive(source, config.workflow_store or config.model_store)
+        workflow = current.serve_workflow(source, model_name, config)
         served += [current.engine.get(node.model_name) for node in workflow.archive.nodes.values()]
     elif isinstance(source, (str, os.PathLike)):
         served.append(current.serve(find_archive(source, config.model_store), handler=handler,
@@ -288,6 +295,43 @@ def serve(source: Any = None, *, model_name: str | None = None, version: str | N
                           extra_files=list(extra_files))
         served.append(current.serve(live, **settings))
     return served
+
+
+def workflow(name: str, dag: dict, models: dict | None = None, *,
+             model_store: str | os.PathLike | None = None) -> LiveWorkflow:
+    """A TorchServe workflow declared here, to serve (``nbserve.serve(pipeline)``,
+    ``%serve pipeline``) and archive later (:func:`archive_workflow`).
+
+    ``dag`` is ``{node: [children]}``: each node a function (TorchServe's ``handle(data,
+    context)``, named by its name) or a name in ``models``, which maps it to an archive (a
+    path, a file in ``model_store``, or a model served in this kernel) or to ``{"url": ...}``
+    with the spec's settings (``"batch-size"``, ``"retry-attempts"``...); ``models`` may also
+    hold the workflow's own settings, as a spec's ``models:`` does."""
+    def find(url):
+        if not Path(url).exists() and current.engine is not None:
+            try:
+                return current.engine.get(str(url)).archive
+            except ModelNotFound:
+                pass
+        return find_archive(url, model_store)
+    return live_workflow(name, dag, models, find)
+
+
+def archive_workflow(workflow: LiveWorkflow | str, spec_file: str | os.PathLike | None = None,
+                     handler: str | os.PathLike | None = None, *,
+                     extra_files: str | list | None = None, export_path: str | os.PathLike = ".",
+                     force: bool = False) -> Path:
+    """Write a ``.war`` as ``nbserve archive-workflow`` does: of a workflow declared in a
+    cell (its spec and handler file written from it, its node archives copied beside), or
+    from a workflow name and its files, as torch-workflow-archiver takes them."""
+    if isinstance(workflow, LiveWorkflow):
+        return archive_live_workflow(workflow, export_path, force)
+    if spec_file is None:
+        raise BadRequest("archive_workflow needs a workflow declared with nbserve.workflow(), "
+                         "or a name and a spec_file.")
+    return workflow_archiver.archive_workflow(workflow, spec_file, handler,
+                                              extra_files=extra_files,
+                                              export_path=export_path, force=force)
 
 
 def predict(model_name: str, data: Any, *, version: str | None = None, stream: bool = False):

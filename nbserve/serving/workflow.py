@@ -12,7 +12,6 @@ wait ``timeout-ms`` on a node that already answered).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from concurrent.futures import FIRST_COMPLETED, Future, InvalidStateError, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -38,7 +37,6 @@ class Workflow:
         self.archive, self.engine = archive, engine
         self.name = archive.name
         self._pool = ThreadPoolExecutor(4, thread_name_prefix=f"nbserve-wf-{self.name}")
-        self._functions = None  # the handler file's module, once loaded
 
     def register(self, resolve: Callable[[str], Path]) -> None:
         """Serve every node (archives found by ``resolve``); if one cannot be served, those
@@ -59,28 +57,13 @@ class Workflow:
 
     def _serve(self, node: WorkflowNode, resolve: Callable[[str], Path]) -> None:
         settings = node.settings
-        source = resolve(node.url) if node.url else live_model(self._function(node.name),
-                                                               node.model_name)
+        source = (self.archive.model_source(node, resolve) if node.url
+                  else live_model(self.archive.function(node.name), node.model_name))
         self.engine.register(source, model_name=node.model_name,
                              batch_size=settings["batch-size"],
                              max_batch_delay=settings["max-batch-delay"],
                              initial_workers=settings["min-workers"],
                              max_workers=max(settings["max-workers"], settings["min-workers"]))
-
-    def _function(self, name: str):
-        handler = self.archive.handler
-        if handler is None:
-            raise ValueError(f"{name} is not a model of the spec, and the workflow has no "
-                             "handler file for its functions")
-        if self._functions is None:  # the handler file runs once, for all its function nodes
-            spec = importlib.util.spec_from_file_location(f"nbserve_workflow_{self.name}",
-                                                          handler)
-            self._functions = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(self._functions)
-        function = getattr(self._functions, name, None)
-        if not callable(function):
-            raise ValueError(f"{handler.name} has no function {name}")
-        return function
 
     def unregister(self) -> None:
         for node in self.archive.nodes.values():

@@ -200,8 +200,9 @@ def _manifest_json(model_name, version, handler, runtime, serialized_file, model
 
 
 def _write(target: Path, archive_format: str, model_name: str, members: dict[str, Path],
-           manifest: str, progress: Progress | None) -> None:
-    """Write into a temporary sibling, then move it into place, so no half archive is left."""
+           manifest: str, progress: Progress | None, manifest_path: str = MANIFEST_PATH) -> None:
+    """Write into a temporary sibling, then move it into place, so no half archive is left.
+    (``manifest_path``: a workflow archive's is ``WAR-INF/MANIFEST.json``.)"""
     meter = _Meter(sum(p.stat().st_size for p in members.values()), progress)
     temp = Path(tempfile.mkdtemp(prefix=f".{model_name}.", dir=target.parent))
     try:
@@ -233,7 +234,7 @@ def _write(target: Path, archive_format: str, model_name: str, members: dict[str
                     info.compress_type = compression
                     with open(source, "rb") as src, zf.open(info, "w", force_zip64=True) as out:
                         meter.copy(src, out)
-                zf.writestr(MANIFEST_PATH, manifest)
+                zf.writestr(manifest_path, manifest)
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         os.replace(staged, target)

@@ -5,10 +5,12 @@ YAML spec of models and a DAG, a handler file with the DAG's function nodes, ext
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -44,11 +46,31 @@ class WorkflowArchive:
     #: The workflow's own settings (the spec's global ones, else TorchServe's defaults).
     settings: dict
     in_use: object = field(default=None, compare=False, repr=False)
+    _functions: object = field(default=None, compare=False, repr=False)
 
     @property
     def handler(self) -> Path | None:
         handler = self.manifest["workflow"].get("handler")
         return self.path / handler if handler else None
+
+    def model_source(self, node: WorkflowNode, resolve: Callable[[str], Path]):
+        """What a model node serves: its ``url`` in the model store, found by ``resolve``."""
+        return resolve(node.url)
+
+    def function(self, name: str) -> Callable:
+        """The function node ``name``: the handler file's function of that name."""
+        if self.handler is None:
+            raise ValueError(f"{name} is not a model of the spec, and the workflow has no "
+                             "handler file for its functions")
+        if self._functions is None:  # the handler file runs once, for all its function nodes
+            spec = importlib.util.spec_from_file_location(f"nbserve_workflow_{self.name}",
+                                                          self.handler)
+            self._functions = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(self._functions)
+        function = getattr(self._functions, name, None)
+        if not callable(function):
+            raise ValueError(f"{self.handler.name} has no function {name}")
+        return function
 
     @property
     def start(self) -> str:
@@ -80,11 +102,11 @@ def open_workflow(source: str | os.PathLike, name: str | None = None) -> Workflo
     except (OSError, yaml.YAMLError) as error:
         raise BadRequest(f"Invalid workflow specification: Failed to parse yaml ({error}).") \
             from None
-    nodes, dag, settings = _read_spec(spec, name)
+    nodes, dag, settings = read_spec(spec, name)
     return WorkflowArchive(source, path, manifest, name, nodes, dag, settings, in_use)
 
 
-def _read_spec(spec, workflow: str) -> tuple[dict[str, WorkflowNode], dict[str, list[str]], dict]:
+def read_spec(spec, workflow: str) -> tuple[dict[str, WorkflowNode], dict[str, list[str]], dict]:
     """TorchServe's reading of the spec: global settings, then each model's; every DAG name
     that is not a model is a function of the handler file. One start node, no cycle."""
     if not isinstance(spec, dict) or not isinstance(spec.get("models"), dict) \

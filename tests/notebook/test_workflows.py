@@ -32,3 +32,38 @@ def test_serve_and_predict_a_workflow_in_a_kernel(tmp_path):
         assert kernel.value("answer") == "QUIET"
         assert kernel.value("nbserve.predict('shout', b' again ')") == "AGAIN"
         kernel.ok("%serve --stop")
+
+
+LIVE_CELL = '''
+import re
+
+def strip(data, context):
+    return data and [row["body"].strip() for row in data]
+
+def exclaim(data, context):
+    return data and [re.sub(rb"$", b"!", row["body"]).decode() for row in data]
+
+pipeline = nbserve.workflow("loud", {strip: ["upper"], "upper": [exclaim]},
+                            {"upper": "upper.mar"})
+'''
+
+
+def test_a_workflow_declared_in_a_cell_is_served_and_archived(tmp_path):
+    (tmp_path / "upper.py").write_text(UPPER_PY)
+    shutil.copy(make_archive(tmp_path, "upper", "upper.py"), tmp_path / "upper.mar")
+    env = {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+           "NBSERVE_CACHE_DIR": str(tmp_path / "cache")}
+    with Kernel(tmp_path, env=env) as kernel:
+        kernel.ok("%load_ext nbserve\nimport nbserve")
+        kernel.ok(LIVE_CELL)
+        served = text(kernel.ok("%serve pipeline"))
+        assert "loud__strip" in served and "loud__exclaim" in served, served
+        kernel.ok("words = ' quiet '\nanswer = %predict loud words")
+        assert kernel.value("answer") == "QUIET!"
+        kernel.ok("path = %archive_workflow pipeline --export-path wf-store")
+        assert kernel.value("str(path)") == "wf-store/loud.war"
+        kernel.ok("%serve wf-store/loud.war")  # the archive replaces the live workflow
+        kernel.ok("again = %predict loud words")
+        assert kernel.value("again") == "QUIET!"
+        kernel.ok("%serve --stop")
+    assert sorted(p.name for p in (tmp_path / "wf-store").iterdir()) == ["loud.war", "upper.mar"]

@@ -54,6 +54,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def chat_model(tmp_path_factory) -> Path:
+    """A tiny chat model's Hugging Face folder, trained for a few seconds (tests.support.llm)."""
+    from tests.support.llm import build_tiny_chat_model
+
+    return build_tiny_chat_model(tmp_path_factory.mktemp("llm") / "chat")
+
+
 # Real archives and photos, built once per session (see archives.py), the real TorchServe, and
 # a local Ray cluster.
 from tests.support.ray_cluster import ray_cluster  # noqa: E402,F401  (a fixture)

@@ -147,6 +147,13 @@ def kserve_v2_answer(request: dict, model: str, version: str,
             "outputs": outputs}
 
 
+def kserve_v1_model(model: str, ready: bool, created: float) -> dict:
+    """``GET /v1/models/{model}``: KServe v1's readiness, and the OpenAI model card that
+    shares its path."""
+    return {"name": model, "ready": ready, "id": model, "object": "model",
+            "created": int(created), "owned_by": "nbserve"}
+
+
 def kserve_metadata(model: str, versions: list[str]) -> dict:
     """KServe v2 model metadata."""
     return {"name": model, "versions": versions, "platform": "pytorch", "inputs": [],

@@ -65,6 +65,12 @@ _TOKENS = re.compile(r"(\{[^}]+\}|\[|\])")
 ROUTES = (
     Route("ping", "inference", "/ping", ANY),
     Route("api-description", "inference", "/", ("GET", "OPTIONS")),
+    Route("openai-models", "inference", "/v1/models", ("GET",)),
+    Route("openai-chat", "inference", "/v1/chat/completions", ("POST",)),
+    Route("openai-completions", "inference", "/v1/completions", ("POST",)),
+    Route("openai-predictions", "inference",
+          "/predictions/{model_name}/{model_version}/v1/{endpoint:chat/completions|completions}",
+          ("POST",)),
     Route("predictions", "inference", "/predictions/{model_name}[/{model_version}]",
           ("POST", "PUT")),
     Route("explanations", "inference", "/explanations/{model_name}[/{model_version}]",

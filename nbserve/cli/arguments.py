@@ -167,6 +167,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "class, instance or function.")
     parser.add_argument("--extra-files", help="Comma-separated files a live model's handler reads "
                                               "(index_to_name.json, say).")
+    parser.add_argument("--tokenizer",
+                        help="A variable holding the tokenizer of a language model served live "
+                             "(a transformers causal LM): served for text generation.")
     parser.add_argument("--batch-size", type=int, help="Largest batch (default: this machine's).")
     parser.add_argument("--max-batch-delay", type=float,
                         help="The most milliseconds a batch may wait to fill (0, the default: "

@@ -10,12 +10,13 @@ DEFAULT_HANDLERS = (
     "image_segmenter",
     "object_detector",
     "text_classifier",
+    "text_generation",
 )
 
 #: Every name torch-model-archiver 0.12 accepts for ``--handler``: an archive made for TorchServe
 #: may name one nbserve does not run.
 TORCHSERVE_HANDLERS = DEFAULT_HANDLERS + (
     "dali_image_classifier",
-    "vllm_handler",
+    "vllm_handler",  # served by text_generation, with transformers
     "trt_llm_handler",
 )

@@ -151,7 +151,7 @@ def _handler_module(module_name: str, model_dir: Path) -> ModuleType:
     path = model_dir / file_name
     if path.is_file():
         return import_file(path)
-    if module_name in DEFAULT_HANDLERS:
+    if f"ts.torch_handler.{module_name}" in ts_compat.ALIASES:  # vllm_handler: text_generation
         return importlib.import_module(ts_compat.ALIASES[f"ts.torch_handler.{module_name}"])
     if module_name in TORCHSERVE_HANDLERS:
         raise HandlerLoadError(

@@ -26,6 +26,8 @@ ALIASES = {
     "ts.torch_handler.object_detector": "nbserve.handlers.object_detector",
     "ts.torch_handler.text_handler": "nbserve.handlers.text",
     "ts.torch_handler.text_classifier": "nbserve.handlers.text_classifier",
+    "ts.torch_handler.text_generation": "nbserve.handlers.text_generation",
+    "ts.torch_handler.vllm_handler": "nbserve.handlers.text_generation",
     "ts.utils.util": "nbserve.handlers.util",
     "ts.handler_utils.timer": "nbserve.handlers.base",
     "ts.handler_utils.micro_batching": "nbserve.handlers.micro_batching",

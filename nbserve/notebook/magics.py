@@ -142,7 +142,11 @@ class NBServeMagics(Magics):
             for line in restore.restore(session.current, snapshot):
                 print(line)
         failed_before = dict(session.current.engine.failures)
+        tokenizer = self._variable(args.tokenizer)
+        if args.tokenizer and tokenizer is None:
+            raise UsageError(f"--tokenizer {args.tokenizer}: no such variable.")
         served = session.serve(self._source(args), handler=self._handler(args), models=args.models,
+                               tokenizer=tokenizer,
                                extra_files=_names(args.extra_files), config=config,
                                **_model_settings(args))
         for name, failure in session.current.engine.failures.items():

@@ -25,6 +25,7 @@ from nbserve.api.routes import API_NAMES
 from nbserve.api.startup import engine_for, find_archive, register_startup_models
 from nbserve.config import SERVER_DEFAULTS, ServerConfig
 from nbserve.errors import BadRequest, ModelNotFound
+from nbserve.handlers import text_generation
 from nbserve.notebook import restore
 from nbserve.notebook.display import ServingStatus
 from nbserve.serving.engine import Engine
@@ -261,14 +262,17 @@ current = Session()
 
 
 def serve(source: Any = None, *, model_name: str | None = None, version: str | None = None,
-          handler: Any = None, extra_files: list[str] = (), models: list[str] = (),
-          config: ServerConfig | None = None, **settings) -> list[ModelVersion]:
+          handler: Any = None, tokenizer: Any = None, extra_files: list[str] = (),
+          models: list[str] = (), config: ServerConfig | None = None,
+          **settings) -> list[ModelVersion]:
     """Serve models from this process over TorchServe's APIs, as ``%serve`` does; what was
     served. The APIs start with the first call (``config``: their config.properties).
 
-    ``source`` is an archive (a path, or a name in the model store) or a live object (an
-    ``nn.Module``, a TorchScript module, or a handler class, instance or function, with
-    ``model_name``); ``models`` are ``nbserve serve --models`` entries. ``settings`` are
+    ``source`` is an archive (a path, or a name in the model store), a Hugging Face model
+    folder, or a live object (an ``nn.Module``, a TorchScript module, or a handler class,
+    instance or function, with ``model_name``; a causal language model with its ``tokenizer``,
+    or a ``text-generation`` pipeline, is served for text generation and OpenAI's API);
+    ``models`` are ``nbserve serve --models`` entries. ``settings`` are
     :meth:`Engine.register`'s (``batch_size``, ``initial_workers``, ...)::
 
         import nbserve
@@ -291,6 +295,8 @@ def serve(source: Any = None, *, model_name: str | None = None, version: str | N
     elif source is not None:
         if not model_name:
             raise BadRequest("Serving a live object needs a model_name.")
+        if tokenizer is not None or hasattr(source, "tokenizer") and hasattr(source, "model"):
+            source = text_generation.live_handler(source, tokenizer)
         live = live_model(source, model_name, handler=handler, version=version or "1.0",
                           extra_files=list(extra_files))
         served.append(current.serve(live, **settings))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from ray import serve
@@ -25,6 +26,7 @@ from nbserve.api.protocol import (
     kserve_metadata,
     kserve_v1_answer,
     kserve_v1_inputs,
+    kserve_v1_model,
     kserve_v2_answer,
     kserve_v2_inputs,
     prediction_answer,
@@ -45,6 +47,7 @@ _MAX_INSTANCES = SERVER_DEFAULTS["max_kserve_instances"]
 
 #: TorchServe's workflow routes, which an ingress of Ray Serve replicas does not serve.
 WORKFLOW_ROUTES = {"workflows", "workflow", "wfpredict"}
+OPENAI_ROUTES = {"openai-models", "openai-chat", "openai-completions", "openai-predictions"}
 
 
 @serve.deployment
@@ -60,6 +63,7 @@ class Ingress:
         self.access = Access(config, url)
         self.tokens = TokenAuthorization(None, None, keys=keys) if keys is not None else None
         self._handles: dict[str, Any] = {}
+        self._started = time.time()  # OpenAI's model card's "created"
         #: What answers each route of :data:`nbserve.api.routes.ROUTES` on Ray's proxy: inference,
         #: and reading the management API (its writes are refused, see refuse_management).
         self._answers = {
@@ -98,6 +102,11 @@ class Ingress:
                 continue
             kind = None if route.api == "metrics" else route.api
             check_token(self.tokens, kind, request.headers.get("authorization"))
+            if route.name in OPENAI_ROUTES:
+                raise MethodNotAllowed(
+                    "OpenAI's API is not served on Ray: text generation runs continuous "
+                    "batching in one worker. Serve the language model with nbserve serve "
+                    "(without --on ray).")
             if route.name in WORKFLOW_ROUTES:
                 raise MethodNotAllowed(
                     "Workflows are not served on Ray: their DAG runs in the server that "
@@ -162,9 +171,11 @@ class Ingress:
     async def kserve_model(self, request: Request, model: str, version: str | None = None,
                            ) -> Response:
         served = await self._described(model, version)
-        if request.url.path.endswith("/ready") or request.url.path.startswith("/v1/"):
-            return _json({"name": model,
-                          "ready": any(w["status"] == "READY" for w in served["workers"])})
+        ready = any(w["status"] == "READY" for w in served["workers"])
+        if request.url.path.startswith("/v1/"):
+            return _json(kserve_v1_model(model, ready, self._started))
+        if request.url.path.endswith("/ready"):
+            return _json({"name": model, "ready": ready})
         return _json(kserve_metadata(model, [served["modelVersion"]]))
 
     # Management (reading only).

@@ -30,6 +30,7 @@ from nbserve.errors import (
     ModelNotFound,
     ModelVersionNotFound,
 )
+from nbserve.handlers import text_generation
 from nbserve.handlers.util import get_yaml_config
 from nbserve.logs import MODEL_LOG
 from nbserve.serving import model_config
@@ -135,6 +136,8 @@ class Engine:
         check_model_version(version, BadRequest)
         config_file = archive.file("configFile")
         model_yaml = get_yaml_config(config_file) if config_file and config_file.is_file() else {}
+        if text_generation.serves_text_generation(handler or archive.handler):
+            model_yaml = text_generation.model_yaml_defaults(model_yaml)
         config = model_config.resolve(
             self.defaults, model_yaml, batch_size=batch_size, max_batch_delay=max_batch_delay,
             min_workers=initial_workers, max_workers=max_workers, response_timeout=response_timeout,

@@ -65,9 +65,11 @@ class ContinuousLoop:
 
     def run(self, tuner: Tuner) -> None:
         host, service, worker = self.host, self.service, self.service.worker_id
+        # A handler may say how many requests it runs at once (text generation's max_num_seqs).
+        capacity = getattr(service.handler, "max_running", None) or host.config.batch_size
         running: list[Request] = []
         while True:
-            room = host.config.batch_size - len(running)
+            room = capacity - len(running)
             if room > 0 and not (running and self.stop.is_set()):
                 # Wait for work only while none runs; else take what is waiting now.
                 arrived = host.queue.take_batch(room, self.stop, worker=worker,

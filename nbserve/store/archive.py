@@ -163,6 +163,8 @@ def _root_and_manifest(unpacked: Path, source: Path) -> tuple[Path, dict]:
 
 def _read_manifest(root: Path, source: Path) -> dict:
     path = root / MANIFEST_PATH
+    if not path.is_file() and (root / "config.json").is_file():
+        return hugging_face_manifest(root, source)
     if not path.is_file():
         raise ArchiveError(f"{source} has no {MANIFEST_PATH}: it is not a model archive.")
     try:
@@ -173,6 +175,21 @@ def _read_manifest(root: Path, source: Path) -> dict:
         raise ArchiveError(f"{source}: {MANIFEST_PATH} has no \"model\" object.")
     _check_manifest(manifest["model"], source)
     return manifest
+
+
+def hugging_face_manifest(root: Path, source: Path) -> dict:
+    """A Hugging Face model folder (what ``save_pretrained`` writes) served as an archive of
+    the text generation handler, named after the folder."""
+    try:
+        config = json.loads((root / "config.json").read_text())
+    except (OSError, ValueError):
+        config = None
+    if not isinstance(config, dict) or not ("architectures" in config or "model_type" in config):
+        raise ArchiveError(f"{source} has no {MANIFEST_PATH} and its config.json is not a "
+                           "Hugging Face model's: it is not a model archive.")
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(source).name.split(".")[0]) or "model"
+    return {"runtime": "python", "model": {"modelName": name, "modelVersion": "1.0",
+                                           "handler": "text_generation"}}
 
 
 def _check_manifest(model: dict, source: Path) -> None:

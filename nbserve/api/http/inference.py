@@ -20,6 +20,7 @@ from nbserve.api.protocol import (
     kserve_metadata,
     kserve_v1_answer,
     kserve_v1_inputs,
+    kserve_v1_model,
     kserve_v2_answer,
     kserve_v2_inputs,
     prediction_answer,
@@ -179,8 +180,12 @@ class KServeModelHandler(APIHandler):
 
     def get(self, model: str, version: str | None = None):
         served = self.engine.get(model, version)
-        if self.request.path.endswith("/ready") or self.request.path.startswith("/v1/"):
-            self.write_json({"name": model, "ready": any(w.status == "READY" for w in served.workers)})
+        ready = any(w.status == "READY" for w in served.workers)
+        if self.request.path.startswith("/v1/"):
+            self.write_json(kserve_v1_model(model, ready, served.loaded_at.timestamp()))
+            return
+        if self.request.path.endswith("/ready"):
+            self.write_json({"name": model, "ready": ready})
             return
         self.write_json(kserve_metadata(model, sorted(self.engine.model(model).versions)))
 

@@ -23,7 +23,7 @@ from tornado.web import Application
 from nbserve._version import __version__
 from nbserve.api import tracing
 from nbserve.api.access import Access
-from nbserve.api.http import inference, management, metrics
+from nbserve.api.http import inference, management, metrics, openai
 from nbserve.api.http.access_log import access_line, close_access_log, open_access_log
 from nbserve.api.http.base import NotFoundHandler
 from nbserve.api.limits import LimitedHTTPServer, allow_open_files
@@ -40,6 +40,10 @@ logger = logging.getLogger(__name__)
 HANDLERS = {
     "ping": inference.PingHandler,
     "api-description": inference.ApiDescriptionHandler,
+    "openai-models": openai.ModelsHandler,
+    "openai-chat": openai.ChatCompletionsHandler,
+    "openai-completions": openai.TextCompletionsHandler,
+    "openai-predictions": openai.CompletionsHandler,
     "predictions": inference.PredictionHandler,
     "explanations": inference.ExplanationHandler,
     "kserve-v1-predict": inference.KServeV1Handler,

@@ -4,16 +4,18 @@ back each answer, part, batch and metric as a message (:mod:`.messages`)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
 import traceback
+from concurrent.futures import InvalidStateError
 from dataclasses import replace
 from multiprocessing.connection import Connection
 
-from nbserve.errors import InferenceError, NBServeError
+from nbserve.errors import ClientClosedRequest, InferenceError, NBServeError
 from nbserve.handlers.metrics import HandlerMetrics
 from nbserve.logs import MODEL_LOG
 from nbserve.serving.answers import plain
@@ -53,6 +55,7 @@ def main(fd: int) -> None:
              "".join(traceback.format_exception(error)))
         return
     send(Kind.READY, None, worker.gpu_memory)
+    pending: dict[str, Request] = {}  # by id, until answered: what a CANCEL can reach
     while True:
         try:
             message = conn.recv()
@@ -60,11 +63,19 @@ def main(fd: int) -> None:
             os._exit(0)  # the server is gone: nothing to answer
         if message[0] == Kind.STOP:
             break
+        if message[0] == Kind.CANCEL:
+            request = pending.get(message[1])
+            if request is not None:
+                with contextlib.suppress(InvalidStateError):
+                    request.future.set_exception(ClientClosedRequest("The client left."))
+            continue
         _, request_id, inputs, headers = message
         request = Request(inputs=inputs, headers=headers, id=request_id,
                           on_part=lambda value, rid=request_id: send(Kind.PART, rid, plain(value)))
+        pending[request_id] = request
         request.future.add_done_callback(
-            lambda _, request=request: _reply(send, host.label, request))
+            lambda _, request=request: (pending.pop(request.id, None),
+                                        _reply(send, host.label, request)))
         host.queue.put(request)
     host.queue.close()
     worker.join()

@@ -15,6 +15,7 @@ class Kind:
     # The server's, after the spec to load (sent with ``conn.send``).
     REQUEST = "request"  #: request id, inputs, headers
     STOP = "stop"  #: (nothing): finish what is in hand, then exit
+    CANCEL = "cancel"  #: request id: its client left; drop it, or stop generating for it
     # The process's (send_message: the kind and request id readable whatever the payload).
     READY = "ready"  #: the GPU memory the handler took, or None
     LOAD_FAILED = "load_failed"  #: the error, its traceback

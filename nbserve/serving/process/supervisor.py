@@ -19,6 +19,7 @@ worker; the last lines are kept for ``%serve``'s status.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -240,7 +241,11 @@ class ProcessWorker:
         began it, the process is killed once it has had it for ``response_timeout`` (as
         TorchServe kills a worker that does not answer in time)."""
         if isinstance(request.future.exception(), ClientClosedRequest):
-            return  # the process has it: its place in the window is freed when it answers
+            # The process has it: told to drop it (a generation stops), its place in the
+            # window is freed when it answers.
+            with contextlib.suppress(OSError, ValueError, AttributeError), self._send_lock:
+                self._conn.send((Kind.CANCEL, request.id))
+            return
         with self._slots:
             mine = self._in_flight.pop(request.id, None) is request
             began = self._started.pop(request.id, None)

@@ -197,7 +197,9 @@ def test_kserve_v1_and_v2(served, photos):
                                  json.dumps({"instances": [1, {"data": "two"}]}))
     assert status == 200
     assert [p["echo"] for p in answer["predictions"]] == [1, None]
-    assert client.json("GET", "/v1/models/ctl") == (200, {"name": "ctl", "ready": True})
+    status, card = client.json("GET", "/v1/models/ctl")  # KServe v1's and OpenAI's fields
+    assert status == 200 and card.items() >= {"name": "ctl", "ready": True, "id": "ctl",
+                                              "object": "model"}.items()
 
     image = base64.b64encode(photos["cat.jpg"]).decode()
     request = {"id": "r1", "inputs": [{"name": "cat", "shape": [1], "datatype": "BYTES", "data": [image]}]}
@@ -392,18 +394,16 @@ def test_a_request_whose_client_hung_up_while_it_waited_never_runs(server_factor
                        {"Content-Type": "application/json"}) == (200, {"n": 6})
     first.join()
     seen = [json.loads(line)["n"] for line in seen_file.read_text().splitlines()]
-    # A worker process is sent up to two batches ahead of its forward pass: what it had been
-    # sent before the client hung up runs; nothing still waiting in the queue does.
+    # None of them runs: a worker process is sent up to two batches ahead of its forward pass,
+    # and what it had been sent before the client hung up is dropped there (the cancel crosses
+    # the socket); the rest never leaves the server's queue.
+    assert seen == [0, 6], seen
     ahead = 2 - 1 if isolation == "process" else 0
-    # The five connections race each other to the server, so which one went ahead is not fixed.
-    run = seen[1:-1]
-    assert seen[0] == 0 and seen[-1] == 6 and set(run) <= {1, 2, 3, 4, 5}, seen
-    assert len(run) <= ahead, seen
     version = engine.get("seen")
-    assert version.queue.abandoned == 5 - len(run)
+    assert 5 - ahead <= version.queue.abandoned <= 5
     metrics = clients["metrics"].call("GET", "/metrics")[2].decode()
     assert 'nbserve_requests_abandoned_total{model_name="seen",model_version="1.0"' in metrics
-    assert re.search(r'nbserve_requests_abandoned_total\{model_name="seen".*\} ' f"{5 - len(run)}$",
+    assert re.search(r'nbserve_requests_abandoned_total\{model_name="seen".*\} ' f"{version.queue.abandoned}$",
                      metrics, re.MULTILINE), metrics
 
 

@@ -1,0 +1,356 @@
+"""Text generation: a causal language model and its tokenizer, run by TorchServe's continuous
+batching (each ``handle`` call is one step over the running requests; one stays while its
+answer carries ``ts_stream_next: true``) on transformers' ``ContinuousBatchingManager``, whose
+paged KV cache lets new sequences join between decode steps and finished ones leave.
+
+A request is OpenAI's, as :mod:`nbserve.api.openai` hands it on (``"endpoint":
+"chat.completions"`` with ``messages``, or ``"completions"`` with ``prompt``), answered with
+parts ``{"choices": [{"index", "text", "finish_reason"}], "usage"}``; or TorchServe's LLM
+examples' ``{"prompt", "max_new_tokens"}``, answered with text parts. A request that is no
+longer in the step's batch has left (its client went away, or it timed out): its sequences are
+cancelled. A bad request is answered alone, with 400 and the parameter it is about.
+
+Settings, under ``handler:`` in model-config.yaml (vLLM's names, which ``ts.llm_launcher``
+writes, are read too): ``model_path`` (else the archive's folder), ``max_num_seqs`` (16),
+``max_model_len`` (the model's context, at most 4096) and ``page_size`` (32 tokens). The KV
+cache is sized from them, not from free memory.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nbserve.errors import BadRequest
+from nbserve.handlers.generation_request import (
+    ENDPOINTS,
+    Choice,
+    Generation,
+    GenerationError,
+    number,
+    optional_int,
+    prompt_text,
+    request_body,
+    safe_end,
+    stops,
+)
+from nbserve.handlers.metrics import MetricTypes
+
+logger = logging.getLogger(__name__)
+
+#: The handler names that mean this handler: nbserve's, and TorchServe's vLLM handler, whose
+#: archives (``handler.model_path``, ``handler.vllm_engine_config``) it serves with transformers.
+HANDLER_NAMES = ("text_generation", "vllm_handler")
+DEFAULT_MAX_NUM_SEQS = 16
+DEFAULT_MAX_MODEL_LEN = 4096
+
+
+def generation_settings(model_yaml: dict) -> dict:
+    """``handler:``'s settings, vLLM's engine config beneath nbserve's names."""
+    handler = dict((model_yaml or {}).get("handler") or {})
+    engine = handler.get("vllm_engine_config") or {}
+    return {"model_path": handler.get("model_path"),
+            "max_num_seqs": int(handler.get("max_num_seqs")
+                                or engine.get("max_num_seqs") or DEFAULT_MAX_NUM_SEQS),
+            "max_model_len": handler.get("max_model_len") or engine.get("max_model_len"),
+            "page_size": int(handler.get("page_size") or 32)}
+
+
+def serves_text_generation(handler: Any) -> bool:
+    """Whether an archive's handler (its name, or a live handler object) is this one."""
+    if isinstance(handler, str):
+        return handler.split(":")[0].removesuffix(".py") in HANDLER_NAMES
+    return isinstance(handler, TextGenerationHandler)
+
+
+def model_yaml_defaults(model_yaml: dict) -> dict:
+    """model-config.yaml as this handler needs it (unless the file says otherwise): continuous
+    batching, as many running requests as ``max_num_seqs``, and one worker, whose batch is
+    where the concurrency is."""
+    settings = generation_settings(model_yaml)
+    return {"continuousBatching": True, "batchSize": settings["max_num_seqs"],
+            "minWorkers": 1, "maxWorkers": 1, **(model_yaml or {})}
+
+
+def live_handler(model, tokenizer=None) -> TextGenerationHandler:
+    """The handler for a language model served from the notebook: a causal LM and its
+    tokenizer, or a ``text-generation`` pipeline. A copy is served, so training on in the
+    notebook changes nothing served until it is served again."""
+    if tokenizer is None:  # a pipeline
+        model, tokenizer = model.model, model.tokenizer
+    if not callable(getattr(model, "generate", None)):
+        raise BadRequest(f"Cannot serve a {type(model).__name__} for text generation: "
+                              "serve a transformers causal LM (AutoModelForCausalLM).")
+    return TextGenerationHandler(copy.deepcopy(model), tokenizer)
+
+
+class TextGenerationHandler:
+    """TorchServe's handler contract, for a causal LM. Given ``model`` and ``tokenizer`` (as
+    ``%serve model --tokenizer tok`` does), they are served as they are; else both load from
+    the model's folder."""
+
+    def __init__(self, model=None, tokenizer=None):
+        self.model, self.tokenizer = model, tokenizer
+        self.manager = None
+        self.running: dict[str, Generation] = {}
+        self._by_sequence: dict[str, tuple[str, int]] = {}
+        self._counter = 0
+        self._lock = threading.Lock()
+
+    def initialize(self, context) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        settings = generation_settings(context.model_yaml_config)
+        properties = context.system_properties
+        folder = Path(settings["model_path"] or properties.get("model_dir") or ".")
+        device = (f"cuda:{properties['gpu_id']}" if torch.cuda.is_available()
+                  and properties.get("gpu_id") is not None else "cpu")
+        if self.tokenizer is None:
+            self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        if self.model is None:
+            self.model = AutoModelForCausalLM.from_pretrained(
+                folder, dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        self.model = self.model.to(device).eval()
+        context_length = getattr(self.model.config, "max_position_embeddings", None) \
+            or DEFAULT_MAX_MODEL_LEN
+        self.max_model_len = int(settings["max_model_len"]
+                                 or min(context_length, DEFAULT_MAX_MODEL_LEN))
+        self.max_num_seqs = settings["max_num_seqs"]
+        #: Read by nbserve.serving.loops.ContinuousLoop: how many requests may run at once.
+        self.max_running = self.max_num_seqs
+        self.eos_token_ids = self._eos_token_ids()
+        self.manager = self._start_manager(settings["page_size"])
+
+    def _eos_token_ids(self) -> list[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = list(ids) if isinstance(ids, (list, tuple)) else [ids]
+        if self.tokenizer.eos_token_id is not None:
+            ids.append(self.tokenizer.eos_token_id)
+        return sorted({i for i in ids if i is not None})
+
+    def _start_manager(self, page_size: int):
+        from transformers import GenerationConfig
+        from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+        vocab = self.model.config.vocab_size
+        # Sampling on, with every processor present, so each request sets its own temperature,
+        # top_p and top_k; greedy is top_k=1.
+        generation = GenerationConfig(
+            do_sample=True, temperature=0.5, top_p=0.99, top_k=vocab,
+            max_new_tokens=self.max_model_len, eos_token_id=self.eos_token_ids,
+            pad_token_id=self.tokenizer.pad_token_id or self.eos_token_ids[0])
+        self.num_blocks = math.ceil(self.max_num_seqs * self.max_model_len / page_size)
+        self.page_size = page_size
+        cache = ContinuousBatchingConfig(
+            page_size=page_size, num_blocks=self.num_blocks,
+            max_batch_tokens=max(self.max_model_len, 256),
+            max_requests_per_batch=self.max_num_seqs, per_request_processors=True,
+            allow_block_sharing=False)
+        manager = self.model.init_continuous_batching(generation_config=generation,
+                                                      continuous_batching_config=cache)
+        manager.start()
+        logger.info("KV cache: %d blocks of %d tokens, for %d sequences of up to %d tokens",
+                    self.num_blocks, page_size, self.max_num_seqs, self.max_model_len)
+        return manager
+
+    # One step.
+
+    def handle(self, data: list, context) -> list:
+        ids = [context.get_request_id(i) for i in range(len(data))]
+        self._cancel_gone(set(ids))
+        answers: dict[int, Any] = {}
+        for i, (request_id, row) in enumerate(zip(ids, data)):
+            if request_id in self.running:
+                continue
+            try:
+                self._start(request_id, request_body(row))
+            except GenerationError as error:
+                answers[i] = {"code": error.status, "type": "BadRequestError",
+                              "message": str(error), "param": error.param}
+                context.set_response_status(error.status, str(error), i)
+        if self.running:
+            self._collect(context.metrics)
+        for i, request_id in enumerate(ids):
+            if i in answers:
+                continue
+            generation = self.running[request_id]
+            answers[i] = self._part(generation)
+            finished = all(choice.done for choice in generation.choices)
+            context.set_response_header(i, "ts_stream_next", "false" if finished else "true")
+            if finished:
+                self._forget(request_id)
+        return [answers[i] for i in range(len(data))]
+
+    def _start(self, request_id: str, body: dict) -> None:
+        generation, sampling = self._read(body)
+        self.running[request_id] = generation
+        for index, choice in enumerate(generation.choices):
+            self._by_sequence[choice.sequence_id] = (request_id, index)
+            self.manager.add_request(generation.prompt_ids, request_id=choice.sequence_id,
+                                     max_new_tokens=generation.max_tokens, streaming=True,
+                                     eos_token_id=[] if generation.ignore_eos
+                                     else self.eos_token_ids, **sampling)
+
+    def _collect(self, metrics) -> None:
+        """Wait for the next tokens (the manager's thread decodes), then take all there are;
+        TorchServe-style handler metrics of them."""
+        output = self.manager.get_result(timeout=30)
+        if output is None:
+            error = self.manager.background_thread_status.fatal_error
+            raise RuntimeError(f"Generation stopped: {error or 'no tokens for 30 s'}")
+        now, generated = time.monotonic(), 0
+        while output is not None:
+            where = self._by_sequence.get(output.request_id)
+            if where is not None and where[0] in self.running:
+                generation = self.running[where[0]]
+                choice = generation.choices[where[1]]
+                if not choice.done:
+                    if output.error:
+                        raise RuntimeError(output.error)
+                    new = len(output.generated_tokens) - len(choice.tokens)
+                    if new > 0 and metrics is not None:
+                        since = choice.last_token_at or generation.started
+                        name = "InterTokenLatency" if choice.last_token_at else "TimeToFirstToken"
+                        metrics.add_time(name, round((now - since) * 1000 / new, 3),
+                                         metric_type=MetricTypes.HISTOGRAM)
+                    if new > 0:
+                        generated += new
+                        choice.last_token_at = now
+                    choice.tokens = list(output.generated_tokens)
+                    if output.is_finished():
+                        choice.done = True
+                        choice.finish_reason = ("stop" if choice.tokens and choice.tokens[-1]
+                                                in self.eos_token_ids else "length")
+            output = self.manager.get_result(timeout=0)
+        if metrics is not None:
+            metrics.add_counter("GeneratedTokens", generated)
+            sequences = [c for g in self.running.values() for c in g.choices if not c.done]
+            metrics.add_metric("RunningSequences", len(sequences), "count",
+                               metric_type=MetricTypes.GAUGE)
+            blocks = sum(math.ceil((len(g.prompt_ids) + len(c.tokens)) / self.page_size)
+                         for g in self.running.values() for c in g.choices if not c.done)
+            metrics.add_percent("KVCacheUsage", round(100 * blocks / self.num_blocks, 2))
+
+    def _part(self, generation: Generation) -> Any:
+        """What each choice has added since the last step (its text, cut at a stop string)."""
+        deltas = []
+        for index, choice in enumerate(generation.choices):
+            text = self.tokenizer.decode(choice.tokens, skip_special_tokens=True)
+            end = len(text)
+            for stop in generation.stop:
+                found = text.find(stop)
+                if found != -1 and found < end:
+                    end = found
+            if end < len(text) and not choice.done:  # a stop string: this choice is over
+                self.manager.cancel_request(choice.sequence_id)
+                choice.done, choice.finish_reason = True, "stop"
+            elif end < len(text):
+                choice.finish_reason = "stop"
+            if not choice.done:  # hold back what may still become a stop string or a character
+                end = min(end, safe_end(text, generation.stop))
+            delta = text[choice.sent:end] if end > choice.sent else ""
+            choice.sent = max(choice.sent, end)
+            if index == 0 and generation.echo:
+                delta, generation.echo = generation.echo + delta, ""
+            deltas.append({"index": index, "text": delta,
+                           "finish_reason": choice.finish_reason if choice.done else None})
+        if generation.endpoint == "text":
+            return deltas[0]["text"]
+        part = {"choices": deltas}
+        if all(choice.done for choice in generation.choices):
+            completion = sum(len(c.tokens) for c in generation.choices)
+            part["usage"] = {"prompt_tokens": len(generation.prompt_ids),
+                             "completion_tokens": completion,
+                             "total_tokens": len(generation.prompt_ids) + completion}
+        return part
+
+    def _cancel_gone(self, present: set[str]) -> None:
+        for request_id in [r for r in self.running if r not in present]:
+            for choice in self.running[request_id].choices:
+                if not choice.done:
+                    self.manager.cancel_request(choice.sequence_id)
+            self._forget(request_id)
+
+    def _forget(self, request_id: str) -> None:
+        for choice in self.running.pop(request_id).choices:
+            self._by_sequence.pop(choice.sequence_id, None)
+
+    # A request's parameters, checked as OpenAI checks them.
+
+    def _read(self, body: dict) -> tuple[Generation, dict]:
+        endpoint = body.get("endpoint", "text")
+        echo = ""
+        if endpoint == "chat.completions":
+            prompt_ids = self._chat_prompt(body.get("messages"))
+            max_tokens = optional_int(body, "max_completion_tokens") \
+                or optional_int(body, "max_tokens")
+        elif endpoint == "completions":
+            prompt = prompt_text(body.get("prompt"))
+            prompt_ids = self.tokenizer.encode(prompt)
+            max_tokens = optional_int(body, "max_tokens", default=16)
+            echo = prompt if body.get("echo") else ""
+        else:
+            prompt = body.get("prompt", body.get("data", body.get("body")))
+            if not isinstance(prompt, str):
+                raise GenerationError("'prompt' must be text.", "prompt")
+            prompt_ids = self.tokenizer.encode(prompt)
+            max_tokens = optional_int(body, "max_new_tokens", default=128)
+        room = self.max_model_len - len(prompt_ids)
+        if max_tokens is not None and max_tokens < 1:
+            raise GenerationError("max_tokens must be at least 1.", "max_tokens")
+        if room < 1 or (max_tokens or 0) > room:
+            raise GenerationError(
+                f"This model's maximum context length is {self.max_model_len} tokens. However, "
+                f"you requested {len(prompt_ids) + (max_tokens or 0)} tokens "
+                f"({len(prompt_ids)} in the messages, {max_tokens or 0} in the completion).",
+                "messages" if endpoint == "chat.completions" else "prompt")
+        temperature = number(body, "temperature", 1.0 if endpoint in ENDPOINTS else 0.0, 0, 2)
+        top_p = number(body, "top_p", 1.0, 0, 1)
+        n = optional_int(body, "n", default=1)
+        if not 1 <= n <= self.max_num_seqs:
+            raise GenerationError(f"n must be between 1 and {self.max_num_seqs}.", "n")
+        for name in ("logprobs", "top_logprobs"):
+            if body.get(name):
+                raise GenerationError(f"{name} is not supported by this server's continuous "
+                                      "batching engine.", name)
+        if body.get("seed") is not None and temperature > 0:
+            raise GenerationError("seed with temperature above 0 is not supported by this "
+                                  "server's continuous batching engine: each sequence cannot "
+                                  "have its own random generator. Use temperature 0.", "seed")
+        greedy = temperature == 0
+        sampling = {"temperature": 1.0 if greedy else float(temperature),
+                    "top_p": 1.0 if greedy else max(float(top_p), 1e-6),
+                    "top_k": 1 if greedy else self.model.config.vocab_size}
+        with self._lock:
+            self._counter += 1
+            first = self._counter
+        choices = [Choice(f"gen-{first}-{k}") for k in range(n)]
+        return Generation(endpoint, list(prompt_ids), max_tokens or room, stops(body), choices,
+                          echo, ignore_eos=body.get("ignore_eos") is True), sampling
+
+    def _chat_prompt(self, messages) -> list[int]:
+        if not isinstance(messages, list) or not messages:
+            raise GenerationError("'messages' must be a non-empty list.", "messages")
+        for message in messages:
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                raise GenerationError("Each message needs a 'role' and a 'content'.", "messages")
+            if isinstance(message.get("content"), list):  # OpenAI's content parts: the text ones
+                message["content"] = "".join(part.get("text", "") for part in message["content"]
+                                             if isinstance(part, dict))
+        if self.tokenizer.chat_template is None:
+            raise GenerationError("This model's tokenizer has no chat template: use "
+                                  "/v1/completions.", "messages")
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                 tokenize=True)
+        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+    def close(self) -> None:
+        if self.manager is not None:
+            self.manager.stop(block=False)

@@ -290,3 +290,14 @@ class ServingStatus:
                 f"<thead><tr>{head}</tr></thead><tbody>{body}"
                 f"</tbody></table></div><ul>{urls}</ul><pre>{html.escape(self.curl)}</pre>"
                 + "".join(f"<pre>{html.escape(death)}</pre>" for death in self.deaths))
+
+
+def openai_snippet(model: str, url: str, keyed: bool) -> str:
+    """How to call a language model served here with the ``openai`` client: its base_url, and
+    its key named, not printed (a cell's output is saved and shared)."""
+    key = 'nbserve.session.current.keys["inference"]' if keyed else '"none"'
+    return (f"OpenAI's API at {url}/v1:\n"
+            f"    from openai import OpenAI\n"
+            f"    client = OpenAI(base_url=\"{url}/v1\", api_key={key})\n"
+            f"    client.chat.completions.create(model=\"{model}\", "
+            "messages=[{\"role\": \"user\", \"content\": \"Hi\"}])")

@@ -35,8 +35,9 @@ from nbserve.cli.arguments import (
     server_config,
 )
 from nbserve.errors import InferenceError, NBServeError
+from nbserve.handlers.text_generation import serves_text_generation
 from nbserve.notebook import benchmarks, restore, session
-from nbserve.notebook.display import device_text, shown, thumbnail_png
+from nbserve.notebook.display import device_text, openai_snippet, shown, thumbnail_png
 from nbserve.notebook.session import as_body
 from nbserve.notebook.widgets import PredictionUpload
 from nbserve.progress import Progress
@@ -166,6 +167,9 @@ class NBServeMagics(Magics):
             workers = len(version.workers)
             where = f"({device_text(version)}, {workers} worker{'s' * (workers != 1)})"
             print(served_line(version.name, version.version, where, urls["inference"]))
+            if serves_text_generation(version.handler):
+                print(openai_snippet(version.name, urls["inference"],
+                                     bool(session.current.keys)))
 
     def _serve_on_ray(self, args, config) -> None:
         ray = session.current.on_ray(args.ray_address, http_address=args.inference_address,
@@ -224,7 +228,9 @@ class NBServeMagics(Magics):
         args = parse_argstring(self.predict, line)
         handler_error = None
         try:
-            session.current.get(args.model_name, args.version)
+            served = session.current.get(args.model_name, args.version)
+            if serves_text_generation(getattr(served, "handler", None)) and args.input:
+                return self._chat(args)
             if args.input is None:
                 return PredictionUpload(args.model_name, version=args.version)
             data = self._input(args.input)
@@ -283,6 +289,25 @@ class NBServeMagics(Magics):
         except NBServeError as e:
             raise UsageError(str(e)) from None
 
+    def _chat(self, args) -> str:
+        """``%predict chat "Hi"``: the language model's answer (greedy), printed as its tokens
+        come. INPUT is the message, or a variable holding it or a list of OpenAI messages."""
+        value = self._variable(args.input)
+        if value is None:  # IPython's argument parser keeps a quoted argument's quotes
+            value = args.input[1:-1] if args.input[:1] in "'\"" and len(args.input) > 1 \
+                and args.input[-1] == args.input[0] else args.input
+        messages = value if isinstance(value, list) else [{"role": "user", "content": str(value)}]
+        body = {"endpoint": "chat.completions", "messages": messages, "temperature": 0}
+        texts = []
+        for part in session.predict(args.model_name, body, version=args.version, stream=True):
+            if "choices" not in part:  # a bad request's answer
+                raise UsageError(part.get("message", str(part)))
+            text = part["choices"][0]["text"]
+            texts.append(text)
+            print(text, end="", flush=True)
+        print()
+        return StreamedText("".join(texts))
+
     def _input(self, text: str) -> Any:
         """What ``%predict``'s INPUT names, as the body an HTTP client would send."""
         if text.isidentifier() and text in self.shell.user_ns:
@@ -294,6 +319,13 @@ class NBServeMagics(Magics):
         if path.is_file():
             return path.read_bytes()
         raise UsageError(f"{text} is neither a file, a URL, nor a variable.")
+
+
+class StreamedText(str):
+    """An answer already printed as it streamed: kept as the cell's value, not shown again."""
+
+    def _ipython_display_(self) -> None:
+        pass
 
 
 def _numbers(text: str) -> list[int]:

@@ -1,0 +1,39 @@
+"""A language model served from a kernel: ``%serve model --tokenizer tok`` prints how to call
+it with the ``openai`` client (its key named, never printed), ``%predict chat "..."`` streams
+the answer into the cell, and the official client gets the same answer over HTTP."""
+
+import openai
+
+from tests.support.jupyter_app import free_port
+from tests.support.kernel import Kernel, text
+
+LOAD = '''
+from transformers import AutoModelForCausalLM, AutoTokenizer
+model = AutoModelForCausalLM.from_pretrained({folder!r})
+tok = AutoTokenizer.from_pretrained({folder!r})
+'''
+
+
+def test_serve_a_language_model_from_a_kernel_and_call_it(chat_model, tmp_path):
+    port = free_port()
+    env = {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+           "NBSERVE_CACHE_DIR": str(tmp_path / "cache")}
+    with Kernel(tmp_path, env=env) as kernel:
+        kernel.ok("%load_ext nbserve\nimport nbserve")
+        kernel.ok(LOAD.format(folder=str(chat_model)))
+        served = text(kernel.ok(f"%serve model --tokenizer tok --model-name chat "
+                                f"--inference-address http://127.0.0.1:{port}"))
+        key = kernel.value('nbserve.session.current.keys["inference"]')
+        assert f"base_url=\"http://127.0.0.1:{port}/v1\"" in served, served
+        assert key not in served
+
+        streamed = text(kernel.ok('answer = %predict chat "Where is the cat?"'))
+        assert streamed.strip() == "The cat sat on the mat."
+        assert kernel.value("str(answer)") == "The cat sat on the mat."
+
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key)
+        answer = client.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "Where is the cat?"}],
+            temperature=0)
+        assert answer.choices[0].message.content == "The cat sat on the mat."
+        kernel.ok("%serve --stop")

@@ -19,6 +19,8 @@ from nbserve.extension.handlers import (
     AllModelsHandler,
     KernelsHandler,
     MergedMetricsHandler,
+    OpenAICompletionsHandler,
+    OpenAIModelsHandler,
     PageHandler,
     ProxyHandler,
 )
@@ -55,6 +57,8 @@ class NBServe(ExtensionApp):
             (r"/nbserve/kernels", KernelsHandler),
             (r"/nbserve/kernels/(?P<kernel_id>[^/]+)/" + _PATHS, ProxyHandler),
             (r"/nbserve/models", AllModelsHandler),
+            (r"/nbserve/v1/models", OpenAIModelsHandler),
+            (r"/nbserve/(?P<path>v1/(?:chat/)?completions)", OpenAICompletionsHandler),
             (r"/nbserve/metrics", MergedMetricsHandler),
             (r"/nbserve/" + _PATHS, ProxyHandler),
         ])

@@ -97,9 +97,8 @@ class MergedMetricsHandler(NBServeHandler):
         self.finish(merged_metrics(texts), set_content_type="text/plain; version=0.0.4")
 
 
-@stream_request_body
-class ProxyHandler(NBServeHandler):
-    """Any other TorchServe path, streamed to the kernel that answers it and back."""
+class _Forwarding(NBServeHandler):
+    """A request sent on to a kernel's loopback server, and its answer streamed back."""
 
     async def prepare(self):
         await super().prepare()  # Jupyter's identity, Host, Origin and XSRF checks
@@ -110,39 +109,29 @@ class ProxyHandler(NBServeHandler):
             raise HTTPError(403, "Log in to Jupyter, or send its token, to call the models.")
         action = {"GET": "read", "HEAD": "read"}.get(self.request.method, "write")
         await self._require(action, AUTH_RESOURCE)
-        kernel_id, path = self.path_kwargs.get("kernel_id"), self.path_kwargs["path"]
-        if changes_models(self.request.method, path):
-            await self._require("execute", "kernels", "a model's archive runs its code in the "
-                                                      "kernel, as a cell does")
-        if self.request.query:
-            path += "?" + self.request.query
-        self.kernel = self.kernels.get(kernel_id) if kernel_id else await self.kernels.owner(path)
-        self._body: asyncio.Queue = asyncio.Queue()
-        has_body = self.request.method in ("POST", "PUT", "PATCH")
-        headers = {k: v for k, v in self.request.headers.get_all() if k.lower() not in _REQUEST_ONLY}
-        request = self.kernels.request(
-            self.kernel, path, method=self.request.method, headers=headers,
-            body_producer=self._produce if has_body else None,
-            header_callback=self._on_header, streaming_callback=self._on_chunk)
-        self._upstream = asyncio.ensure_future(
-            AsyncHTTPClient().fetch(request, raise_error=False))
         self._content_type = "application/json"
         #: Whether the answer goes out as a download (its content type is not passive).
         self._download = False
         self.set_header("X-Content-Type-Options", "nosniff")
+
+    def _send(self, kernel, path: str, **body) -> None:
+        """Start the request to ``kernel`` (``body``: HTTPRequest's ``body`` or
+        ``body_producer``); its answer streams back as it comes."""
+        self.kernel = kernel
+        if self.request.query:
+            path += "?" + self.request.query
+        headers = {k: v for k, v in self.request.headers.get_all() if k.lower() not in _REQUEST_ONLY}
+        request = self.kernels.request(
+            kernel, path, method=self.request.method, headers=headers,
+            header_callback=self._on_header, streaming_callback=self._on_chunk, **body)
+        self._upstream = asyncio.ensure_future(
+            AsyncHTTPClient().fetch(request, raise_error=False))
 
     async def _require(self, action: str, resource: str, why: str = "") -> None:
         if not await ensure_async(self.authorizer.is_authorized(
                 self, self.current_user, action, resource)):
             raise HTTPError(403, f"User is not authorized to {action} on resource: {resource}"
                                  + (f" ({why})." if why else "."))
-
-    async def data_received(self, chunk: bytes) -> None:
-        self._body.put_nowait(chunk)
-
-    async def _produce(self, write) -> None:
-        while (chunk := await self._body.get()) is not None:
-            await write(chunk)
 
     def _on_header(self, line: str) -> None:
         if line.startswith("HTTP/"):
@@ -167,18 +156,78 @@ class ProxyHandler(NBServeHandler):
         self.write(chunk)
         self.flush()
 
-    async def _forward(self, **_) -> None:
-        self._body.put_nowait(None)
+    async def _answer(self) -> None:
         try:
             await self._upstream
         except (OSError, HTTPClientError) as e:
             raise unreachable(self.kernel, e) from None
         self.finish(set_content_type=self._content_type)
 
+
+@stream_request_body
+class ProxyHandler(_Forwarding):
+    """Any other TorchServe path, streamed to the kernel that answers it and back."""
+
+    async def prepare(self):
+        await super().prepare()
+        kernel_id, path = self.path_kwargs.get("kernel_id"), self.path_kwargs["path"]
+        if changes_models(self.request.method, path):
+            await self._require("execute", "kernels", "a model's archive runs its code in the "
+                                                      "kernel, as a cell does")
+        kernel = self.kernels.get(kernel_id) if kernel_id else await self.kernels.owner(path)
+        self._body: asyncio.Queue = asyncio.Queue()
+        has_body = self.request.method in ("POST", "PUT", "PATCH")
+        self._send(kernel, path, body_producer=self._produce if has_body else None)
+
+    async def data_received(self, chunk: bytes) -> None:
+        self._body.put_nowait(chunk)
+
+    async def _produce(self, write) -> None:
+        while (chunk := await self._body.get()) is not None:
+            await write(chunk)
+
+    async def _forward(self, **_) -> None:
+        self._body.put_nowait(None)
+        await self._answer()
+
     get = authorized(_forward)
     post = authorized(_forward)
     put = authorized(_forward)
     delete = authorized(_forward)
+
+
+class OpenAICompletionsHandler(_Forwarding):
+    """``POST nbserve/v1/chat/completions`` and ``/v1/completions``: OpenAI's client with
+    ``base_url=f"{jupyter_url}nbserve/v1"`` and Jupyter's token as its ``api_key``; the model
+    named in the body picks the kernel, its tokens stream back as the kernel sends them."""
+
+    @authorized
+    async def post(self, path: str):
+        try:
+            model = json.loads(self.request.body or b"{}").get("model")
+        except (ValueError, AttributeError):
+            model = None
+        if not isinstance(model, str) or not model:
+            raise HTTPError(400, "You must provide a model parameter.")
+        self._send(await self.kernels.owner(f"predictions/{model}"), path, body=self.request.body)
+        await self._answer()
+
+
+class OpenAIModelsHandler(NBServeHandler):
+    """``GET nbserve/v1/models``: every kernel's language models, as OpenAI lists them."""
+
+    @authorized
+    async def get(self):
+        cards = {}
+        for kernel in self.kernels.list():
+            try:
+                response = await self.kernels.fetch(kernel, "v1/models")
+                listed = json.loads(response.body).get("data", []) if response.code == 200 else []
+            except (HTTPError, ValueError):
+                continue
+            for card in listed:
+                cards.setdefault(card["id"], card)  # the newest kernel's, as requests go there
+        self.finish(json.dumps({"object": "list", "data": list(cards.values())}))
 
 
 class PageHandler(ExtensionHandlerMixin, JupyterHandler):

@@ -23,6 +23,8 @@ class GenerationError(Exception):
 class Choice:
     sequence_id: str
     tokens: list[int] = field(default_factory=list)
+    text: str = ""  # its tokens decoded, as of ``decoded`` tokens
+    decoded: int = 0
     sent: int = 0  # characters of the text already answered
     finish_reason: str | None = None
     done: bool = False

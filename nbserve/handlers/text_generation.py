@@ -12,8 +12,8 @@ cancelled. A bad request is answered alone, with 400 and the parameter it is abo
 
 Settings, under ``handler:`` in model-config.yaml (vLLM's names, which ``ts.llm_launcher``
 writes, are read too): ``model_path`` (else the archive's folder), ``max_num_seqs`` (16),
-``max_model_len`` (the model's context, at most 4096) and ``page_size`` (32 tokens). The KV
-cache is sized from them, not from free memory.
+``max_model_len`` (the model's context, at most 4096), ``page_size`` (32 tokens) and, on a
+CPU, ``torch_threads`` (1). The KV cache is sized from them, not from free memory.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import sys
 import threading
 import time
 from pathlib import Path
@@ -60,7 +61,8 @@ def generation_settings(model_yaml: dict) -> dict:
             "max_num_seqs": int(handler.get("max_num_seqs")
                                 or engine.get("max_num_seqs") or DEFAULT_MAX_NUM_SEQS),
             "max_model_len": handler.get("max_model_len") or engine.get("max_model_len"),
-            "page_size": int(handler.get("page_size") or 32)}
+            "page_size": int(handler.get("page_size") or 32),
+            "torch_threads": handler.get("torch_threads")}
 
 
 def serves_text_generation(handler: Any) -> bool:
@@ -118,13 +120,20 @@ class TextGenerationHandler:
             self.model = AutoModelForCausalLM.from_pretrained(
                 folder, dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32)
         self.model = self.model.to(device).eval()
+        if device == "cpu" and (settings["torch_threads"] or "ipykernel" not in sys.modules):
+            # Measured (bench/llm.py, 2 cores): one intra-op thread decodes faster than two
+            # once HTTP and the clients need a core too; handler.torch_threads overrides it.
+            # In a kernel the setting is the notebook's own (torch's is per process).
+            torch.set_num_threads(int(settings["torch_threads"] or 1))
         context_length = getattr(self.model.config, "max_position_embeddings", None) \
             or DEFAULT_MAX_MODEL_LEN
         self.max_model_len = int(settings["max_model_len"]
                                  or min(context_length, DEFAULT_MAX_MODEL_LEN))
         self.max_num_seqs = settings["max_num_seqs"]
-        #: Read by nbserve.serving.loops.ContinuousLoop: how many requests may run at once.
+        #: Read by nbserve.serving.loops.ContinuousLoop: how many requests may run at once,
+        #: and that the forward passes (the manager's thread) are not its steps to time.
         self.max_running = self.max_num_seqs
+        self.sets_own_threads = True
         self.eos_token_ids = self._eos_token_ids()
         self.manager = self._start_manager(settings["page_size"])
 
@@ -239,10 +248,14 @@ class TextGenerationHandler:
             metrics.add_percent("KVCacheUsage", round(100 * blocks / self.num_blocks, 2))
 
     def _part(self, generation: Generation) -> Any:
-        """What each choice has added since the last step (its text, cut at a stop string)."""
-        deltas = []
+        """What each choice has added since the last step (its text, cut at a stop string);
+        None while nothing has (no part is sent)."""
+        deltas, changed = [], False
         for index, choice in enumerate(generation.choices):
-            text = self.tokenizer.decode(choice.tokens, skip_special_tokens=True)
+            if choice.decoded != len(choice.tokens):
+                choice.text = self.tokenizer.decode(choice.tokens, skip_special_tokens=True)
+                choice.decoded, changed = len(choice.tokens), True
+            text = choice.text
             end = len(text)
             for stop in generation.stop:
                 found = text.find(stop)
@@ -261,10 +274,13 @@ class TextGenerationHandler:
                 delta, generation.echo = generation.echo + delta, ""
             deltas.append({"index": index, "text": delta,
                            "finish_reason": choice.finish_reason if choice.done else None})
+        finished = all(choice.done for choice in generation.choices)
+        if not (changed or finished or generation.echo):
+            return None
         if generation.endpoint == "text":
             return deltas[0]["text"]
         part = {"choices": deltas}
-        if all(choice.done for choice in generation.choices):
+        if finished:
             completion = sum(len(c.tokens) for c in generation.choices)
             part["usage"] = {"prompt_tokens": len(generation.prompt_ids),
                              "completion_tokens": completion,

@@ -67,6 +67,9 @@ class ContinuousLoop:
         host, service, worker = self.host, self.service, self.service.worker_id
         # A handler may say how many requests it runs at once (text generation's max_num_seqs).
         capacity = getattr(service.handler, "max_running", None) or host.config.batch_size
+        # Its steps are timed to choose torch's threads, unless its forward passes run on a
+        # thread of its own (text generation's), where a step is the wait for the next tokens.
+        timed = not getattr(service.handler, "sets_own_threads", False)
         running: list[Request] = []
         while True:
             room = capacity - len(running)
@@ -80,7 +83,10 @@ class ContinuousLoop:
             running = [r for r in running if not r.settled]  # timed out, or its client left
             if running:
                 host.stats.record_batch(len(running))
-                with tuner.timing(len(running)):
+                if timed:
+                    with tuner.timing(len(running)):
+                        running = service.step(running)
+                else:
                     running = service.step(running)
 
     def close(self) -> None:

@@ -52,9 +52,9 @@ class HandlerService:
     def step(self, requests: list[Request]) -> list[Request]:
         """One step of TorchServe's continuous batching: ``handle`` on every running request;
         a request whose answer goes on (``ts_stream_next: true``, or the handler's
-        ``context.stopping_criteria`` says not yet) gets it as a part and stays; the others
-        get their answer. The requests that stay. A step that fails fails them all: the
-        handler's state for each has moved on, so none can be run again alone."""
+        ``context.stopping_criteria`` says not yet) gets it as a part (none for None) and
+        stays; the others get their answer. The requests that stay. A step that fails fails
+        them all: the handler's state for each has moved on, so none can be run again alone."""
         context = self.context_for(requests)
         context.stopping_criteria = None
         try:
@@ -72,7 +72,8 @@ class HandlerService:
                 stop = context.stopping_criteria[i](value)
                 goes_on = goes_on if stop is None else not stop
             if goes_on and not request.settled:
-                request.send_part(value)
+                if value is not None:  # a step may have nothing new for it
+                    request.send_part(value)
                 staying.append(request)
             else:
                 status, _ = context.get_response_status(i)

@@ -96,11 +96,10 @@ class PredictionHandler(BodyHandler):
     """
 
     async def post(self, model: str, version: str | None = None):
-        loop = asyncio.get_running_loop()
         self._streamed = 0
         prediction = await self.predict(
             model, version, request_inputs(self.request.headers, self.body),
-            on_part=lambda value: loop.call_soon_threadsafe(self._write_part, value))
+            on_part=lambda value: self.server.call_in_loop(self._write_part, value))
         limit = self.server.config.max_response_size - self._streamed
         status, headers, body = prediction_answer(prediction, limit)
         if not self._streamed:

@@ -12,7 +12,6 @@ OpenAI's ``{"error": {...}}``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from nbserve.api import openai
@@ -71,10 +70,9 @@ class CompletionsHandler(_OpenAIHandler):
         self.engine.get(model, version or None)  # 404 before anything runs
         completion = openai.Completion(endpoint, model, body)
         stream = body.get("stream") is True
-        loop = asyncio.get_running_loop()
 
         def on_part(part):
-            loop.call_soon_threadsafe(self._on_part, completion, part, stream)
+            self.server.call_in_loop(self._on_part, completion, part, stream)
 
         self._streaming = False
         prediction = await self.predict(model, version, {"body": {**body, "endpoint": endpoint}},

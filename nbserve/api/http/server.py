@@ -14,6 +14,7 @@ import os
 import ssl
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -157,6 +158,8 @@ class Server:
     def _run(self, sockets: dict, tls: dict[str, ssl.SSLContext], started: threading.Event) -> None:
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
+        #: Runs ``fn(*args)`` on this event loop, from a worker's thread (a streamed part).
+        self.call_in_loop = LoopCalls(self._loop)
         for api, socks in sockets.items():
             arguments = {"server": self, "api": api}
             app = Application([(route.pattern, HANDLERS[route.name],
@@ -233,6 +236,34 @@ class Server:
         return {"openapi": "3.0.1",
                 "info": {"title": "TorchServe APIs, served by nbserve", "version": __version__},
                 "paths": paths}
+
+
+class LoopCalls:
+    """Calls into an event loop from other threads, run together: one wake-up of the loop for
+    all the parts a decode step streams to its requests, not one each."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self._calls: deque = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def __call__(self, fn, *args) -> None:
+        with self._lock:
+            self._calls.append((fn, args))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self.loop.call_soon_threadsafe(self._run)
+
+    def _run(self) -> None:
+        with self._lock:
+            calls, self._calls, self._scheduled = self._calls, deque(), False
+        for fn, args in calls:
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001 - one request's failure, not its neighbours'
+                logger.exception("Writing a streamed part failed")
 
 
 def _with_port(address: str, port: int) -> str:

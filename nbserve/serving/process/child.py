@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import signal
 import sys
 import threading
@@ -55,6 +56,7 @@ def main(fd: int) -> None:
              "".join(traceback.format_exception(error)))
         return
     send(Kind.READY, None, worker.gpu_memory)
+    outbox = Outbox(send)
     pending: dict[str, Request] = {}  # by id, until answered: what a CANCEL can reach
     while True:
         try:
@@ -71,16 +73,62 @@ def main(fd: int) -> None:
             continue
         _, request_id, inputs, headers = message
         request = Request(inputs=inputs, headers=headers, id=request_id,
-                          on_part=lambda value, rid=request_id: send(Kind.PART, rid, plain(value)))
+                          on_part=lambda value, rid=request_id: outbox.part(rid, plain(value)))
         pending[request_id] = request
         request.future.add_done_callback(
             lambda _, request=request: (pending.pop(request.id, None),
-                                        _reply(send, host.label, request)))
+                                        _reply(outbox.put, host.label, request)))
         host.queue.put(request)
     host.queue.close()
     worker.join()
+    outbox.close()
     sys.stdout.flush()
     sys.stderr.flush()
+
+
+class Outbox:
+    """Answers and streamed parts to the server, sent in order by one thread; the parts that
+    pile up while it sends go in one message (a decode step streams a part to each of its
+    requests at once)."""
+
+    def __init__(self, send):
+        self._send = send
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="nbserve-outbox", daemon=True)
+        self._thread.start()
+
+    def part(self, request_id: str, value) -> None:
+        self._queue.put((Kind.PART, request_id, (value,)))
+
+    def put(self, kind: str, request_id: str | None, *payload) -> None:
+        self._queue.put((kind, request_id, payload))
+
+    def close(self) -> None:
+        """Send what is queued, then stop."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            items = [self._queue.get()]
+            while not self._queue.empty():
+                items.append(self._queue.get())
+            parts = []
+            for item in items:
+                if item is None:
+                    if parts:
+                        self._send(Kind.PARTS, None, parts)
+                    return
+                kind, request_id, payload = item
+                if kind == Kind.PART:
+                    parts.append((request_id, payload[0]))
+                    continue
+                if parts:
+                    self._send(Kind.PARTS, None, parts)
+                    parts = []
+                self._send(kind, request_id, *payload)
+            if parts:
+                self._send(Kind.PARTS, None, parts)
 
 
 class ChildHost:

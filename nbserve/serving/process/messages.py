@@ -23,6 +23,7 @@ class Kind:
     BATCH = "batch"  #: its size, the batching policy's target and wait
     METRIC = "metric"  #: a handler metric's name, unit, dimensions, type, value, dimension values
     PART = "part"  #: (a request's) a part of a streamed answer
+    PARTS = "parts"  #: [(request id, part), ...]: the parts that were ready together
     ANSWER = "answer"  #: (a request's) value, status, headers, stages
     ERROR = "error"  #: (a request's) nbserve error, stages
 

@@ -318,10 +318,11 @@ class ProcessWorker:
                 now = time.monotonic()
                 with self._slots:
                     self._started.update(dict.fromkeys(payload[0], now))
-            elif kind == Kind.PART:
-                request = self._in_flight.get(request_id)
-                if request is not None:
-                    request.send_part(payload[0])
+            elif kind == Kind.PARTS:
+                for part_of, part in payload[0]:
+                    request = self._in_flight.get(part_of)
+                    if request is not None:
+                        request.send_part(part)
             elif kind == Kind.BATCH:
                 size, self.batch_target, self.batch_wait_s = payload
                 version.stats.record_batch(size)

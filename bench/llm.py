@@ -5,6 +5,8 @@ client, in rounds with the servers rotating; and one stream against transformers
 
     python bench/llm.py --rounds 3 --streams 1,8,32 --seconds 10
 
+(``transformers serve`` needs ``pip install 'transformers[serving]' accelerate``.)
+
 Without ``--model``, the tests' tiny chat model is built (tests/support/llm.py, a few seconds);
 greedy, so both servers generate the same tokens. Figures: generated tokens/s over the window,
 time to first token and inter-token latency (median), and errors.
@@ -27,9 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-QUESTIONS = ["Where is the cat?", "Hi", "What is served?", "How do tokens arrive?",
-             "When does the kernel answer?", "Why batch?", "What do requests get?",
-             "Where did the dog run?"]
+from tests.support.llm import QUESTIONS  # noqa: E402 - the tiny model's own questions
 
 
 def free_port() -> int:

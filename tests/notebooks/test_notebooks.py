@@ -16,9 +16,10 @@ def outputs(notebook) -> str:
                    for cell in notebook.cells for o in cell.get("outputs", []))
 
 
-def test_there_are_three_tutorials():
+def test_there_are_four_tutorials():
     assert [p.name for p in NOTEBOOKS] == [
-        "01-densenet161-workflow.ipynb", "02-custom-handler.ipynb", "03-operate.ipynb"]
+        "01-densenet161-workflow.ipynb", "02-custom-handler.ipynb", "03-operate.ipynb",
+        "04-language-model.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -66,6 +67,10 @@ def test_runs_top_to_bottom_offline(path, tmp_path, monkeypatch):
             assert f"{label}" in predicted and f"{score:.4f}" in predicted
     if path.name.startswith("02"):
         assert "[\n  3.0,\n  5.0,\n  7.0\n]" in text and "blue" in text
+    if path.name.startswith("04"):
+        assert "OFFLINE: could not download HuggingFaceTB/SmolLM2-135M-Instruct" in text
+        assert "The cat sat on the mat." in text and "['chat']" in text
+        assert "8 stream(s):" in text
     if path.name.startswith("03"):
         assert "64 answers, statuses [200]" in text and "same answer as %predict: True" in text
         assert "same answer as nbserve: True" in text  # TorchServe is in the test extra

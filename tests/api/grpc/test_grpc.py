@@ -138,6 +138,25 @@ def test_stream_predictions_streams_the_handlers_parts(nbserve_grpc, torchserve_
     assert mine == reference and [p.decode() for p in mine] == archives.STREAMING_PARTS
 
 
+def test_stream_predictions_streams_a_language_models_tokens(stubs, chat_model):
+    engine = Engine()
+    engine.register(chat_model)
+    ports = {"inference": free_port(), "management": free_port()}
+    server, _ = start_server(engine, enable_grpc=True, grpc_inference_port=ports["inference"],
+                             grpc_management_port=ports["management"])
+    try:
+        client = Client(stubs, server.grpc.urls["inference"], server.grpc.urls["management"],
+                        server.tokens.keys)
+        prompt = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        body = json.dumps({"prompt": prompt, "max_new_tokens": 40}).encode()
+        request = client.pb.PredictionsRequest(model_name="chat", input={"data": body})
+        parts = [r.prediction.decode() for r in client.call("StreamPredictions", request)]
+        assert len(parts) > 3 and "".join(parts) == "Hello! How can I help you today?"
+    finally:
+        server.stop()
+        engine.close()
+
+
 def test_stream_predictions2_serves_a_sequence_in_turn(stubs, tmp_path):
     """TorchServe's StreamPredictions2 on its stateful example: a stream's answers sum in
     order on one worker; a first request with neither an id nor the start flag fails in its

@@ -1,6 +1,7 @@
 """TorchServe's gRPC APIs: a client generated from TorchServe 0.12's own proto files (taken
 from its wheel's model-server.jar) calls every RPC on nbserve and on TorchServe, same archives."""
 
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -138,37 +139,35 @@ def test_stream_predictions_streams_the_handlers_parts(nbserve_grpc, torchserve_
     assert mine == reference and [p.decode() for p in mine] == archives.STREAMING_PARTS
 
 
-def test_stream_predictions_streams_a_language_models_tokens(stubs, chat_model):
+@contextlib.contextmanager
+def grpc_serving(stubs, source):
+    """An engine serving ``source`` over gRPC on free ports, and a client holding its keys."""
     engine = Engine()
-    engine.register(chat_model)
-    ports = {"inference": free_port(), "management": free_port()}
-    server, _ = start_server(engine, enable_grpc=True, grpc_inference_port=ports["inference"],
-                             grpc_management_port=ports["management"])
+    engine.register(source)
+    server, _ = start_server(engine, enable_grpc=True, grpc_inference_port=free_port(),
+                             grpc_management_port=free_port())
     try:
-        client = Client(stubs, server.grpc.urls["inference"], server.grpc.urls["management"],
-                        server.tokens.keys)
+        yield Client(stubs, server.grpc.urls["inference"], server.grpc.urls["management"],
+                     server.tokens.keys)
+    finally:
+        server.stop()
+        engine.close()
+
+
+def test_stream_predictions_streams_a_language_models_tokens(stubs, chat_model):
+    with grpc_serving(stubs, chat_model) as client:
         prompt = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
         body = json.dumps({"prompt": prompt, "max_new_tokens": 40}).encode()
         request = client.pb.PredictionsRequest(model_name="chat", input={"data": body})
         parts = [r.prediction.decode() for r in client.call("StreamPredictions", request)]
         assert len(parts) > 3 and "".join(parts) == "Hello! How can I help you today?"
-    finally:
-        server.stop()
-        engine.close()
 
 
 def test_stream_predictions2_serves_a_sequence_in_turn(stubs, tmp_path):
     """TorchServe's StreamPredictions2 on its stateful example: a stream's answers sum in
     order on one worker; a first request with neither an id nor the start flag fails in its
     own answer, and the stream goes on; a stream that starts a sequence learns its id."""
-    engine = Engine()
-    engine.register(archives.stateful(tmp_path))
-    ports = {"inference": free_port(), "management": free_port()}
-    server, _ = start_server(engine, enable_grpc=True, grpc_inference_port=ports["inference"],
-                             grpc_management_port=ports["management"])
-    try:
-        client = Client(stubs, server.grpc.urls["inference"], server.grpc.urls["management"],
-                        server.tokens.keys)
+    with grpc_serving(stubs, archives.stateful(tmp_path)) as client:
         request = client.pb.PredictionsRequest
 
         def stream(*requests):
@@ -190,9 +189,6 @@ def test_stream_predictions2_serves_a_sequence_in_turn(stubs, tmp_path):
         assert [int(a.prediction.split()[0]) for a in started] == [2, 7]
         assert started[0].sequence_id.startswith("ts-seq-")
         assert started[0].sequence_id == started[1].sequence_id
-    finally:
-        server.stop()
-        engine.close()
 
 
 def test_errors_carry_the_status_that_says_what_happened(nbserve_grpc, torchserve_grpc):

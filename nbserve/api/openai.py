@@ -41,6 +41,7 @@ class Completion:
         self.include_usage = isinstance(options, dict) and options.get("include_usage") is True
         self.texts: dict[int, list[str]] = {}
         self.finish_reasons: dict[int, str | None] = {}
+        self.logprobs: dict[int, list[dict]] = {}
         self.usage: dict | None = None
 
     def add(self, part: dict) -> list[dict]:
@@ -54,6 +55,9 @@ class Completion:
                 self.finish_reasons[index] = choice["finish_reason"]
             if not (text or first or choice["finish_reason"]):
                 continue
+            logprobs = choice.get("logprobs")
+            if logprobs is not None:
+                self.logprobs.setdefault(index, []).extend(logprobs)
             if self.chat:
                 delta = {"role": "assistant", "content": text} if first else {"content": text}
                 if not text and not first:
@@ -61,7 +65,7 @@ class Completion:
                 entry = {"index": index, "delta": delta}
             else:
                 entry = {"index": index, "text": text}
-            entry.update(logprobs=None, finish_reason=choice["finish_reason"])
+            entry.update(logprobs=self._logprobs(logprobs), finish_reason=choice["finish_reason"])
             chunks.append(self._object([entry], chunk=True))
         if part.get("usage"):
             self.usage = part["usage"]
@@ -79,9 +83,27 @@ class Completion:
             text = "".join(self.texts[index])
             choice = ({"index": index, "message": {"role": "assistant", "content": text}}
                       if self.chat else {"index": index, "text": text})
-            choice.update(logprobs=None, finish_reason=self.finish_reasons.get(index))
+            choice.update(logprobs=self._logprobs(self.logprobs.get(index)),
+                          finish_reason=self.finish_reasons.get(index))
             choices.append(choice)
         return dict(self._object(choices), usage=self.usage)
+
+    def _logprobs(self, tokens: list[dict] | None) -> dict | None:
+        """The handler's per-token log probabilities in the endpoint's shape: chat's
+        ``content`` list, or completions' parallel lists."""
+        if tokens is None:
+            return None
+        if self.chat:
+            return {"content": tokens}
+        offsets, offset = [], 0
+        for token in tokens:
+            offsets.append(offset)
+            offset += len(token["token"])
+        return {"tokens": [t["token"] for t in tokens],
+                "token_logprobs": [t["logprob"] for t in tokens],
+                "top_logprobs": [{b["token"]: b["logprob"] for b in t["top_logprobs"]}
+                                 for t in tokens],
+                "text_offset": offsets}
 
     def _object(self, choices: list[dict], chunk: bool = False) -> dict:
         kind = ("chat.completion.chunk" if chunk else "chat.completion") if self.chat \

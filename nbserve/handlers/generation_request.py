@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 #: OpenAI's endpoints, as nbserve.api.openai names them in the request it hands on.
 ENDPOINTS = ("chat.completions", "completions")
@@ -29,6 +30,9 @@ class Choice:
     finish_reason: str | None = None
     done: bool = False
     last_token_at: float | None = None  # time.monotonic() of its latest token
+    #: Per token: ``(token id, log probability, [(id, log probability), ...] most likely)``.
+    logprobs: list = field(default_factory=list)
+    logprobs_sent: int = 0
 
 
 @dataclass
@@ -41,6 +45,10 @@ class Generation:
     echo: str = ""
     #: vLLM's extension: generate ``max_tokens`` whatever the model says (benchmarks use it).
     ignore_eos: bool = False
+    #: How many most likely tokens each token's log probability comes with (None: none asked).
+    logprobs: int | None = None
+    #: Run alone with ``generate`` (a seed, or log probabilities): its future, else None.
+    solo: Any = None
     started: float = field(default_factory=time.monotonic)
 
 

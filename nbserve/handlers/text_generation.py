@@ -24,6 +24,7 @@ import math
 import sys
 import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,8 @@ class TextGenerationHandler:
         self._by_sequence: dict[str, tuple[str, int]] = {}
         self._counter = 0
         self._lock = threading.Lock()
+        #: Requests run alone with generate (a seed, or log probabilities), one at a time.
+        self._solo = ThreadPoolExecutor(1, thread_name_prefix="nbserve-generate")
 
     def initialize(self, context) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -190,6 +193,14 @@ class TextGenerationHandler:
             if i in answers:
                 continue
             generation = self.running[request_id]
+            failed = generation.solo.exception() if generation.solo and generation.solo.done() \
+                else None
+            if failed is not None:  # its own failure, answered alone
+                answers[i] = {"code": 500, "type": "InternalServerException",
+                              "message": f"{type(failed).__name__}: {failed}"}
+                context.set_response_status(500, str(failed), i)
+                self._forget(request_id)
+                continue
             answers[i] = self._part(generation)
             finished = all(choice.done for choice in generation.choices)
             context.set_response_header(i, "ts_stream_next", "false" if finished else "true")
@@ -200,6 +211,12 @@ class TextGenerationHandler:
     def _start(self, request_id: str, body: dict) -> None:
         generation, sampling = self._read(body)
         self.running[request_id] = generation
+        if generation.logprobs is not None or body.get("seed") is not None:
+            # The manager has neither a random generator per sequence nor the model's own
+            # log probabilities: such a request runs alone, with generate, answered whole.
+            generation.solo = self._solo.submit(self._generate, generation, sampling,
+                                                body.get("seed"))
+            return
         for index, choice in enumerate(generation.choices):
             self._by_sequence[choice.sequence_id] = (request_id, index)
             self.manager.add_request(generation.prompt_ids, request_id=choice.sequence_id,
@@ -210,11 +227,24 @@ class TextGenerationHandler:
     def _collect(self, metrics) -> None:
         """Wait for the next tokens (the manager's thread decodes), then take all there are;
         TorchServe-style handler metrics of them."""
-        output = self.manager.get_result(timeout=30)
-        if output is None:
+        solo = [g for g in self.running.values() if g.solo is not None]
+        decoding = len(solo) < len(self.running)
+        output = self.manager.get_result(timeout=0.02 if solo else 30) if decoding else None
+        if output is None and solo:
+            wait([g.solo for g in solo], timeout=None if not decoding else 0,
+                 return_when=FIRST_COMPLETED)
+        elif output is None:
             error = self.manager.background_thread_status.fatal_error
             raise RuntimeError(f"Generation stopped: {error or 'no tokens for 30 s'}")
         now, generated = time.monotonic(), 0
+        for generation in solo:
+            if generation.solo.done() and generation.solo.exception() is None \
+                    and not generation.choices[0].done:
+                for choice, (tokens, logprobs) in zip(generation.choices,
+                                                      generation.solo.result()):
+                    choice.tokens, choice.logprobs, choice.done = tokens, logprobs, True
+                    choice.finish_reason = self._finish_reason(choice.tokens)
+                    generated += len(tokens)
         while output is not None:
             where = self._by_sequence.get(output.request_id)
             if where is not None and where[0] in self.running:
@@ -235,8 +265,7 @@ class TextGenerationHandler:
                     choice.tokens = list(output.generated_tokens)
                     if output.is_finished():
                         choice.done = True
-                        choice.finish_reason = ("stop" if choice.tokens and choice.tokens[-1]
-                                                in self.eos_token_ids else "length")
+                        choice.finish_reason = self._finish_reason(choice.tokens)
             output = self.manager.get_result(timeout=0)
         if metrics is not None:
             metrics.add_counter("GeneratedTokens", generated)
@@ -246,6 +275,43 @@ class TextGenerationHandler:
             blocks = sum(math.ceil((len(g.prompt_ids) + len(c.tokens)) / self.page_size)
                          for g in self.running.values() for c in g.choices if not c.done)
             metrics.add_percent("KVCacheUsage", round(100 * blocks / self.num_blocks, 2))
+
+    def _finish_reason(self, tokens: list[int]) -> str:
+        return "stop" if tokens and tokens[-1] in self.eos_token_ids else "length"
+
+    def _generate(self, generation: Generation, sampling: dict, seed: int | None) -> list:
+        """A request run alone with ``generate``: each choice's tokens (to and with the end
+        of sequence) and its tokens' log probabilities under the model, from ``seed``."""
+        greedy = sampling["top_k"] == 1
+        n = 1 if greedy else len(generation.choices)
+        prompt = torch.tensor([generation.prompt_ids], device=self.model.device)
+        options = {"do_sample": False} if greedy else {
+            "do_sample": True, "temperature": sampling["temperature"],
+            "top_p": sampling["top_p"], "top_k": 0}
+        devices = [self.model.device] if self.model.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            if seed is not None:
+                torch.manual_seed(seed)
+            out = self.model.generate(
+                prompt, max_new_tokens=generation.max_tokens, num_return_sequences=n,
+                eos_token_id=[] if generation.ignore_eos else self.eos_token_ids,
+                pad_token_id=self.tokenizer.pad_token_id or self.eos_token_ids[0],
+                output_logits=True, return_dict_in_generate=True, **options)
+        top = generation.logprobs or 0
+        choices = []
+        for k in range(n):
+            tokens = out.sequences[k][prompt.shape[1]:].tolist()
+            ends = [i for i, t in enumerate(tokens) if t in self.eos_token_ids]
+            tokens = tokens[:ends[0] + 1] if ends and not generation.ignore_eos else tokens
+            logprobs = []
+            for step, token in enumerate(tokens):
+                scores = torch.log_softmax(out.logits[step][k].float(), dim=-1)
+                best = torch.topk(scores, top) if top else None
+                logprobs.append((token, scores[token].item(),
+                                 list(zip(best.indices.tolist(), best.values.tolist()))
+                                 if best is not None else []))
+            choices.append((tokens, logprobs))
+        return choices * len(generation.choices) if greedy else choices
 
     def _part(self, generation: Generation) -> Any:
         """What each choice has added since the last step (its text, cut at a stop string);
@@ -272,8 +338,12 @@ class TextGenerationHandler:
             choice.sent = max(choice.sent, end)
             if index == 0 and generation.echo:
                 delta, generation.echo = generation.echo + delta, ""
-            deltas.append({"index": index, "text": delta,
-                           "finish_reason": choice.finish_reason if choice.done else None})
+            entry = {"index": index, "text": delta,
+                     "finish_reason": choice.finish_reason if choice.done else None}
+            if generation.logprobs is not None:
+                entry["logprobs"] = [self._logprob(t) for t in choice.logprobs
+                                     if t[0] not in self.eos_token_ids]
+            deltas.append(entry)
         finished = all(choice.done for choice in generation.choices)
         if not (changed or finished or generation.echo):
             return None
@@ -287,10 +357,22 @@ class TextGenerationHandler:
                              "total_tokens": len(generation.prompt_ids) + completion}
         return part
 
+    def _logprob(self, entry: tuple) -> dict:
+        """One token's log probability as OpenAI's chat answers it (the API layer writes the
+        completions form from it)."""
+        token, logprob, best = entry
+
+        def described(token_id: int, value: float) -> dict:
+            text = self.tokenizer.decode([token_id])
+            return {"token": text, "logprob": value, "bytes": list(text.encode())}
+
+        return dict(described(token, logprob),
+                    top_logprobs=[described(t, v) for t, v in best])
+
     def _cancel_gone(self, present: set[str]) -> None:
         for request_id in [r for r in self.running if r not in present]:
             for choice in self.running[request_id].choices:
-                if not choice.done:
+                if not choice.done and self.running[request_id].solo is None:
                     self.manager.cancel_request(choice.sequence_id)
             self._forget(request_id)
 
@@ -332,14 +414,18 @@ class TextGenerationHandler:
         n = optional_int(body, "n", default=1)
         if not 1 <= n <= self.max_num_seqs:
             raise GenerationError(f"n must be between 1 and {self.max_num_seqs}.", "n")
-        for name in ("logprobs", "top_logprobs"):
-            if body.get(name):
-                raise GenerationError(f"{name} is not supported by this server's continuous "
-                                      "batching engine.", name)
-        if body.get("seed") is not None and temperature > 0:
-            raise GenerationError("seed with temperature above 0 is not supported by this "
-                                  "server's continuous batching engine: each sequence cannot "
-                                  "have its own random generator. Use temperature 0.", "seed")
+        logprobs = None
+        if endpoint == "chat.completions" and body.get("logprobs"):
+            logprobs = optional_int(body, "top_logprobs", default=0)
+            if not 0 <= logprobs <= 20:
+                raise GenerationError("top_logprobs must be between 0 and 20.", "top_logprobs")
+        elif endpoint == "chat.completions" and body.get("top_logprobs"):
+            raise GenerationError("top_logprobs needs logprobs: true.", "top_logprobs")
+        elif endpoint == "completions" and body.get("logprobs") is not None:
+            logprobs = optional_int(body, "logprobs")
+            if not 0 <= logprobs <= 5:
+                raise GenerationError("logprobs must be between 0 and 5.", "logprobs")
+        optional_int(body, "seed")
         greedy = temperature == 0
         sampling = {"temperature": 1.0 if greedy else float(temperature),
                     "top_p": 1.0 if greedy else max(float(top_p), 1e-6),
@@ -349,7 +435,8 @@ class TextGenerationHandler:
             first = self._counter
         choices = [Choice(f"gen-{first}-{k}") for k in range(n)]
         return Generation(endpoint, list(prompt_ids), max_tokens or room, stops(body), choices,
-                          echo, ignore_eos=body.get("ignore_eos") is True), sampling
+                          echo, ignore_eos=body.get("ignore_eos") is True,
+                          logprobs=logprobs), sampling
 
     def _chat_prompt(self, messages) -> list[int]:
         if not isinstance(messages, list) or not messages:

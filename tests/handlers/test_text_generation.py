@@ -25,14 +25,15 @@ def chat(question, **params):
 
 def generate(engine, body):
     """The parts of one request joined, as the OpenAI route joins them."""
-    completion = Completion("completions", "chat", body)
+    completion = Completion(body.get("endpoint", "completions"), "chat", body)
     for part in engine.stream("chat", body):
         completion.add(part)
     return completion.whole()
 
 
 def text_of(answer):
-    return [choice["text"] for choice in answer["choices"]]
+    return [choice["message"]["content"] if "message" in choice else choice["text"]
+            for choice in answer["choices"]]
 
 
 def generated_alone(folder, question, max_new_tokens=60):
@@ -117,15 +118,45 @@ def test_stop_strings_max_tokens_n_and_torchserves_form(engine):
 
 def test_a_bad_request_is_answered_alone_and_its_neighbours_go_on(engine):
     bad = [chat("Hi", temperature=9), chat("Hi", stop=["a"] * 5), {"endpoint": "chat.completions"},
-           chat("Hi", max_tokens=1000), chat("Hi", logprobs=True)]
+           chat("Hi", max_tokens=1000), chat("Hi", top_logprobs=2)]
     with ThreadPoolExecutor(8) as pool:
         good = [pool.submit(generate, engine, chat("Where is the cat?")) for _ in range(3)]
         answers = [engine.submit("chat", {"body": b}).result() for b in bad]
         assert [text_of(g.result())[0] for g in good] == ["The cat sat on the mat."] * 3
     assert [a.status for a in answers] == [400] * 5
     assert [a.value["param"] for a in answers] == ["temperature", "stop", "messages", "messages",
-                                                   "logprobs"]
+                                                   "top_logprobs"]
     assert "maximum context length is 128 tokens" in answers[3].value["message"]
+
+
+def test_a_seed_reproduces_a_sampled_answer_and_logprobs_are_the_models(engine, chat_model):
+    """Both run alone with generate (the manager has neither), beside the running batch."""
+    def sampled(seed):
+        return text_of(generate(engine, chat("Hi", temperature=1.5, seed=seed, max_tokens=12)))
+
+    assert sampled(7) == sampled(7)
+    assert any(sampled(seed) != sampled(7) for seed in range(8, 14))
+
+    answer = generate(engine, chat("Where is the cat?", logprobs=True, top_logprobs=2))
+    content = answer["choices"][0]["logprobs"]["content"]
+    assert "".join(t["token"] for t in content) == "The cat sat on the mat."
+    assert all(t["top_logprobs"][0]["token"] == t["token"] for t in content)  # greedy
+    tokenizer = AutoTokenizer.from_pretrained(chat_model)
+    model = AutoModelForCausalLM.from_pretrained(chat_model).eval()
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "Where is the cat?"}],
+                                        add_generation_prompt=True, return_tensors="pt")
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    with torch.no_grad():
+        first = torch.log_softmax(model(ids).logits[0, -1], dim=-1).max().item()
+    assert abs(content[0]["logprob"] - first) < 1e-4
+
+    completion = Completion("completions", "chat", {})
+    for part in engine.stream("chat", {"endpoint": "completions", "prompt": "The cat",
+                                       "max_tokens": 5, "temperature": 0, "logprobs": 1}):
+        completion.add(part)
+    logprobs = completion.whole()["choices"][0]["logprobs"]
+    assert len(logprobs["tokens"]) == len(logprobs["token_logprobs"]) == 5
+    assert logprobs["text_offset"][0] == 0 and len(logprobs["top_logprobs"][0]) == 1
 
 
 def test_a_request_that_leaves_is_cancelled(engine):

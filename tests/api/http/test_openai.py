@@ -99,6 +99,18 @@ def test_the_async_client_and_concurrent_greedy_streams_agree(served):
     assert together == [alone, HELLO] * 8
 
 
+def test_logprobs_and_a_seed_through_the_client(client):
+    answer = client.chat.completions.create(model="chat", messages=HI, temperature=0,
+                                            logprobs=True, top_logprobs=2)
+    content = answer.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == HELLO
+    assert all(t.logprob <= 0 and len(t.top_logprobs) == 2 for t in content)
+    twice = [client.chat.completions.create(model="chat", messages=HI, temperature=1.2, seed=3,
+                                            max_tokens=10).choices[0].message.content
+             for _ in range(2)]
+    assert twice[0] == twice[1]
+
+
 def test_torchserves_route_form_and_its_plain_prompt(served):
     url, key, _ = served
     client = openai.OpenAI(base_url=f"{url}/predictions/chat/1.0/v1", api_key=key)

@@ -369,12 +369,21 @@ class TextGenerationHandler:
         return dict(described(token, logprob),
                     top_logprobs=[described(t, v) for t, v in best])
 
-    def _cancel_gone(self, present: set[str]) -> None:
-        for request_id in [r for r in self.running if r not in present]:
-            for choice in self.running[request_id].choices:
-                if not choice.done and self.running[request_id].solo is None:
+    def on_requests_gone(self, request_ids: list[str]) -> None:
+        """Stop generating for requests no longer running (nbserve's continuous loop says so
+        as soon as they leave; a request missing from a step's batch has left too); those
+        already answered are forgotten already."""
+        for request_id in request_ids:
+            generation = self.running.get(request_id)
+            if generation is None:
+                continue
+            for choice in generation.choices:
+                if not choice.done and generation.solo is None:
                     self.manager.cancel_request(choice.sequence_id)
             self._forget(request_id)
+
+    def _cancel_gone(self, present: set[str]) -> None:
+        self.on_requests_gone([r for r in self.running if r not in present])
 
     def _forget(self, request_id: str) -> None:
         for choice in self.running.pop(request_id).choices:

@@ -80,14 +80,21 @@ class ContinuousLoop:
                 if arrived is None and not running:
                     return
                 running += arrived or []
-            running = [r for r in running if not r.settled]  # timed out, or its client left
-            if running:
-                host.stats.record_batch(len(running))
-                if timed:
-                    with tuner.timing(len(running)):
-                        running = service.step(running)
-                else:
-                    running = service.step(running)
+            staying = [r for r in running if not r.settled]  # timed out, or its client left
+            if staying:
+                host.stats.record_batch(len(staying))
+            if staying and timed:
+                with tuner.timing(len(staying)):
+                    staying = service.step(staying)
+            elif staying:
+                staying = service.step(staying)
+            still = set(map(id, staying))
+            gone = [r.id for r in running if id(r) not in still]
+            if gone and hasattr(service.handler, "on_requests_gone"):
+                # Said at once, not at the next step: there may be none (a generation left
+                # alone would decode on to its end). Those it answered are already its own.
+                service.handler.on_requests_gone(gone)
+            running = staying
 
     def close(self) -> None:
         pass

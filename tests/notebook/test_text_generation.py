@@ -1,6 +1,7 @@
 """A language model served from a kernel: ``%serve model --tokenizer tok`` prints how to call
 it with the ``openai`` client (its key named, never printed), ``%predict chat "..."`` streams
-the answer into the cell, and the official client gets the same answer over HTTP."""
+the answer into the cell, the official client gets the same answer over HTTP, and the chat
+box answers and stops."""
 
 import openai
 
@@ -36,4 +37,19 @@ def test_serve_a_language_model_from_a_kernel_and_call_it(chat_model, tmp_path):
             model="chat", messages=[{"role": "user", "content": "Where is the cat?"}],
             temperature=0)
         assert answer.choices[0].message.content == "The cat sat on the mat."
+
+        kernel.ok("box = nbserve.widgets.Chat('chat', temperature=0)\nbox\n"
+                  "box.send('Where is the cat?')\nbox.wait(30)")
+        assert kernel.value("box.messages[-1]") == {"role": "assistant",
+                                                    "content": "The cat sat on the mat."}
+        # Stop cancels: the sequence leaves the batch long before its 200 tokens.
+        kernel.ok("import time\nlong = nbserve.widgets.Chat('chat', max_tokens=200, "
+                  "ignore_eos=True)\nlong.send('Hi')\n"
+                  "while not long._reply: time.sleep(0.005)\nlong.stop()\nlong.wait(30)\n"
+                  "time.sleep(0.5)\nhandler = nbserve.session.current.engine.get('chat')"
+                  ".workers[0].service.handler")
+        assert kernel.value("long.messages[-1]['content'].endswith('[stopped]')")
+        assert kernel.value("len(handler.running)") == 0
+        assert not kernel.value("handler.manager.batch_processor.has_pending_requests()")
+        assert kernel.value("len(tok.encode(long.messages[-1]['content']))") < 150
         kernel.ok("%serve --stop")

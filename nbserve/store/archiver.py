@@ -95,7 +95,7 @@ def archive(
         requirements_file, config_file,
     )
     export_dir.mkdir(parents=True, exist_ok=True)
-    _write(target, archive_format, model_name, members, manifest, progress)
+    write_archive(target, archive_format, model_name, members, manifest, progress)
     return target
 
 
@@ -127,22 +127,30 @@ def _collect_members(*, model_file, serialized_file, handler, extra_files,
     for kind, value in (("model file", model_file), ("serialized file", serialized_file),
                         ("handler", handler)):
         if value is not None:
-            path = _existing_file(value, kind)
+            path = existing_file(value, kind)
             members[path.name] = path
+    members.update(extra_members(extra_files))
+    for kind, value in (("requirements file", requirements_file), ("config file", config_file)):
+        if value is not None:
+            path = existing_file(value, kind)
+            members[path.name] = path
+    return members
+
+
+def extra_members(extra_files) -> dict[str, Path]:
+    """``--extra-files``' members, by name: a file at the top level, a folder's contents
+    (wildcards expanded), as torch-model-archiver copies them."""
+    members: dict[str, Path] = {}
     for path in _expand_extra_files(extra_files):
         if path.is_dir():
             for source in _walk(path):
                 members[source.relative_to(path).as_posix()] = source
         else:
             members[path.name] = path
-    for kind, value in (("requirements file", requirements_file), ("config file", config_file)):
-        if value is not None:
-            path = _existing_file(value, kind)
-            members[path.name] = path
     return members
 
 
-def _existing_file(value, kind: str) -> Path:
+def existing_file(value, kind: str) -> Path:
     path = Path(value)
     if not path.is_file():
         raise ArchiveError(f"The {kind} {str(path)!r} does not exist or is not a file.")
@@ -199,8 +207,8 @@ def _manifest_json(model_name, version, handler, runtime, serialized_file, model
     return json.dumps(manifest, indent=2)
 
 
-def _write(target: Path, archive_format: str, model_name: str, members: dict[str, Path],
-           manifest: str, progress: Progress | None, manifest_path: str = MANIFEST_PATH) -> None:
+def write_archive(target: Path, archive_format: str, model_name: str, members: dict[str, Path],
+                  manifest: str, progress: Progress | None, manifest_path: str = MANIFEST_PATH) -> None:
     """Write into a temporary sibling, then move it into place, so no half archive is left.
     (``manifest_path``: a workflow archive's is ``WAR-INF/MANIFEST.json``.)"""
     meter = _Meter(sum(p.stat().st_size for p in members.values()), progress)

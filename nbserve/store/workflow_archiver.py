@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from nbserve.errors import ArchiveError
-from nbserve.store.archiver import Progress, _existing_file, _expand_extra_files, _walk, _write
+from nbserve.store.archiver import Progress, existing_file, extra_members, write_archive
 from nbserve.store.workflow_archive import MANIFEST_PATH
 
 #: The version of torch-workflow-archiver whose archives these are (TorchServe reads it).
@@ -44,15 +44,13 @@ def archive_workflow(workflow_name: str, spec_file: str | os.PathLike,
     members: dict[str, Path] = {}
     for kind, value in (("spec file", spec_file), ("handler", handler)):
         if value is not None:
-            path = _existing_file(value, kind)
+            path = existing_file(value, kind)
             members[path.name] = path
-    for path in _expand_extra_files(extra_files):
-        for source in (_walk(path) if path.is_dir() else [path]):
-            members[source.relative_to(path).as_posix() if path.is_dir() else path.name] = source
+    members.update(extra_members(extra_files))
     manifest = {"createdOn": datetime.now().strftime("%d/%m/%Y %H:%M:%S"),
                 "workflow": {"workflowName": workflow_name, "specFile": Path(spec_file).name,
                              "handler": Path(handler).name if handler else ""},
                 "archiverVersion": ARCHIVER_VERSION}
-    _write(target, "default", workflow_name, members, json.dumps(manifest, indent=2), progress,
-           manifest_path=MANIFEST_PATH)
+    write_archive(target, "default", workflow_name, members, json.dumps(manifest, indent=2),
+                  progress, manifest_path=MANIFEST_PATH)
     return target

@@ -207,8 +207,9 @@ def _manifest_json(model_name, version, handler, runtime, serialized_file, model
     return json.dumps(manifest, indent=2)
 
 
-def write_archive(target: Path, archive_format: str, model_name: str, members: dict[str, Path],
-                  manifest: str, progress: Progress | None, manifest_path: str = MANIFEST_PATH) -> None:
+def write_archive(target: Path, archive_format: str, model_name: str,
+                  members: dict[str, Path], manifest: str, progress: Progress | None,
+                  manifest_path: str = MANIFEST_PATH) -> None:
     """Write into a temporary sibling, then move it into place, so no half archive is left.
     (``manifest_path``: a workflow archive's is ``WAR-INF/MANIFEST.json``.)"""
     meter = _Meter(sum(p.stat().st_size for p in members.values()), progress)

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from tornado import httputil
 
+from nbserve.api.openai import model_card
 from nbserve.errors import BadRequest, NBServeError
 from nbserve.serving.answers import encode_answer
 from nbserve.serving.queue import Prediction
@@ -150,8 +151,7 @@ def kserve_v2_answer(request: dict, model: str, version: str,
 def kserve_v1_model(model: str, ready: bool, created: float) -> dict:
     """``GET /v1/models/{model}``: KServe v1's readiness, and the OpenAI model card that
     shares its path."""
-    return {"name": model, "ready": ready, "id": model, "object": "model",
-            "created": int(created), "owned_by": "nbserve"}
+    return {"name": model, "ready": ready, **model_card(model, created)}
 
 
 def kserve_metadata(model: str, versions: list[str]) -> dict:

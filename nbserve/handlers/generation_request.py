@@ -32,7 +32,6 @@ class Choice:
     last_token_at: float | None = None  # time.monotonic() of its latest token
     #: Per token: ``(token id, log probability, [(id, log probability), ...] most likely)``.
     logprobs: list = field(default_factory=list)
-    logprobs_sent: int = 0
 
 
 @dataclass

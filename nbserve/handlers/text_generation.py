@@ -6,9 +6,10 @@ paged KV cache lets new sequences join between decode steps and finished ones le
 A request is OpenAI's, as :mod:`nbserve.api.openai` hands it on (``"endpoint":
 "chat.completions"`` with ``messages``, or ``"completions"`` with ``prompt``), answered with
 parts ``{"choices": [{"index", "text", "finish_reason"}], "usage"}``; or TorchServe's LLM
-examples' ``{"prompt", "max_new_tokens"}``, answered with text parts. A request that is no
-longer in the step's batch has left (its client went away, or it timed out): its sequences are
-cancelled. A bad request is answered alone, with 400 and the parameter it is about.
+examples' ``{"prompt", "max_new_tokens"}``, answered with text parts. A request that leaves
+(its client went away, or it timed out) has its sequences cancelled as soon as nbserve's
+continuous loop says so (``on_requests_gone``). A bad request is answered alone, with 400 and
+the parameter it is about.
 
 Settings, under ``handler:`` in model-config.yaml (vLLM's names, which ``ts.llm_launcher``
 writes, are read too): ``model_path`` (else the archive's folder), ``max_num_seqs`` (16),
@@ -82,6 +83,12 @@ def model_yaml_defaults(model_yaml: dict) -> dict:
             "minWorkers": 1, "maxWorkers": 1, **(model_yaml or {})}
 
 
+def _failed(context, index: int, status: int, kind: str, message: str, **fields) -> dict:
+    """One request's error answer, its status set, beside requests that go on."""
+    context.set_response_status(status, message, index)
+    return {"code": status, "type": kind, "message": message, **fields}
+
+
 def live_handler(model, tokenizer=None) -> TextGenerationHandler:
     """The handler for a language model served from the notebook: a causal LM and its
     tokenizer, or a ``text-generation`` pipeline. A copy is served, so training on in the
@@ -138,6 +145,7 @@ class TextGenerationHandler:
         self.max_running = self.max_num_seqs
         self.sets_own_threads = True
         self.eos_token_ids = self._eos_token_ids()
+        self.pad_token_id = self.tokenizer.pad_token_id or self.eos_token_ids[0]
         self.manager = self._start_manager(settings["page_size"])
 
     def _eos_token_ids(self) -> list[int]:
@@ -157,7 +165,7 @@ class TextGenerationHandler:
         generation = GenerationConfig(
             do_sample=True, temperature=0.5, top_p=0.99, top_k=vocab,
             max_new_tokens=self.max_model_len, eos_token_id=self.eos_token_ids,
-            pad_token_id=self.tokenizer.pad_token_id or self.eos_token_ids[0])
+            pad_token_id=self.pad_token_id)
         self.num_blocks = math.ceil(self.max_num_seqs * self.max_model_len / page_size)
         self.page_size = page_size
         cache = ContinuousBatchingConfig(
@@ -176,7 +184,6 @@ class TextGenerationHandler:
 
     def handle(self, data: list, context) -> list:
         ids = [context.get_request_id(i) for i in range(len(data))]
-        self._cancel_gone(set(ids))
         answers: dict[int, Any] = {}
         for i, (request_id, row) in enumerate(zip(ids, data)):
             if request_id in self.running:
@@ -184,9 +191,8 @@ class TextGenerationHandler:
             try:
                 self._start(request_id, request_body(row))
             except GenerationError as error:
-                answers[i] = {"code": error.status, "type": "BadRequestError",
-                              "message": str(error), "param": error.param}
-                context.set_response_status(error.status, str(error), i)
+                answers[i] = _failed(context, i, error.status, "BadRequestError", str(error),
+                                     param=error.param)
         if self.running:
             self._collect(context.metrics)
         for i, request_id in enumerate(ids):
@@ -196,9 +202,8 @@ class TextGenerationHandler:
             failed = generation.solo.exception() if generation.solo and generation.solo.done() \
                 else None
             if failed is not None:  # its own failure, answered alone
-                answers[i] = {"code": 500, "type": "InternalServerException",
-                              "message": f"{type(failed).__name__}: {failed}"}
-                context.set_response_status(500, str(failed), i)
+                answers[i] = _failed(context, i, 500, "InternalServerException",
+                                     f"{type(failed).__name__}: {failed}")
                 self._forget(request_id)
                 continue
             answers[i] = self._part(generation)
@@ -221,8 +226,7 @@ class TextGenerationHandler:
             self._by_sequence[choice.sequence_id] = (request_id, index)
             self.manager.add_request(generation.prompt_ids, request_id=choice.sequence_id,
                                      max_new_tokens=generation.max_tokens, streaming=True,
-                                     eos_token_id=[] if generation.ignore_eos
-                                     else self.eos_token_ids, **sampling)
+                                     eos_token_id=self._eos_of(generation), **sampling)
 
     def _collect(self, metrics) -> None:
         """Wait for the next tokens (the manager's thread decodes), then take all there are;
@@ -276,6 +280,10 @@ class TextGenerationHandler:
                          for g in self.running.values() for c in g.choices if not c.done)
             metrics.add_percent("KVCacheUsage", round(100 * blocks / self.num_blocks, 2))
 
+    def _eos_of(self, generation: Generation) -> list[int]:
+        """The tokens that end its sequences: none with vLLM's ``ignore_eos``."""
+        return [] if generation.ignore_eos else self.eos_token_ids
+
     def _finish_reason(self, tokens: list[int]) -> str:
         return "stop" if tokens and tokens[-1] in self.eos_token_ids else "length"
 
@@ -294,8 +302,7 @@ class TextGenerationHandler:
                 torch.manual_seed(seed)
             out = self.model.generate(
                 prompt, max_new_tokens=generation.max_tokens, num_return_sequences=n,
-                eos_token_id=[] if generation.ignore_eos else self.eos_token_ids,
-                pad_token_id=self.tokenizer.pad_token_id or self.eos_token_ids[0],
+                eos_token_id=self._eos_of(generation), pad_token_id=self.pad_token_id,
                 output_logits=True, return_dict_in_generate=True, **options)
         top = generation.logprobs or 0
         choices = []
@@ -370,9 +377,8 @@ class TextGenerationHandler:
                     top_logprobs=[described(t, v) for t, v in best])
 
     def on_requests_gone(self, request_ids: list[str]) -> None:
-        """Stop generating for requests no longer running (nbserve's continuous loop says so
-        as soon as they leave; a request missing from a step's batch has left too); those
-        already answered are forgotten already."""
+        """Stop generating for requests no longer running: nbserve's continuous loop says so
+        after each step, as soon as they leave (those answered are forgotten already)."""
         for request_id in request_ids:
             generation = self.running.get(request_id)
             if generation is None:
@@ -381,9 +387,6 @@ class TextGenerationHandler:
                 if not choice.done and generation.solo is None:
                     self.manager.cancel_request(choice.sequence_id)
             self._forget(request_id)
-
-    def _cancel_gone(self, present: set[str]) -> None:
-        self.on_requests_gone([r for r in self.running if r not in present])
 
     def _forget(self, request_id: str) -> None:
         for choice in self.running.pop(request_id).choices:

@@ -18,6 +18,7 @@ stops.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -83,11 +84,9 @@ class ContinuousLoop:
             staying = [r for r in running if not r.settled]  # timed out, or its client left
             if staying:
                 host.stats.record_batch(len(staying))
-            if staying and timed:
-                with tuner.timing(len(staying)):
+            if staying:
+                with tuner.timing(len(staying)) if timed else contextlib.nullcontext():
                     staying = service.step(staying)
-            elif staying:
-                staying = service.step(staying)
             still = set(map(id, staying))
             gone = [r.id for r in running if id(r) not in still]
             if gone and hasattr(service.handler, "on_requests_gone"):

@@ -124,8 +124,15 @@ def test_torchserves_route_form_and_its_plain_prompt(served):
     assert "".join(parts) == HELLO
 
 
+def generated_tokens(ports) -> float:
+    """The tokens the model has generated so far, from its GeneratedTokens metric."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics']}/metrics").read()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.decode().splitlines()
+               if line.startswith("GeneratedTokens{"))
+
+
 def test_openais_errors(served, client):
-    url, _, _ = served
+    url, _, ports = served
     with pytest.raises(openai.NotFoundError) as missing:
         client.chat.completions.create(model="nothing", messages=HI)
     assert missing.value.body["code"] == "model_not_found"
@@ -138,19 +145,19 @@ def test_openais_errors(served, client):
     assert "maximum context length" in long.value.body["message"]
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="chat", messages=[])
+    before = generated_tokens(ports)
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{url}/v1", api_key="wrong",
                       max_retries=0).chat.completions.create(model="chat", messages=HI)
+    time.sleep(0.5)
+    assert generated_tokens(ports) == before  # nothing was generated for it
 
 
 def test_a_client_that_leaves_stops_its_generation_in_the_worker_process(served):
     url, key, ports = served
-    metrics = f"http://127.0.0.1:{ports['metrics']}/metrics"
 
     def generated() -> float:
-        text = urllib.request.urlopen(metrics).read().decode()
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("GeneratedTokens{"))
+        return generated_tokens(ports)
 
     def ask(leave: bool) -> None:
         with httpx.stream("POST", f"{url}/v1/completions", timeout=30,

@@ -159,6 +159,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=None, help="Write the results as JSON here.")
+    parser.add_argument("--servers", default="nbserve serve,nbserve serve --isolation thread,"
+                        "transformers serve --continuous-batching",
+                        help="Which servers, by name, comma-separated.")
     args = parser.parse_args()
     streams = [int(s) for s in args.streams.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="nbserve-bench-llm-"))
@@ -169,6 +172,7 @@ def main() -> None:
     servers = {"nbserve serve": start_nbserve,
                "nbserve serve --isolation thread": lambda *a: start_nbserve(*a, "thread"),
                "transformers serve --continuous-batching": start_transformers}
+    servers = {name: servers[name] for name in args.servers.split(",")}
     results: dict[str, dict[int, list[dict]]] = {name: {n: [] for n in streams}
                                                  for name in servers}
     limit = []

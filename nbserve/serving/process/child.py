@@ -38,25 +38,21 @@ def main(fd: int) -> None:
     MODEL_LOG.addHandler(logging.StreamHandler(sys.stderr))
     logging.basicConfig(stream=sys.stderr, format="%(message)s", level=logging.INFO)
     conn = Connection(fd)
-    send_lock = threading.Lock()
-
-    def send(kind: str, request_id: str | None, *payload) -> None:
-        with send_lock:
-            send_message(conn, kind, request_id, *payload)
-
     spec = conn.recv()
     if spec["requirements"] is not None:
         requirements.use(spec["requirements"], first=True)  # this process is the model's alone
-    host = ChildHost(spec, send)
+    outbox = Outbox(lambda kind, request_id, *payload: send_message(conn, kind, request_id,
+                                                                     *payload))
+    host = ChildHost(spec, outbox.put)
     worker = Worker(spec["worker_id"], host, spec["gpu_id"])
     try:
         worker.start()
     except BaseException as error:  # noqa: BLE001 - reported to the server
-        send(Kind.LOAD_FAILED, None, f"{type(error).__name__}: {error}",
-             "".join(traceback.format_exception(error)))
+        outbox.put(Kind.LOAD_FAILED, None, f"{type(error).__name__}: {error}",
+                   "".join(traceback.format_exception(error)))
+        outbox.close()
         return
-    send(Kind.READY, None, worker.gpu_memory)
-    outbox = Outbox(send)
+    outbox.put(Kind.READY, None, worker.gpu_memory)
     pending: dict[str, Request] = {}  # by id, until answered: what a CANCEL can reach
     while True:
         try:
@@ -87,9 +83,13 @@ def main(fd: int) -> None:
 
 
 class Outbox:
-    """Answers and streamed parts to the server, sent in order by one thread; the parts that
-    pile up while it sends go in one message (a decode step streams a part to each of its
-    requests at once)."""
+    """Every message to the server, sent in order by one thread, so that a handler's thread
+    never waits on the socket. What piles up while it sends goes together: a decode step
+    streams a part to each of its requests and observes a metric for each, and each kind
+    travels as one message (:attr:`GROUPS`), not one per request."""
+
+    #: An item's kind -> the message that carries a run of them.
+    GROUPS = {Kind.PART: Kind.PARTS, Kind.METRIC: Kind.METRICS}
 
     def __init__(self, send):
         self._send = send
@@ -98,7 +98,7 @@ class Outbox:
         self._thread.start()
 
     def part(self, request_id: str, value) -> None:
-        self._queue.put((Kind.PART, request_id, (value,)))
+        self._queue.put((Kind.PART, request_id, value))
 
     def put(self, kind: str, request_id: str | None, *payload) -> None:
         self._queue.put((kind, request_id, payload))
@@ -113,22 +113,21 @@ class Outbox:
             items = [self._queue.get()]
             while not self._queue.empty():
                 items.append(self._queue.get())
-            parts = []
-            for item in items:
+            group, grouped = None, []
+            for item in items + [None]:
+                kind = item and item[0]
+                if grouped and kind != group:
+                    self._send(self.GROUPS[group], None, grouped)
+                    grouped = []
                 if item is None:
-                    if parts:
-                        self._send(Kind.PARTS, None, parts)
-                    return
-                kind, request_id, payload = item
-                if kind == Kind.PART:
-                    parts.append((request_id, payload[0]))
                     continue
-                if parts:
-                    self._send(Kind.PARTS, None, parts)
-                    parts = []
-                self._send(kind, request_id, *payload)
-            if parts:
-                self._send(Kind.PARTS, None, parts)
+                if kind in self.GROUPS:
+                    group = kind
+                    grouped.append(item[1:] if kind == Kind.PART else item[2])
+                else:
+                    self._send(*item[:2], *item[2])
+            if items[-1] is None:
+                return
 
 
 class ChildHost:

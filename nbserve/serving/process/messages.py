@@ -21,8 +21,9 @@ class Kind:
     LOAD_FAILED = "load_failed"  #: the error, its traceback
     STARTED = "started"  #: the ids of the requests a batch began
     BATCH = "batch"  #: its size, the batching policy's target and wait
-    METRIC = "metric"  #: a handler metric's name, unit, dimensions, type, value, dimension values
-    PART = "part"  #: (a request's) a part of a streamed answer
+    METRIC = "metric"  #: (sent in METRICS) a handler metric's update
+    METRICS = "metrics"  #: [(name, unit, dimensions, type, value, dimension values), ...]
+    PART = "part"  #: (sent in PARTS) a part of a streamed answer
     PARTS = "parts"  #: [(request id, part), ...]: the parts that were ready together
     ANSWER = "answer"  #: (a request's) value, status, headers, stages
     ERROR = "error"  #: (a request's) nbserve error, stages

@@ -144,8 +144,9 @@ class ProcessWorker:
         try:
             conn.send(spec)
             # A handler's initialize may add metrics: they come before it is ready.
-            while (message := receive_message(conn))[0] == Kind.METRIC:
-                version.handler_metrics.record(*message[2])
+            while (message := receive_message(conn))[0] == Kind.METRICS:
+                for update in message[2][0]:
+                    version.handler_metrics.record(*update)
             reply = message[::2]  # (kind, payload): no request id
         except (EOFError, OSError, Unreadable):
             reply = ("died", ())
@@ -326,8 +327,9 @@ class ProcessWorker:
             elif kind == Kind.BATCH:
                 size, self.batch_target, self.batch_wait_s = payload
                 version.stats.record_batch(size)
-            elif kind == Kind.METRIC:
-                version.handler_metrics.record(*payload)
+            elif kind == Kind.METRICS:
+                for update in payload[0]:
+                    version.handler_metrics.record(*update)
         conn.close()
         code = process.wait()
         for relay in relays:  # its last words, before they are quoted

@@ -77,7 +77,7 @@ def answered_after_restart(clients, old_pid: int) -> int:
             assert pid != old_pid
             return pid
         time.sleep(0.2)
-    raise AssertionError("the crashed model did not answer again within 60 s")
+    raise AssertionError(f"the crashed model did not answer again within 60 s {status} {body}")
 
 
 class Steady:

@@ -41,9 +41,14 @@ def main(fd: int) -> None:
     spec = conn.recv()
     if spec["requirements"] is not None:
         requirements.use(spec["requirements"], first=True)  # this process is the model's alone
-    outbox = Outbox(lambda kind, request_id, *payload: send_message(conn, kind, request_id,
-                                                                     *payload))
-    host = ChildHost(spec, outbox.put)
+    send_lock = threading.Lock()
+
+    def send(kind: str, request_id: str | None, *payload) -> None:
+        with send_lock:
+            send_message(conn, kind, request_id, *payload)
+
+    outbox = Outbox(send)
+    host = ChildHost(spec, outbox.put, starts=send)
     worker = Worker(spec["worker_id"], host, spec["gpu_id"])
     try:
         worker.start()
@@ -83,8 +88,8 @@ def main(fd: int) -> None:
 
 
 class Outbox:
-    """Every message to the server, sent in order by one thread, so that a handler's thread
-    never waits on the socket. What piles up while it sends goes together: a decode step
+    """The messages to the server, sent in order by one thread, so that a handler's thread
+    never waits on the socket (all but STARTED, which must arrive before the handler runs). What piles up while it sends goes together: a decode step
     streams a part to each of its requests and observes a metric for each, and each kind
     travels as one message (:attr:`GROUPS`), not one per request."""
 
@@ -135,13 +140,15 @@ class ChildHost:
     :class:`~nbserve.serving.host.WorkerHost`): its requests come over the socket, and its
     answers, batches and metrics go back over it; the server keeps the figures."""
 
-    def __init__(self, spec: dict, send):
+    def __init__(self, spec: dict, send, starts):
         self.archive = spec["archive"]
         self.name, self.version, self.handler = spec["name"], spec["version"], spec["handler"]
         self.label = version_label(self.name, self.version)
         self.config = replace(spec["config"], job_queue_size=sys.maxsize)  # the server's bound
         self.batching = BatchPolicy(self.config.batch_size, self.config.max_batch_delay)
-        self.queue = _StartsSent(self.config.job_queue_size, self.label, send)
+        # Sent at once, not through the outbox: a request the server knows had begun is not
+        # run again after this process dies (it may be what killed it).
+        self.queue = _StartsSent(self.config.job_queue_size, self.label, starts)
         self.stats = _BatchesSent(send, self.batching)
         # Every update goes to the server, whose cache decides what is exported.
         self.handler_metrics = HandlerMetrics(

@@ -135,7 +135,7 @@ def test_a_crashing_worker_is_restarted_and_nothing_else_notices(server, how, st
             assert "'crashing'" in error["message"] and says in error["message"], error
             assert "handling " + how in error["message"]  # its last stderr lines
     assert steady.statuses and set(steady.statuses) == {200}, steady.statuses
-    assert restarts(clients) == before + 1, "".join(log[-60:])
+    assert restarts(clients) == before + 1, (restarts(clients), before, "".join(log[-60:]))
     assert worker_pid(clients) == new_pid
     assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
     assert any(says in line and "[crashing w" in line for line in log), "".join(log[-20:])

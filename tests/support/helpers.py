@@ -102,8 +102,8 @@ def start_server(engine, **settings):
 
 def nbserve_serve(*flags: str, cwd: Path, env: dict | None = None):
     """``nbserve serve FLAGS`` started in ``cwd`` on free loopback ports, once its APIs
-    listen: ``(process, {api: port}, its stderr lines so far)``. AssertionError, with what it
-    said, if it exits instead."""
+    listen: ``(process, {api: port}, its stderr lines, which go on growing)``.
+    AssertionError, with what it said, if it exits instead."""
     import os
     import subprocess
     import sys
@@ -123,6 +123,9 @@ def nbserve_serve(*flags: str, cwd: Path, env: dict | None = None):
             process.wait()
             raise AssertionError(f"nbserve serve exited ({process.returncode}): {''.join(lines)}")
         lines.append(line)
+    # Read on, so a server that logs much (a 4xx is a warning line) never blocks on a full pipe.
+    threading.Thread(target=lambda: lines.extend(iter(process.stderr.readline, "")),
+                     daemon=True).start()
     return process, ports, lines
 
 

@@ -29,7 +29,8 @@ class Choice:
     sent: int = 0  # characters of the text already answered
     finish_reason: str | None = None
     done: bool = False
-    last_token_at: float | None = None  # time.monotonic() of its latest token
+    first_token_at: float | None = None  # time.monotonic() of its first token
+    last_token_at: float | None = None  # and of its latest
     #: Per token: ``(token id, log probability, [(id, log probability), ...] most likely)``.
     logprobs: list = field(default_factory=list)
 

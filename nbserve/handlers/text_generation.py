@@ -25,6 +25,7 @@ import math
 import sys
 import threading
 import time
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,10 @@ logger = logging.getLogger(__name__)
 HANDLER_NAMES = ("text_generation", "vllm_handler")
 DEFAULT_MAX_NUM_SEQS = 16
 DEFAULT_MAX_MODEL_LEN = 4096
+#: The seconds over which TokensPerSecond is averaged, and how often the figures are recorded
+#: while the number of running sequences stays the same.
+RATE_WINDOW_S = 2.0
+RECORD_EVERY_S = 0.5
 
 
 def generation_settings(model_yaml: dict) -> dict:
@@ -108,19 +113,25 @@ class TextGenerationHandler:
 
     def __init__(self, model=None, tokenizer=None):
         self.model, self.tokenizer = model, tokenizer
-        self.manager = None
+        self.manager = self.metrics = None
         self.running: dict[str, Generation] = {}
         self._by_sequence: dict[str, tuple[str, int]] = {}
         self._counter = 0
         self._lock = threading.Lock()
         #: Requests run alone with generate (a seed, or log probabilities), one at a time.
         self._solo = ThreadPoolExecutor(1, thread_name_prefix="nbserve-generate")
+        #: (when, how many) tokens the latest steps generated, for TokensPerSecond.
+        self._recent: deque[tuple[float, int]] = deque()
+        #: Tokens generated since the last record of the figures, and when that was.
+        self._generated, self._recorded_at, self._recorded_sequences = 0, 0.0, 0
 
     def initialize(self, context) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         settings = generation_settings(context.model_yaml_config)
         properties = context.system_properties
+        #: Where the figures go when no step is running (the last request left).
+        self.metrics = context.metrics
         folder = Path(settings["model_path"] or properties.get("model_dir") or ".")
         device = (f"cuda:{properties['gpu_id']}" if torch.cuda.is_available()
                   and properties.get("gpu_id") is not None else "cpu")
@@ -258,27 +269,58 @@ class TextGenerationHandler:
                     if output.error:
                         raise RuntimeError(output.error)
                     new = len(output.generated_tokens) - len(choice.tokens)
-                    if new > 0 and metrics is not None:
-                        since = choice.last_token_at or generation.started
-                        name = "InterTokenLatency" if choice.last_token_at else "TimeToFirstToken"
-                        metrics.add_time(name, round((now - since) * 1000 / new, 3),
-                                         metric_type=MetricTypes.HISTOGRAM)
                     if new > 0:
                         generated += new
+                        if choice.first_token_at is None:
+                            choice.first_token_at = now
+                            self._observe(metrics, "TimeToFirstToken", now - generation.started)
                         choice.last_token_at = now
                     choice.tokens = list(output.generated_tokens)
                     if output.is_finished():
                         choice.done = True
                         choice.finish_reason = self._finish_reason(choice.tokens)
+                        if len(choice.tokens) > 1 and choice.first_token_at is not None:
+                            self._observe(metrics, "InterTokenLatency",
+                                          (choice.last_token_at - choice.first_token_at)
+                                          / (len(choice.tokens) - 1))
             output = self.manager.get_result(timeout=0)
         if metrics is not None:
-            metrics.add_counter("GeneratedTokens", generated)
-            sequences = [c for g in self.running.values() for c in g.choices if not c.done]
-            metrics.add_metric("RunningSequences", len(sequences), "count",
-                               metric_type=MetricTypes.GAUGE)
-            blocks = sum(math.ceil((len(g.prompt_ids) + len(c.tokens)) / self.page_size)
-                         for g in self.running.values() for c in g.choices if not c.done)
-            metrics.add_percent("KVCacheUsage", round(100 * blocks / self.num_blocks, 2))
+            self._record(metrics, now, generated)
+
+    @staticmethod
+    def _observe(metrics, name: str, seconds: float) -> None:
+        if metrics is not None:
+            metrics.add_time(name, round(seconds * 1000, 3), metric_type=MetricTypes.HISTOGRAM)
+
+    def _record(self, metrics, now: float, generated: int) -> None:
+        """The figures of the steps since the last record: tokens generated, sequences
+        running, the KV cache's use, and tokens per second over the last
+        :data:`RATE_WINDOW_S`. Recorded every :data:`RECORD_EVERY_S`, when the first sequence
+        joins and when the last one leaves (so 0 once nothing runs), not at every step: each
+        record is a line of model_metrics.log, and a step takes milliseconds."""
+        sequences = [(g, c) for g in self.running.values() for c in g.choices if not c.done]
+        self._recent.append((now, generated))
+        self._generated += generated
+        idle_changed = (not sequences) != (not self._recorded_sequences)
+        if not idle_changed and now - self._recorded_at < RECORD_EVERY_S:
+            return
+        while now - self._recent[0][0] > RATE_WINDOW_S:
+            self._recent.popleft()
+        span = now - self._recent[0][0]
+        # The oldest step's tokens came before the span began.
+        rate = (sum(n for _, n in self._recent) - self._recent[0][1]) / span \
+            if sequences and span > 0 else 0.0
+        blocks = sum(math.ceil((len(g.prompt_ids) + len(c.tokens)) / self.page_size)
+                     for g, c in sequences)
+        metrics.add_counter("GeneratedTokens", self._generated)
+        metrics.add_metric("RunningSequences", len(sequences), "count",
+                           metric_type=MetricTypes.GAUGE)
+        metrics.add_percent("KVCacheUsage", round(100 * blocks / self.num_blocks, 2))
+        metrics.add_metric("TokensPerSecond", round(rate, 1), "tokens/s",
+                           metric_type=MetricTypes.GAUGE)
+        self._generated, self._recorded_at, self._recorded_sequences = 0, now, len(sequences)
+        if not sequences:
+            self._recent.clear()
 
     def _eos_of(self, generation: Generation) -> list[int]:
         """The tokens that end its sequences: none with vLLM's ``ignore_eos``."""
@@ -387,6 +429,8 @@ class TextGenerationHandler:
                 if not choice.done and generation.solo is None:
                     self.manager.cancel_request(choice.sequence_id)
             self._forget(request_id)
+        if not self.running and self.metrics is not None:  # no step will say it is idle
+            self._record(self.metrics, time.monotonic(), 0)
 
     def _forget(self, request_id: str) -> None:
         for choice in self.running.pop(request_id).choices:

@@ -183,6 +183,20 @@ def _latency(version) -> str:
     return "-" if p50 is None else f"{p50:.1f} / {p99:.1f}"
 
 
+def _generation(version) -> dict[str, str]:
+    """A language model's live figures, from its handler's gauges: sequences running and
+    requests waiting to join them, the KV cache's use, tokens per second; none for other
+    models (whose handlers add no RunningSequences)."""
+    gauges = {m.name: sum(m.samples.values()) for m in version.handler_metrics.metrics()
+              if m.name in ("RunningSequences", "KVCacheUsage", "TokensPerSecond")}
+    if "RunningSequences" not in gauges:
+        return {}
+    return {"sequences": f"{gauges['RunningSequences']:.0f} running, "
+                         f"{len(version.queue)} waiting",
+            "KV cache": f"{gauges.get('KVCacheUsage', 0):.0f}%",
+            "tok/s": f"{gauges.get('TokensPerSecond', 0):.0f}"}
+
+
 _NOWRAP = "white-space:nowrap"
 
 
@@ -201,6 +215,8 @@ class ServingStatus:
     #: The URL to call comes right after the model's name, so a narrow notebook shows it.
     COLUMNS = ("model", "predictions URL", "version", "device", "workers", "batch size", "queue",
                "requests", "p50 / p99 ms")
+    #: Shown when a language model is served (``-`` in other models' rows).
+    GENERATION_COLUMNS = ("sequences", "KV cache", "tok/s")
 
     @classmethod
     def of(cls, engine, urls: dict[str, str], ray=None, keys_at: dict[str, str] | None = None
@@ -231,6 +247,7 @@ class ServingStatus:
                     "requests": str(version.stats.requests),
                     "p50 / p99 ms": _latency(version),
                     "predictions URL": urls.get("inference", "") + path,
+                    **_generation(version),
                 })
         for failure in engine.failures.values() if engine is not None else []:
             rows.append({"model": failure.name, "version": "-", "device": "-",
@@ -261,11 +278,19 @@ class ServingStatus:
             curl = f"!curl {url} -T INPUT{header}"
         return cls(rows, urls, curl, deaths)
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        generating = any("tok/s" in row for row in self.rows)
+        return self.COLUMNS + (self.GENERATION_COLUMNS if generating else ())
+
+    def _cells(self, row: dict) -> tuple[str, ...]:
+        return tuple(row.get(column, "-") for column in self.columns)
+
     def __str__(self) -> str:
         if not self.rows:
             return "Nothing is being served. Start with: %serve path/to/model.mar"
-        table = [self.COLUMNS] + [tuple(row[c] for c in self.COLUMNS) for row in self.rows]
-        widths = [max(len(r[i]) for r in table) for i in range(len(self.COLUMNS))]
+        table = [self.columns] + [self._cells(row) for row in self.rows]
+        widths = [max(len(r[i]) for r in table) for i in range(len(self.columns))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in table]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines += [""] + [f"{api:<10} {url}" for api, url in self.urls.items()]
@@ -281,9 +306,10 @@ class ServingStatus:
             return f"<p>{html.escape(str(self))}</p>"
         # Cells do not wrap (a wrapped URL or figure is hard to read; JupyterLab's own style
         # would wrap them); a narrow output area scrolls the table sideways instead.
-        head = "".join(f'<th style="{_NOWRAP}">{html.escape(c)}</th>' for c in self.COLUMNS)
-        body = "".join("<tr>" + "".join(f'<td style="{_NOWRAP}">{html.escape(row[c])}</td>'
-                                        for c in self.COLUMNS) + "</tr>" for row in self.rows)
+        head = "".join(f'<th style="{_NOWRAP}">{html.escape(c)}</th>' for c in self.columns)
+        body = "".join("<tr>" + "".join(f'<td style="{_NOWRAP}">{html.escape(cell)}</td>'
+                                        for cell in self._cells(row)) + "</tr>"
+                       for row in self.rows)
         urls = "".join(f'<li>{html.escape(api)}: <a href="{html.escape(url)}" target="_blank">'
                        f"{html.escape(url)}</a></li>" for api, url in self.urls.items())
         return (f'<div style="overflow-x:auto"><table class="nbserve-status">'

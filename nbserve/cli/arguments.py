@@ -214,12 +214,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="With --address and --url: where to register --url as the model.")
     parser.add_argument("--key", help="The inference key the --address server asks for.")
     parser.add_argument("--management-key", help="The management key, to register --url there.")
+    add_llm_bench_arguments(parser)
 
 
 def add_bench_magic_arguments(parser: argparse.ArgumentParser) -> None:
     """``%bench``'s flags: a model this kernel serves, what to send, and how hard."""
     parser.add_argument("model_name", help="A model this kernel serves.")
-    parser.add_argument("input", help="A file, a URL, or a variable: each request's body.")
+    parser.add_argument("input", nargs="?", help="A file, a URL, or a variable: each request's "
+                                                 "body (with --llm: the prompt, optional).")
     parser.add_argument("--concurrency", "-c", type=int, default=10, help="Clients at once.")
     parser.add_argument("--requests", "-r", type=int, default=100, help="Requests in all.")
     parser.add_argument("--content-type", default="application/jpg")
@@ -231,6 +233,20 @@ def add_bench_magic_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrencies", help="Concurrencies a sweep tries (default --concurrency).")
     parser.add_argument("--budget", type=float, default=60, help="A sweep's seconds in all.")
     parser.add_argument("--p99-ms", type=float, help="The p99 latency a sweep's choice must meet.")
+    add_llm_bench_arguments(parser)
+
+
+def add_llm_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--llm``: a language model measured over OpenAI's API (nbserve.benchmark.generation)."""
+    parser.add_argument("--llm", action="store_true",
+                        help="A language model: streamed chat completions at each of --streams "
+                             "concurrent clients; tokens/s, time to first token, inter-token "
+                             "latency.")
+    parser.add_argument("--streams", default="1,8,32", help="With --llm: concurrent streams.")
+    parser.add_argument("--seconds", type=float, default=10,
+                        help="With --llm: seconds at each number of streams.")
+    parser.add_argument("--max-tokens", type=int, default=64,
+                        help="With --llm: each answer's max_tokens.")
 
 
 def server_config(args: argparse.Namespace):

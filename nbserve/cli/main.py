@@ -178,6 +178,8 @@ def _bench_command(args: argparse.Namespace) -> int:
         "batch_delay", "inference_model_url", "report_location")}
     settings = (BenchSettings.from_config(args.config, **flags) if args.config
                 else BenchSettings(**{k: v for k, v in flags.items() if v is not None}))
+    if args.llm:
+        return _bench_generation(args, settings)
     if not settings.input:
         raise BadRequest("nbserve bench needs --input (the file each request sends).")
     if args.address:
@@ -194,6 +196,35 @@ def _bench_command(args: argparse.Namespace) -> int:
     result.write_report()
     print(result)
     return 0 if result.failed < result.answered else 1
+
+
+def _bench_generation(args: argparse.Namespace, settings) -> int:
+    """``--llm``: the model ``--inference-model-url`` names, measured over OpenAI's API at
+    each of ``--streams``; ``--input``, if given, is a text file of prompts, one a line."""
+    from nbserve.benchmark.generation import measure
+
+    prompts = Path(settings.input).read_text().splitlines() if settings.input else None
+    model = _model_of(settings.inference_model_url)
+    streams = [int(n) for n in args.streams.split(",")]
+    progress = Progress(f"{model} at {args.streams} streams", unit="levels")
+
+    def run(address: str, key: str | None):
+        return measure(f"{address.rstrip('/')}/v1", model, streams=streams,
+                       seconds=args.seconds, max_tokens=args.max_tokens,
+                       prompts=[p for p in prompts or () if p.strip()] or None, key=key,
+                       on_progress=progress)
+
+    if args.address:
+        with _registered(args, settings):
+            result = run(args.address, args.key)
+    elif settings.url:
+        with _serving(settings) as (server, key):
+            result = run(server.urls["inference"], key)
+    else:
+        raise BadRequest("nbserve bench --llm needs --url (a model to serve) or --address.")
+    progress.close()
+    print(result)
+    return 0 if all(r.failed < sum(r.statuses.values()) for r in result.results) else 1
 
 
 @contextlib.contextmanager

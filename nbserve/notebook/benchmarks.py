@@ -33,6 +33,17 @@ def bench(model_name: str, data: Any, *, concurrency: int = 10, requests: int = 
     return result
 
 
+def bench_generation(model_name: str, prompts: list[str] | None, *, streams: list[int],
+                     seconds: float, max_tokens: int, on_progress=None):
+    """Measure a language model this process serves over its OpenAI API, from a load
+    process, at each number of concurrent ``streams``."""
+    from nbserve.benchmark.generation import measure
+
+    return measure(f"{current.server.urls['inference']}/v1", model_name, streams=streams,
+                   seconds=seconds, max_tokens=max_tokens, prompts=prompts,
+                   key=current.keys.get("inference"), on_progress=on_progress)
+
+
 def bench_sweep(model_name: str, data: Any, *, batch_sizes: list[int], workers: list[int],
                 concurrencies: list[int], budget_s: float, p99_ms: float | None,
                 content_type: str = "application/jpg"):

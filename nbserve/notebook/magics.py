@@ -269,10 +269,28 @@ class NBServeMagics(Magics):
         plots throughput against p99, and recommends the setting for ``--p99-ms``::
 
             %bench densenet161 cat.jpg --sweep --budget 60 --p99-ms 500
+
+        With ``--llm``, a language model: streamed chat completions over OpenAI's API at each
+        of ``--streams`` concurrent clients; tokens/s, time to first token, inter-token
+        latency (the prompt is optional)::
+
+            %bench chat --llm --streams 1,8,32 --seconds 10
         """
         args = parse_argstring(self.bench, line)
         try:
             session.current.get(args.model_name)
+            if args.llm:
+                prompt = args.input and self._text(args.input)
+                progress = Progress(f"%bench {args.model_name} --llm", unit="levels")
+                result = benchmarks.bench_generation(
+                    args.model_name, [prompt] if prompt else None,
+                    streams=_numbers(args.streams), seconds=args.seconds,
+                    max_tokens=args.max_tokens, on_progress=progress)
+                progress.close()
+                return result
+            if args.input is None:
+                raise UsageError("%bench needs INPUT: a file, a URL or a variable sent as "
+                                 "each request's body (or --llm for a language model).")
             data = self._input(args.input)
             if args.sweep:
                 return benchmarks.bench_sweep(
@@ -292,10 +310,7 @@ class NBServeMagics(Magics):
     def _chat(self, args) -> str:
         """``%predict chat "Hi"``: the language model's answer (greedy), printed as its tokens
         come. INPUT is the message, or a variable holding it or a list of OpenAI messages."""
-        value = self._variable(args.input)
-        if value is None:  # IPython's argument parser keeps a quoted argument's quotes
-            value = args.input[1:-1] if args.input[:1] in "'\"" and len(args.input) > 1 \
-                and args.input[-1] == args.input[0] else args.input
+        value = self._text(args.input)
         messages = value if isinstance(value, list) else [{"role": "user", "content": str(value)}]
         body = {"endpoint": "chat.completions", "messages": messages, "temperature": 0}
         texts = []
@@ -307,6 +322,15 @@ class NBServeMagics(Magics):
             print(text, end="", flush=True)
         print()
         return StreamedText("".join(texts))
+
+    def _text(self, text: str) -> Any:
+        """A message given on the line: the variable it names, else its text (IPython's
+        argument parser keeps a quoted argument's quotes)."""
+        value = self._variable(text)
+        if value is not None:
+            return value
+        quoted = len(text) > 1 and text[0] in "'\"" and text[-1] == text[0]
+        return text[1:-1] if quoted else text
 
     def _input(self, text: str) -> Any:
         """What ``%predict``'s INPUT names, as the body an HTTP client would send."""

@@ -174,3 +174,39 @@ def test_bench_sweep_recommends_a_setting_it_measured_that_meets_the_target(kern
     kernel.ok("import nbserve.notebook.session")
     served = "nbserve.session.current.engine.get('ctl')"
     assert kernel.value(f"({served}.config.batch_size, len({served}.workers))") == (1, 1)
+
+
+def test_bench_llm_counts_the_tokens_the_server_generated(chat_model, tmp_path):
+    """``nbserve bench --llm`` against a language model served by ``nbserve serve``: every
+    token the load counted, the server's GeneratedTokens counted too, and a wrong key is
+    counted as failed requests, not tokens."""
+    from nbserve.benchmark.generation import COLUMNS, measure
+    from tests.support.helpers import nbserve_serve
+    from tests.support.llm import generated_tokens
+
+    process, ports, _ = nbserve_serve("--models", f"chat={chat_model}", "--ncs", "--no-grpc",
+                                      cwd=tmp_path)
+    try:
+        key = json.loads((tmp_path / "key_file.json").read_text())["inference"]["key"]
+        address = f"http://127.0.0.1:{ports['inference']}"
+        before = generated_tokens(ports["metrics"])
+        result = measure(f"{address}/v1", "chat", streams=[1, 4], seconds=1.5, key=key)
+        assert [r.streams for r in result.results] == [1, 4]
+        for level in result.results:
+            assert set(level.statuses) == {200} and level.tokens > 0, level
+            assert level.ttft_ms and level.itl_ms and level.tokens_per_s > 0
+        assert sum(r.tokens for r in result.results) == generated_tokens(ports["metrics"]) - before
+
+        flags = ["--llm", "--address", address, "--inference-model-url", "predictions/chat",
+                 "--streams", "2", "--seconds", "1"]
+        run = bench(*flags, "--key", key, cwd=tmp_path)
+        assert run.returncode == 0, run.stderr
+        figures = dict(zip(COLUMNS, run.stdout.splitlines()[2].split()))
+        assert figures["streams"] == "2" and figures["failed"] == "0", run.stdout
+        refused = bench(*flags, "--key", "wrong", cwd=tmp_path)
+        assert refused.returncode == 1
+        figures = dict(zip(COLUMNS, refused.stdout.splitlines()[2].split()))
+        assert figures["failed"] == figures["requests"] != "0", refused.stdout
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -3,6 +3,8 @@ it with the ``openai`` client (its key named, never printed), ``%predict chat ".
 the answer into the cell, the official client gets the same answer over HTTP, and the chat
 box answers and stops."""
 
+import threading
+
 import openai
 
 from tests.support.jupyter_app import free_port
@@ -38,10 +40,31 @@ def test_serve_a_language_model_from_a_kernel_and_call_it(chat_model, tmp_path):
             temperature=0)
         assert answer.choices[0].message.content == "The cat sat on the mat."
 
+        kernel.ok("measured = %bench chat --llm --streams 1,3 --seconds 1")
+        assert kernel.value("[(r.streams, set(r.statuses)) for r in measured.results]") == \
+            [(1, {200}), (3, {200})]
+        assert kernel.value("all(r.tokens > 0 and r.ttft_ms for r in measured.results)")
+
         kernel.ok("box = nbserve.widgets.Chat('chat', temperature=0)\nbox\n"
                   "box.send('Where is the cat?')\nbox.wait(30)")
         assert kernel.value("box.messages[-1]") == {"role": "assistant",
                                                     "content": "The cat sat on the mat."}
+        # While it generates (8 sequences of 230 tokens), %serve's table shows the sequences,
+        # the cache and the rate; then that nothing runs.
+        busy = threading.Thread(target=client.chat.completions.create, kwargs=dict(
+            model="chat", messages=[{"role": "user", "content": "Hi"}], n=8, max_tokens=230,
+            extra_body={"ignore_eos": True}))
+        busy.start()
+        row = kernel.value("get_ipython().run_line_magic('serve', '').rows[0]")
+        while busy.is_alive() and row["tok/s"] == "0":
+            row = kernel.value("get_ipython().run_line_magic('serve', '').rows[0]")
+        busy.join()
+        assert row["sequences"] == "8 running, 0 waiting", row
+        assert float(row["tok/s"]) > 0 and 0 < float(row["KV cache"].rstrip("%")) <= 100, row
+        assert "tok/s" in kernel.value("str(get_ipython().run_line_magic('serve', ''))")
+        idle = kernel.value("get_ipython().run_line_magic('serve', '').rows[0]")
+        assert (idle["sequences"], idle["tok/s"]) == ("0 running, 0 waiting", "0"), idle
+
         # Stop cancels: the sequence leaves the batch long before its 200 tokens.
         kernel.ok("import time\nlong = nbserve.widgets.Chat('chat', max_tokens=200, "
                   "ignore_eos=True)\nlong.send('Hi')\n"

@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from tests.support.helpers import nbserve_serve
+from tests.support.llm import generated_tokens
 
 HI = [{"role": "user", "content": "Hi"}]
 HELLO = "Hello! How can I help you today?"
@@ -124,13 +125,6 @@ def test_torchserves_route_form_and_its_plain_prompt(served):
     assert "".join(parts) == HELLO
 
 
-def generated_tokens(ports) -> float:
-    """The tokens the model has generated so far, from its GeneratedTokens metric."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics']}/metrics").read()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.decode().splitlines()
-               if line.startswith("GeneratedTokens{"))
-
-
 def test_openais_errors(served, client):
     url, _, ports = served
     with pytest.raises(openai.NotFoundError) as missing:
@@ -145,19 +139,19 @@ def test_openais_errors(served, client):
     assert "maximum context length" in long.value.body["message"]
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="chat", messages=[])
-    before = generated_tokens(ports)
+    before = generated_tokens(ports["metrics"])
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{url}/v1", api_key="wrong",
                       max_retries=0).chat.completions.create(model="chat", messages=HI)
     time.sleep(0.5)
-    assert generated_tokens(ports) == before  # nothing was generated for it
+    assert generated_tokens(ports["metrics"]) == before  # nothing was generated for it
 
 
 def test_a_client_that_leaves_stops_its_generation_in_the_worker_process(served):
     url, key, ports = served
 
     def generated() -> float:
-        return generated_tokens(ports)
+        return generated_tokens(ports["metrics"])
 
     def ask(leave: bool) -> None:
         with httpx.stream("POST", f"{url}/v1/completions", timeout=30,

@@ -1,9 +1,13 @@
-"""Closed-loop HTTP load against ``nbserve serve`` and the real TorchServe, same ``.mar``.
+"""Closed-loop HTTP load against ``nbserve serve``, the real TorchServe (same ``.mar``) and
+LitServe (the same model and work, bench/litserve_server.py).
 
 In one run, per model: the in-process limit (as bench/engine.py measures it), nbserve with its
-defaults (process workers) and with thread workers, TorchServe with its defaults (a worker per core, no batching), and TorchServe tuned
-(one worker, batching). The load comes from a separate process, clients on keep-alive
-connections, each sending the next request when its answer arrives.
+defaults (process workers) and with thread workers, TorchServe with its defaults (a worker per
+core, no batching) and tuned (one worker, batching), and with ``--peers torchserve,litserve``
+LitServe at its defaults and tuned the same way. Bodies are the raw JPEG (``curl -T``) and/or
+the multipart form (``curl -F data=@cat.jpg``, the only one LitServe reads). The load comes
+from a separate process, clients on keep-alive connections, each sending the next request
+when its answer arrives.
 
 This machine's speed drifts by tens of percent within minutes, so with ``--rounds N`` every
 measurement (the limit included) is taken N times, the servers' order rotating from round to
@@ -12,6 +16,7 @@ round, and each row gives the median and the range.
     python bench/rest.py                       # both models, 1/4/16 clients, 10 s a point
     python bench/rest.py --models mobilenet_v3_small --clients 8 --seconds 5 --rounds 3
     python bench/rest.py --isolation thread     # nbserve with thread workers only
+    python bench/rest.py --peers torchserve,litserve --bodies raw,multipart --rounds 3
 """
 
 from __future__ import annotations
@@ -58,19 +63,36 @@ def wait_for(url: str, seconds: float = 120, key: str | None = None) -> None:
     raise RuntimeError(f"{url} did not answer")
 
 
+#: The multipart body's boundary, as curl makes one.
+BOUNDARY = "------------------------nbservebench0123456789"
+
+
+def request_body(photo: bytes, kind: str) -> tuple[bytes, str]:
+    """The body and its content type: the raw JPEG (``curl -T cat.jpg``), or the form
+    ``curl -F data=@cat.jpg`` sends."""
+    if kind == "raw":
+        return photo, "application/octet-stream"
+    head = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"data\"; "
+            'filename="cat.jpg"\r\nContent-Type: image/jpeg\r\n\r\n').encode()
+    return (head + photo + f"\r\n--{BOUNDARY}--\r\n".encode(),
+            f"multipart/form-data; boundary={BOUNDARY}")
+
+
 def load(port: int, path: str, body: bytes, clients: int, seconds: float,
-         key: str | None = None) -> dict:
-    """Closed-loop clients on keep-alive connections; throughput and latency. ``key``: the
-    server's inference key, sent with each request."""
+         key: str | None = None, kind: str = "raw") -> dict:
+    """Closed-loop clients on keep-alive connections, each POSTing ``body`` as ``kind``
+    (raw or multipart); throughput and latency. ``key``: the server's inference key, sent
+    with each request."""
     local = threading.local()
-    headers = {"Content-Type": "application/octet-stream"}
+    body, content_type = request_body(body, kind)
+    headers = {"Content-Type": content_type}
     if key:
         headers["Authorization"] = f"Bearer {key}"
 
     def call() -> bool:
         if not hasattr(local, "connection"):
             local.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-        local.connection.request("PUT", path, body, headers)
+        local.connection.request("POST", path, body, headers)
         response = local.connection.getresponse()
         response.read()
         return response.status == 200
@@ -81,12 +103,39 @@ def load(port: int, path: str, body: bytes, clients: int, seconds: float,
 
 
 def load_in_subprocess(port: int, path: str, clients: int, seconds: float,
-                       key: str | None = None) -> dict:
+                       key: str | None = None, kind: str = "raw") -> dict:
     """The load generator in its own process, so it takes no CPU time from the server's GIL."""
     result = subprocess.run([sys.executable, __file__, "--load", str(port), path, str(clients),
-                             "--seconds", str(seconds)], capture_output=True, text=True, check=True,
+                             "--seconds", str(seconds), "--bodies", kind],
+                            capture_output=True, text=True, check=True,
                             env={**os.environ, "NBSERVE_BENCH_KEY": key or ""})
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+class LitServe:
+    """LitServe 0.2 (uvicorn, and an inference process fed through queues) with the same
+    model and work (bench/litserve_server.py), with its defaults (no batching) or tuned as
+    TorchServe is (batches of 8, 5 ms). It reads form bodies only: multipart, not raw."""
+
+    key = None
+    bodies = ("multipart",)
+
+    def __init__(self, name: str, tuned: bool):
+        self.name, self.tuned, self.port = name, tuned, free_port()
+        self.path = "/predict"
+        self.label = "LitServe (batch 8, 5 ms)" if tuned else "LitServe (defaults)"
+
+    def __enter__(self):
+        batching = ["--max-batch-size", "8", "--batch-timeout", "0.005"] if self.tuned else []
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / "litserve_server.py"), self.name,
+             str(self.port), *batching], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(f"http://127.0.0.1:{self.port}/health")
+        return self
+
+    def __exit__(self, *exc):
+        self.process.terminate()
+        self.process.wait(60)
 
 
 class NBServe:
@@ -98,6 +147,7 @@ class NBServe:
         self.port, self.mar, self.isolation = free_port(), mar.absolute(), isolation
         self.extra = extra
         self.label = "nbserve (defaults)" if isolation == "process" else f"nbserve ({isolation} workers)"
+        self.path, self.bodies = f"/predictions/{mar.stem}", ("raw", "multipart")
 
     def __enter__(self):
         ports = [self.port, free_port(), free_port()]
@@ -138,6 +188,7 @@ class TorchServe:
         self.label = (f"TorchServe ({workers} worker{'s' * (workers != 1)}, batch {batch_size}, "
                       f"5 ms)" if tuned else "TorchServe (defaults)")
         self.port, self.management = free_port(), free_port()
+        self.path, self.bodies = f"/predictions/{mar.stem}", ("raw", "multipart")
 
     def __enter__(self):
         self.workdir = Path(tempfile.mkdtemp(prefix="bench-ts-"))
@@ -176,40 +227,51 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--isolation", default="process,thread",
                         help="nbserve's worker isolations to measure (default both).")
+    parser.add_argument("--bodies", default="raw",
+                        help="raw (curl -T cat.jpg) and/or multipart (curl -F data=@cat.jpg).")
+    parser.add_argument("--peers", default="torchserve",
+                        help="The other servers: torchserve and/or litserve (pip install "
+                             "litserve).")
     parser.add_argument("--load", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
         port, path, clients = args.load
         print(json.dumps(load(int(port), path, models.photo(), int(clients), args.seconds,
-                              key=os.environ.get("NBSERVE_BENCH_KEY") or None)))
+                              key=os.environ.get("NBSERVE_BENCH_KEY") or None,
+                              kind=args.bodies)))
         return
+    bodies, peers = args.bodies.split(","), args.peers.split(",")
 
     clients = [int(c) for c in args.clients.split(",")]
-    print("| model | server | clients | req/s | range | of limit | p50 (ms) | errors |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | server | body | clients | req/s | range | of limit | p50 (ms) | errors |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
         mar = models.build(name)
         servers = [lambda i=isolation: NBServe(mar, i) for isolation in args.isolation.split(",")]
-        servers += [lambda: TorchServe(mar, tuned=False), lambda: TorchServe(mar, tuned=True)]
+        if "torchserve" in peers:
+            servers += [lambda: TorchServe(mar, tuned=False), lambda: TorchServe(mar, tuned=True)]
+        if "litserve" in peers:
+            servers += [lambda: LitServe(name, tuned=False), lambda: LitServe(name, tuned=True)]
         limits, runs = [], defaultdict(list)
         for round_ in range(args.rounds):
             limits.append(in_subprocess("limit", name, "--seconds", str(args.seconds)))
             turn = round_ % len(servers)
             for make in servers[turn:] + servers[:turn]:
                 with make() as server:
-                    for n in clients:
-                        runs[server.label, n].append(load_in_subprocess(
-                            server.port, f"/predictions/{mar.stem}", n, args.seconds, server.key))
+                    for kind in [b for b in bodies if b in server.bodies]:
+                        for n in clients:
+                            runs[server.label, kind, n].append(load_in_subprocess(
+                                server.port, server.path, n, args.seconds, server.key, kind))
         limit = statistics.median(run["limit"] for run in limits)
         best_batch = statistics.mode(run["best_batch"] for run in limits)
         batch1_ms = statistics.median(run["batch1_ms"] for run in limits)
         print(f"| {name} | in-process limit (batch {best_batch}; batch-1 {batch1_ms:.1f} ms) "
-              f"| - | {limit:.1f} | {spread(run['limit'] for run in limits)} | 1.00 | - | - |")
-        for (label, n), measured in runs.items():
+              f"| - | - | {limit:.1f} | {spread(run['limit'] for run in limits)} | 1.00 | - | - |")
+        for (label, kind, n), measured in sorted(runs.items(), key=lambda item: item[0][1:]):
             throughput = statistics.median(run["throughput"] for run in measured)
             p50s = [run["p50_ms"] for run in measured if run["p50_ms"] is not None]
             p50 = f"{statistics.median(p50s):.1f}" if p50s else "-"
-            print(f"| {name} | {label} | {n} | {throughput:.1f} "
+            print(f"| {name} | {label} | {kind} | {n} | {throughput:.1f} "
                   f"| {spread(run['throughput'] for run in measured)} | {throughput / limit:.2f} "
                   f"| {p50} | {sum(run['errors'] for run in measured)} |", flush=True)
 

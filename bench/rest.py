@@ -26,6 +26,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -129,12 +130,14 @@ class LitServe:
         batching = ["--max-batch-size", "8", "--batch-timeout", "0.005"] if self.tuned else []
         self.process = subprocess.Popen(
             [sys.executable, str(Path(__file__).parent / "litserve_server.py"), self.name,
-             str(self.port), *batching], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             str(self.port), *batching], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
         wait_for(f"http://127.0.0.1:{self.port}/health")
         return self
 
     def __exit__(self, *exc):
-        self.process.terminate()
+        # Its inference processes outlive a SIGTERM to the server, and poll while idle.
+        os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(60)
 
 

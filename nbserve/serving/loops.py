@@ -12,8 +12,9 @@ stops.
   (:func:`~nbserve.handlers.base.per_request`: the default handlers', and subclasses that
   change only ``inference`` or ``postprocess``): a pool of threads preprocesses each request as
   it arrives (decoding images; Pillow and torch release the GIL, so the pool scales with the
-  cores) while the worker's thread runs ``inference`` and ``postprocess`` on a batch of
-  whatever is ready, in arrival order.
+  cores; where it would have one thread, the thread that takes requests from the queue
+  preprocesses them itself) while the worker's thread runs ``inference`` and ``postprocess``
+  on a batch of whatever is ready, in arrival order.
 """
 
 from __future__ import annotations
@@ -107,9 +108,12 @@ class PipelineLoop:
         self.host, self.service, self.stop = host, service, stop
         config = host.config
         self.ready = ReadyBuffer(capacity=2 * config.batch_size)
-        self.pool = ThreadPoolExecutor(
-            preprocess_threads(config, config.min_workers, on_gpu=service.cuda),
-            thread_name_prefix=f"{threading.current_thread().name}-pre",
+        threads = preprocess_threads(config, config.min_workers, on_gpu=service.cuda)
+        # A pool of one would only hand each request from the dispatcher's thread to its own
+        # and back (measured: that costs more than it gives on a small model): the dispatcher
+        # preprocesses them itself, beside the forward pass, as the pool's one thread would.
+        self.pool = None if threads == 1 else ThreadPoolExecutor(
+            threads, thread_name_prefix=f"{threading.current_thread().name}-pre",
             initializer=torch.set_num_threads, initargs=(1,))
         self.dispatcher = threading.Thread(target=self._dispatch,
                                            name=f"{threading.current_thread().name}-dispatch",
@@ -118,6 +122,8 @@ class PipelineLoop:
         self.threads = [self.dispatcher]
 
     def _dispatch(self) -> None:
+        if self.pool is None:
+            torch.set_num_threads(1)  # as the pool's threads
         batch_size = self.host.config.batch_size  # take no more than this worker can use
         while (arrived := self.host.queue.take_batch(batch_size, self.stop,
                                                      worker=self.service.worker_id)) is not None:
@@ -126,6 +132,8 @@ class PipelineLoop:
                     continue
                 if asks_for_handle(request.headers):
                     self.ready.put(request, _done(_RUN_HANDLE))
+                elif self.pool is None:
+                    self.ready.put(request, _called(self._preprocess, request))
                 else:
                     self.ready.put(request, self.pool.submit(self._preprocess, request))
         self.ready.close()
@@ -173,7 +181,8 @@ class PipelineLoop:
             service.isolate(requests, error, stage)
 
     def close(self) -> None:
-        self.pool.shutdown()
+        if self.pool is not None:
+            self.pool.shutdown()
 
 
 def loop_for(handler, config) -> type[HandleLoop] | type[ContinuousLoop] | type[PipelineLoop]:
@@ -202,6 +211,16 @@ def preprocess_threads(config, workers: int, on_gpu: bool) -> int:
 def _done(value) -> Future:
     future: Future = Future()
     future.set_result(value)
+    return future
+
+
+def _called(function, *args) -> Future:
+    """``function(*args)`` run here, as a pool's future of it would hold it."""
+    future: Future = Future()
+    try:
+        future.set_result(function(*args))
+    except Exception as error:  # noqa: BLE001 - the request's own failure, answered alone
+        future.set_exception(error)
     return future
 
 

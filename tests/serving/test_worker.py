@@ -105,13 +105,19 @@ def handler_module(stem):
                 if name.startswith("nbserve_archive_") and name.endswith("_" + stem))
 
 
-def test_the_preprocessing_pool_keeps_order_and_each_answer_reaches_its_request(tmp_path):
-    handler = tmp_path / "slow.py"
+@pytest.mark.parametrize("threads", [4, 1])
+def test_the_preprocessing_pool_keeps_order_and_each_answer_reaches_its_request(tmp_path,
+                                                                              threads):
+    """A pool of 4 runs preprocess in parallel; a pool of one steps aside, and the thread
+    that takes requests from the queue preprocesses them, beside the forward pass."""
+    handler = tmp_path / f"slow{threads}.py"  # a module of its own, and its own SEEN
     handler.write_text(SLOW_PREPROCESS)
     with Engine() as engine:
         version = engine.register(archive("slow", "1.0", str(handler), export_path=tmp_path),
-                                  batch_size=8, preprocess_threads=4)
-        assert version.workers[0].loop.pool._max_workers == 4
+                                  batch_size=8, preprocess_threads=threads)
+        loop = version.workers[0].loop
+        assert (loop.pool._max_workers if threads > 1 else loop.pool) == (4 if threads > 1
+                                                                          else None)
         futures = [engine.submit("slow", {"body": float(i)}) for i in range(200)]
         bad = engine.submit("slow", {"body": -1.0})
         later = [engine.submit("slow", {"body": float(i)}) for i in range(200, 220)]
@@ -119,11 +125,16 @@ def test_the_preprocessing_pool_keeps_order_and_each_answer_reaches_its_request(
         assert answers == [float(i) for i in range(220)]  # each its own
         error = bad.exception(60)
         assert error.status == 500 and "negative input" in str(error)  # alone
-        seen = handler_module("slow").SEEN
-    assert len(seen["threads"]) > 1  # the pool did run in parallel
+        seen = handler_module(handler.stem).SEEN
+    if threads > 1:
+        assert len(seen["threads"]) > 1  # the pool did run in parallel
+    else:
+        assert seen["threads"] == {loop.dispatcher.name}
     assert set(seen["preprocess_sizes"]) == {1}  # split: one request per preprocess call
     flat = [x for batch in seen["batches"] for x in batch]
-    assert flat == sorted(flat) and max(len(b) for b in seen["batches"]) > 1  # batched, in order
+    assert flat == sorted(flat)  # in order
+    if threads > 1:  # batched (one thread preprocesses slower than this forward pass runs)
+        assert max(len(b) for b in seen["batches"]) > 1
 
 
 def test_a_whole_batch_preprocess_override_is_never_split(tmp_path):

@@ -70,7 +70,8 @@ def test_runs_top_to_bottom_offline(path, tmp_path, monkeypatch):
     if path.name.startswith("04"):
         assert "OFFLINE: could not download HuggingFaceTB/SmolLM2-135M-Instruct" in text
         assert "The cat sat on the mat." in text and "['chat']" in text
-        assert "8 stream(s):" in text
+        assert "chat: streamed chat completions of up to 64 tokens" in text  # %bench --llm
+        assert "0 running, 0 waiting" in text  # %serve's table, once the streams are done
     if path.name.startswith("03"):
         assert "64 answers, statuses [200]" in text and "same answer as %predict: True" in text
         assert "same answer as nbserve: True" in text  # TorchServe is in the test extra

@@ -55,7 +55,7 @@ HANDLER_NAMES = ("text_generation", "vllm_handler")
 DEFAULT_MAX_NUM_SEQS = 16
 DEFAULT_MAX_MODEL_LEN = 4096
 #: The seconds over which TokensPerSecond is averaged, and how often the figures are recorded
-#: while the number of running sequences stays the same.
+#: while sequences run (see TextGenerationHandler._record).
 RATE_WINDOW_S = 2.0
 RECORD_EVERY_S = 0.5
 

@@ -6,8 +6,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.archives import crashing
-from tests.support.helpers import Client
-from tests.support.jupyter_app import free_port
+from tests.support.helpers import Client, nbserve_serve
 
 
 @pytest.fixture(scope="module")
@@ -27,23 +24,12 @@ def server(tmp_path_factory):
     store = folder / "store"
     store.mkdir()
     shutil.copy(crashing(folder / "handler"), store / "crashing.mar")
-    ports = {api: free_port() for api in ("inference", "management", "metrics")}
     shm_before = set(os.listdir("/dev/shm"))
     config = folder / "config.properties"
     config.write_text("default_response_timeout=5\n")  # so a hang is a 408 within seconds
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nbserve", "serve", "--ts-config", str(config),
-         "--model-store", str(store),
-         "--models", "crashing=crashing.mar", "steady=crashing.mar",
-         *(f"--{api}-address=http://127.0.0.1:{port}" for api, port in ports.items())],
-        stderr=subprocess.PIPE, text=True, cwd=folder, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    log: list[str] = []
-    while not any("metrics API at" in line for line in log):
-        line = process.stderr.readline()
-        assert line, f"nbserve serve exited: {''.join(log)}"
-        log.append(line)
-    threading.Thread(target=lambda: log.extend(iter(process.stderr.readline, "")),
-                     daemon=True).start()
+    process, ports, log = nbserve_serve("--ts-config", str(config), "--model-store", str(store),
+                                        "--models", "crashing=crashing.mar",
+                                        "steady=crashing.mar", cwd=folder)
     keys = {kind: entry["key"] for kind, entry in
             json.loads((folder / "key_file.json").read_text()).items()}
     clients = {api: Client(f"http://127.0.0.1:{port}", keys.get(api)) for api, port in ports.items()}

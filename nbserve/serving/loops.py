@@ -85,7 +85,6 @@ class ContinuousLoop:
             staying = [r for r in running if not r.settled]  # timed out, or its client left
             if staying:
                 host.stats.record_batch(len(staying))
-            if staying:
                 with tuner.timing(len(staying)) if timed else contextlib.nullcontext():
                     staying = service.step(staying)
             still = set(map(id, staying))

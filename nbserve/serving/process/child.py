@@ -89,11 +89,12 @@ def main(fd: int) -> None:
 
 class Outbox:
     """The messages to the server, sent in order by one thread, so that a handler's thread
-    never waits on the socket (all but STARTED, which must arrive before the handler runs). What piles up while it sends goes together: a decode step
-    streams a part to each of its requests and observes a metric for each, and each kind
-    travels as one message (:attr:`GROUPS`), not one per request."""
+    never waits on the socket (all but STARTED, which must arrive before the handler runs).
+    What piles up while it sends goes together: a decode step streams a part to each of its
+    requests and observes a metric for each, and each kind travels as one message
+    (:attr:`GROUPS`), not one per request."""
 
-    #: An item's kind -> the message that carries a run of them.
+    #: An item's kind -> the message that carries a run of them (a list of their payloads).
     GROUPS = {Kind.PART: Kind.PARTS, Kind.METRIC: Kind.METRICS}
 
     def __init__(self, send):
@@ -103,7 +104,7 @@ class Outbox:
         self._thread.start()
 
     def part(self, request_id: str, value) -> None:
-        self._queue.put((Kind.PART, request_id, value))
+        self._queue.put((Kind.PART, None, (request_id, value)))
 
     def put(self, kind: str, request_id: str | None, *payload) -> None:
         self._queue.put((kind, request_id, payload))
@@ -119,19 +120,18 @@ class Outbox:
             while not self._queue.empty():
                 items.append(self._queue.get())
             group, grouped = None, []
-            for item in items + [None]:
-                kind = item and item[0]
+            for kind, request_id, payload in (item for item in items if item is not None):
                 if grouped and kind != group:
                     self._send(self.GROUPS[group], None, grouped)
                     grouped = []
-                if item is None:
-                    continue
                 if kind in self.GROUPS:
                     group = kind
-                    grouped.append(item[1:] if kind == Kind.PART else item[2])
+                    grouped.append(payload)
                 else:
-                    self._send(*item[:2], *item[2])
-            if items[-1] is None:
+                    self._send(kind, request_id, *payload)
+            if grouped:
+                self._send(self.GROUPS[group], None, grouped)
+            if items[-1] is None:  # closed
                 return
 
 

@@ -203,7 +203,8 @@ def _bench_generation(args: argparse.Namespace, settings) -> int:
     each of ``--streams``; ``--input``, if given, is a text file of prompts, one a line."""
     from nbserve.benchmark.generation import measure
 
-    prompts = Path(settings.input).read_text().splitlines() if settings.input else None
+    prompts = [line for line in Path(settings.input).read_text().splitlines()
+               if line.strip()] if settings.input else []
     model = _model_of(settings.inference_model_url)
     streams = [int(n) for n in args.streams.split(",")]
     progress = Progress(f"{model} at {args.streams} streams", unit="levels")
@@ -211,8 +212,7 @@ def _bench_generation(args: argparse.Namespace, settings) -> int:
     def run(address: str, key: str | None):
         return measure(f"{address.rstrip('/')}/v1", model, streams=streams,
                        seconds=args.seconds, max_tokens=args.max_tokens,
-                       prompts=[p for p in prompts or () if p.strip()] or None, key=key,
-                       on_progress=progress)
+                       prompts=prompts or None, key=key, on_progress=progress)
 
     if args.address:
         with _registered(args, settings):

@@ -203,10 +203,12 @@ def test_bench_llm_counts_the_tokens_the_server_generated(chat_model, tmp_path):
         assert run.returncode == 0, run.stderr
         figures = dict(zip(COLUMNS, run.stdout.splitlines()[2].split()))
         assert figures["streams"] == "2" and figures["failed"] == "0", run.stdout
+        before = generated_tokens(ports["metrics"])
         refused = bench(*flags, "--key", "wrong", cwd=tmp_path)
         assert refused.returncode == 1
         figures = dict(zip(COLUMNS, refused.stdout.splitlines()[2].split()))
         assert figures["failed"] == figures["requests"] != "0", refused.stdout
+        assert generated_tokens(ports["metrics"]) == before  # nothing was generated for them
     finally:
         process.terminate()
         process.wait(30)

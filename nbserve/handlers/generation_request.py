@@ -49,6 +49,8 @@ class Generation:
     logprobs: int | None = None
     #: Run alone with ``generate`` (a seed, or log probabilities): its future, else None.
     solo: Any = None
+    #: Else the continuous-batching manager that decodes its sequences.
+    manager: Any = None
     started: float = field(default_factory=time.monotonic)
 
 

@@ -75,15 +75,23 @@ def test_a_hugging_face_folder_is_an_archive_of_the_text_generation_handler(chat
 
 
 def test_greedy_answers_are_generates_and_do_not_change_under_32_streams(engine, chat_model):
+    """Nor beside sampling requests, which another manager decodes, started when first needed."""
     version = engine.get("chat")
-    assert version.config.continuous_batching and version.workers[0].service.handler.max_running == 32
+    handler = version.workers[0].service.handler
+    assert version.config.continuous_batching and handler.max_running == 32
     alone = {q: generated_alone(chat_model, q) for q in QUESTIONS}
     assert alone["Where is the cat?"] == "The cat sat on the mat."  # it learned its sentences
     assert text_of(generate(engine, chat("Where is the cat?"))) == [alone["Where is the cat?"]]
-    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(32)]
+    assert list(handler.managers) == [False]  # greedy only, so far
+    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(24)]
     with ThreadPoolExecutor(32) as pool:
+        sampled = [pool.submit(generate, engine, chat(q, temperature=1.0, top_p=0.9))
+                   for q in QUESTIONS[:8]]
         answers = list(pool.map(lambda q: generate(engine, chat(q)), questions))
+        sampled = [future.result() for future in sampled]
     assert [text_of(a)[0] for a in answers] == [alone[q] for q in questions]
+    assert all(a["choices"][0]["finish_reason"] in ("stop", "length") for a in sampled)
+    assert sorted(handler.managers) == [False, True]
 
 
 def test_parts_stream_and_join_to_the_answer(engine):
@@ -172,5 +180,6 @@ def test_a_request_that_leaves_is_cancelled_at_once(engine):
     future.set_exception(ClientClosedRequest("the client left"))
     time.sleep(0.3)
     assert not handler.running
-    assert not handler.manager.batch_processor.has_pending_requests()
+    assert not any(manager.batch_processor.has_pending_requests()
+                   for manager in handler.managers.values())
     assert text_of(generate(engine, chat("Hi"))) == ["Hello! How can I help you today?"]

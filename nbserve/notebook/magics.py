@@ -272,7 +272,8 @@ class NBServeMagics(Magics):
 
         With ``--llm``, a language model: streamed chat completions over OpenAI's API at each
         of ``--streams`` concurrent clients; tokens/s, time to first token, inter-token
-        latency (the prompt is optional)::
+        latency. INPUT (optional) is the prompt, or a variable holding one or a list of them,
+        asked in turn::
 
             %bench chat --llm --streams 1,8,32 --seconds 10
         """
@@ -280,10 +281,10 @@ class NBServeMagics(Magics):
         try:
             session.current.get(args.model_name)
             if args.llm:
-                prompt = args.input and self._text(args.input)
+                prompts = args.input and self._prompts(args.input)
                 progress = Progress(f"%bench {args.model_name} --llm", unit="levels")
                 result = benchmarks.bench_generation(
-                    args.model_name, [prompt] if prompt else None,
+                    args.model_name, prompts or None,
                     streams=_numbers(args.streams), seconds=args.seconds,
                     max_tokens=args.max_tokens, on_progress=progress)
                 progress.close()
@@ -322,6 +323,16 @@ class NBServeMagics(Magics):
             print(text, end="", flush=True)
         print()
         return StreamedText("".join(texts))
+
+    def _prompts(self, text: str) -> list[str]:
+        """``%bench --llm``'s INPUT: a prompt, or a list of prompts, each a user's message."""
+        value = self._text(text)
+        prompts = [value] if isinstance(value, str) else value
+        if not (isinstance(prompts, list) and prompts
+                and all(isinstance(p, str) for p in prompts)):
+            raise UsageError(f"%bench --llm asks prompts: {text} is neither a prompt nor a "
+                             "list of them (text).")
+        return prompts
 
     def _text(self, text: str) -> Any:
         """A message given on the line: the variable it names, else its text (IPython's

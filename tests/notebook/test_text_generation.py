@@ -8,7 +8,7 @@ import threading
 import openai
 
 from tests.support.jupyter_app import free_port
-from tests.support.kernel import Kernel, text
+from tests.support.kernel import Kernel, text, usage_error
 
 LOAD = '''
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -44,6 +44,15 @@ def test_serve_a_language_model_from_a_kernel_and_call_it(chat_model, tmp_path):
         assert kernel.value("[(r.streams, set(r.statuses)) for r in measured.results]") == \
             [(1, {200}), (3, {200})]
         assert kernel.value("all(r.tokens > 0 and r.ttft_ms for r in measured.results)")
+        # A variable's prompts, asked in turn: every answer is the cat's.
+        kernel.ok("questions = ['Where is the cat?']")
+        kernel.ok("asked = %bench chat questions --llm --streams 2 --seconds 1")
+        answered, tokens = kernel.value("(asked.results[0].statuses[200], "
+                                        "asked.results[0].tokens)")
+        assert answered > 0 and tokens == answered * answer.usage.completion_tokens
+        kernel.ok("messages = [{'role': 'user', 'content': 'Hi'}]")
+        refused = kernel.run("%bench chat messages --llm --streams 1 --seconds 1")
+        assert "neither a prompt nor a list of them" in usage_error(refused)
 
         kernel.ok("box = nbserve.widgets.Chat('chat', temperature=0)\nbox\n"
                   "box.send('Where is the cat?')\nbox.wait(30)")

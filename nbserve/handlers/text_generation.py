@@ -111,6 +111,33 @@ def live_handler(model, tokenizer=None) -> TextGenerationHandler:
     return TextGenerationHandler(copy.deepcopy(model), tokenizer)
 
 
+def _is_causal_per_thread(config) -> None:
+    """Make ``config.is_causal`` each thread's own. transformers' forward sets it for the call
+    and restores it after; the managers' threads (which pass ``is_causal=False``) and
+    ``generate``'s run forward passes on one model at once, and one thread's restore could
+    leave another's value behind: ``generate`` then attended both ways (found as log
+    probabilities 8% off the model's)."""
+    local = threading.local()
+    unset = object()
+    default = config.__dict__.pop("is_causal", unset)  # its own value, if it has one
+
+    def get(self):
+        value = getattr(local, "value", default)
+        if value is unset:
+            raise AttributeError("is_causal")
+        return value
+
+    def set_(self, value):
+        local.value = value
+
+    def delete(self):
+        del local.value
+
+    base = type(config)
+    config.__class__ = type(base.__name__, (base,),
+                            {"is_causal": property(get, set_, delete), "__module__": base.__module__})
+
+
 class TextGenerationHandler:
     """TorchServe's handler contract, for a causal LM. Given ``model`` and ``tokenizer`` (as
     ``%serve model --tokenizer tok`` does), they are served as they are; else both load from
@@ -148,6 +175,7 @@ class TextGenerationHandler:
             self.model = AutoModelForCausalLM.from_pretrained(
                 folder, dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32)
         self.model = self.model.to(device).eval()
+        _is_causal_per_thread(self.model.config)
         if device == "cpu" and (settings["torch_threads"] or "ipykernel" not in sys.modules):
             # Measured (bench/llm.py, 2 cores): one intra-op thread decodes faster than two
             # once HTTP and the clients need a core too; handler.torch_threads overrides it.

@@ -157,7 +157,10 @@ def test_a_seed_reproduces_a_sampled_answer_and_logprobs_are_the_models(engine, 
     ids = ids["input_ids"] if hasattr(ids, "keys") else ids
     with torch.no_grad():
         first = torch.log_softmax(model(ids).logits[0, -1], dim=-1).max().item()
-    assert abs(content[0]["logprob"] - first) < 1e-4
+    # Relative: the first token is near certain, and its log probability near 0. (Here, after
+    # the managers' threads and generate's ran forward passes at once: a bidirectional
+    # attention left behind by one of them read 8% off.)
+    assert abs(content[0]["logprob"] - first) <= 0.01 * abs(first)
 
     completion = Completion("completions", "chat", {})
     for part in engine.stream("chat", {"endpoint": "completions", "prompt": "The cat",

@@ -134,8 +134,8 @@ def _is_causal_per_thread(config) -> None:
         del local.value
 
     base = type(config)
-    config.__class__ = type(base.__name__, (base,),
-                            {"is_causal": property(get, set_, delete), "__module__": base.__module__})
+    config.__class__ = type(base.__name__, (base,), {
+        "is_causal": property(get, set_, delete), "__module__": base.__module__})
 
 
 class TextGenerationHandler:

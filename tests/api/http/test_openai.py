@@ -80,20 +80,23 @@ def test_a_stream_is_server_sent_events_flushed_as_tokens_come(served, client):
 
 
 def test_the_async_client_and_concurrent_greedy_streams_agree(served):
+    """In the worker process, beside sampling streams (OpenAI's default temperature), which
+    its other manager decodes."""
     url, key, _ = served
 
-    async def ask(client, question):
+    async def ask(client, question, **sampling):
         stream = await client.chat.completions.create(
-            model="chat", messages=[{"role": "user", "content": question}], temperature=0,
-            stream=True)
+            model="chat", messages=[{"role": "user", "content": question}], stream=True,
+            **(sampling or {"temperature": 0}))
         return "".join([c.choices[0].delta.content or "" async for c in stream])
 
     async def main():
         async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key) as client:
             alone = await ask(client, "Where is the cat?")
+            sampled = [ask(client, "Hi", top_p=0.9, max_tokens=8) for _ in range(4)]
             together = await asyncio.gather(*(ask(client, q) for q in
-                                              ["Where is the cat?", "Hi"] * 8))
-            return alone, together
+                                              ["Where is the cat?", "Hi"] * 8), *sampled)
+            return alone, together[:16]  # a sampled stream that failed would have raised
 
     alone, together = asyncio.run(main())
     assert alone == "The cat sat on the mat."
